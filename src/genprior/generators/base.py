@@ -9,6 +9,8 @@ never knows which solver drives it. Everything a solver needs is here:
   ``head(k, inputs) -> state`` and ``tail(k, state, inputs) -> image``. ``state`` is a tuple of
   tensors holding *everything* the tail needs to go on (for StyleGAN2 the feature map and the
   running RGB skip image). Resuming from ``head(k, ...)`` reproduces ``forward`` exactly.
+* ``advance(j, k, state, inputs)``: runs the layers from stage ``j`` to stage ``k`` on any
+  state, so an optimised (off-range) state at stage ``j`` can be carried to stage ``k``.
 * ``tail_inputs(k)``: the names of the inputs that ``tail_k`` still reads; these are the inputs
   that stay free when an intermediate-layer solver optimises the state at stage ``k``.
 
@@ -24,6 +26,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import UserError
 
 State = tuple[Tensor, ...]
 Inputs = dict[str, Tensor]
@@ -98,6 +102,15 @@ class LayeredGenerator(nn.Module):
     def tail(self, k: int, state: State, inputs: Inputs) -> Tensor:
         raise NotImplementedError
 
+    def advance(self, k_from: int, k_to: int, state: State, inputs: Inputs) -> State:
+        """Run the layers between stage ``k_from`` and stage ``k_to >= k_from`` on ``state``.
+
+        ``advance(j, k, head(j, inputs), inputs) == head(k, inputs)`` and
+        ``tail(k, advance(j, k, s, inputs), inputs) == tail(j, s, inputs)`` for any state ``s``:
+        this is how ILO carries a state it has moved off the generator's range one stage deeper.
+        """
+        raise NotImplementedError
+
     def forward(self, inputs: Inputs) -> Tensor:
         return self.tail(0, self.head(0, inputs), inputs)
 
@@ -112,7 +125,7 @@ class LayeredGenerator(nn.Module):
 
     def check_stage(self, k: int) -> None:
         if not 0 <= k <= self.num_stages:
-            raise ValueError(
+            raise UserError(
                 f"stage {k} is out of range for {type(self).__name__}: use 0..{self.num_stages}"
             )
 

@@ -1,0 +1,144 @@
+"""Pieces every generator-based solver shares: the learning-rate schedule, the best-iterate
+tracker, the run record, projections of latents, and the deepinv ``Reconstructor`` base."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from deepinv.models import Reconstructor
+from torch import Tensor
+
+from ..generators.base import Inputs, LayeredGenerator
+
+
+def lr_schedule(step: int, total: int, rampup: float = 0.05, rampdown: float = 0.25) -> float:
+    """Warm-up then cosine ramp-down factor (StyleGAN2 projector / ILO), in (0, 1].
+
+    ``step`` counts from 0. The warm-up uses ``(step + 1) / total`` so the first step already
+    moves; the ramp-down uses ``step / total`` so the last step still does.
+    """
+    t_down = step / total
+    t_up = (step + 1) / total
+    ramp = min(1.0, (1.0 - t_down) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(math.pi * ramp)
+    if rampup > 0:
+        ramp *= min(1.0, t_up / rampup)
+    return ramp
+
+
+def batch_norms(t: Tensor) -> Tensor:
+    """Per-sample Euclidean norm over all non-batch dims, shaped to broadcast against ``t``."""
+    n = t.reshape(t.shape[0], -1).norm(dim=1)
+    return n.reshape((t.shape[0],) + (1,) * (t.dim() - 1))
+
+
+@torch.no_grad()
+def project_to_norm(t: Tensor, norms: Tensor) -> None:
+    """In place: rescale each sample of ``t`` to the given per-sample norm (spherical projection)."""
+    t.mul_(norms / batch_norms(t).clamp_min(1e-12))
+
+
+class BestTracker:
+    """Keeps, per image, the iterate with the lowest measurement error seen so far.
+
+    A batch may hold ``groups`` copies of each image (random restarts), laid out group-major:
+    entry ``g * n + i`` is restart ``g`` of image ``i``.
+    """
+
+    def __init__(self, n_images: int):
+        self.n = n_images
+        self.err = torch.full((n_images,), math.inf)
+        self.x: Tensor | None = None
+        self.round = torch.full((n_images,), -1, dtype=torch.long)
+        self.restart = torch.zeros(n_images, dtype=torch.long)
+
+    @torch.no_grad()
+    def update(self, err: Tensor, x: Tensor, round_idx: int) -> None:
+        err = err.detach().float().cpu()
+        groups = err.numel() // self.n
+        e, g = err.view(groups, self.n).min(dim=0)
+        xs = x.detach().view(groups, self.n, *x.shape[1:])
+        cand = xs[g, torch.arange(self.n, device=x.device)]
+        better = e < self.err
+        if self.x is None:
+            self.x = cand.clone()
+        elif better.any():
+            self.x[better.to(x.device)] = cand[better.to(x.device)]
+        self.err = torch.where(better, e, self.err)
+        self.round = torch.where(better, torch.full_like(self.round, round_idx), self.round)
+        self.restart = torch.where(better, g, self.restart)
+
+
+@dataclass
+class RunRecord:
+    """What happened during a solve, for convergence plots and reports.
+
+    Per-step lists hold one value per image (restarts: the best restart's value).
+    """
+
+    method: str
+    loss: list[list[float]] = field(default_factory=list)
+    meas_err: list[list[float]] = field(default_factory=list)
+    round_of_step: list[int] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    best_meas_err: list[float] = field(default_factory=list)
+    best_round: list[int] = field(default_factory=list)
+    time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def log_step(self, loss: Tensor, err: Tensor, n_images: int, round_idx: int) -> None:
+        groups = err.numel() // n_images
+        self.loss.append(loss.detach().float().cpu().view(groups, n_images).min(0).values.tolist())
+        self.meas_err.append(err.detach().float().cpu().view(groups, n_images).min(0).values.tolist())
+        self.round_of_step.append(round_idx)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GenerativeSolver(Reconstructor):
+    """A deepinv ``Reconstructor`` driving a :class:`LayeredGenerator`: ``x_hat = solver(y, physics)``.
+
+    Subclasses implement :meth:`solve`, which returns ``(x_hat, RunRecord)``; ``forward`` keeps the
+    record in ``self.last_record``. Reconstructions are clamped to ``[0, 1]``.
+    """
+
+    method = "generative"
+
+    def __init__(self, generator: LayeredGenerator, config: Any):
+        super().__init__(device=generator.device)
+        self.generator = generator.eval()
+        for p in self.generator.parameters():
+            p.requires_grad_(False)
+        self.config = config
+        self.last_record: RunRecord | None = None
+
+    def forward(self, y: Tensor, physics: Any, **kwargs: Any) -> Tensor:
+        x, rec = self.solve(y, physics, **kwargs)
+        self.last_record = rec
+        return x
+
+    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+        raise NotImplementedError
+
+    # helpers -----------------------------------------------------------------------------------
+    def _check_y(self, y: Tensor) -> None:
+        if not torch.isfinite(y).all():
+            raise ValueError("measurements contain NaN or infinite values")
+
+    def _init_inputs(self, batch: int, seed: int) -> Inputs:
+        g = torch.Generator().manual_seed(seed)
+        return self.generator.sample_inputs(batch, generator=g, device=self.generator.device)
+
+
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.elapsed = time.perf_counter() - self.t0
