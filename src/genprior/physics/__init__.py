@@ -1,0 +1,6 @@
+"""Forward operators (deepinv physics) for the inverse problems genprior solves."""
+
+from .circulant import PartialCirculant
+from .tasks import CS_OPERATORS, TASKS, load_mask, make_physics, measurement_preview
+
+__all__ = ["PartialCirculant", "TASKS", "CS_OPERATORS", "make_physics", "load_mask", "measurement_preview"]

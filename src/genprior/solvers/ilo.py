@@ -56,9 +56,10 @@ class ILOConfig:
             shorter sequence repeats its last entry.
         lr: Adam learning rate of latents and noise maps.
         state_lr: Adam learning rate of the intermediate state.
-        radius: l1 radius of each round >= 1 *per state element*: the ball's radius is
-            ``radius * numel(state)`` (scale-free across resolutions); ``inf`` disables the
-            projection. A sequence gives one radius per round >= 1.
+        radius: l1 radius of each round >= 1, *relative* to the state the round starts from:
+            per image, ``||state - state0||_1 <= radius * ||state0||_1`` (scale-free across
+            layers and generators, where the paper's absolute radii must be retuned for each);
+            ``inf`` disables the projection. A sequence gives one radius per round >= 1.
         spherical: after each step, project every latent row and noise map back to its initial norm.
         fidelity: ``"mse"`` or ``"l1"`` between ``A(x)`` and ``y``; ``deadzone`` > 0 ignores
             residuals below it.
@@ -73,7 +74,7 @@ class ILOConfig:
     steps: int | Sequence[int] = (150, 100, 100, 100)
     lr: float = 0.1
     state_lr: float = 0.05
-    radius: float | Sequence[float] = 0.3
+    radius: float | Sequence[float] = 0.4
     spherical: bool = True
     fidelity: str = "mse"
     deadzone: float = 0.0
@@ -171,7 +172,8 @@ class ILO(GenerativeSolver):
                 if state:
                     param_groups.append({"params": list(state), "lr": cfg.state_lr, "base": cfg.state_lr})
                 opt = torch.optim.Adam(param_groups, betas=(0.9, 0.999))
-                radius = float(radii[r - 1]) * sum(s[0].numel() for s in state) if state else math.inf
+                rel = float(radii[r - 1]) if state else math.inf
+                radius = rel * sum(s.reshape(batch, -1).abs().sum(1) for s in state0) if math.isfinite(rel) else rel
                 round_best = torch.full((batch,), math.inf)
                 for t in range(steps[r] + 1):
                     cur = {**inputs, **free}
@@ -208,7 +210,7 @@ class ILO(GenerativeSolver):
                         if cfg.spherical:
                             for k, v in free.items():
                                 project_to_norm(v, init_norms[k])
-                        if state and math.isfinite(radius):
+                        if state and math.isfinite(rel):
                             project_state(state, state0, radius)
                     bar.update(1)
                 with torch.no_grad():
@@ -220,7 +222,7 @@ class ILO(GenerativeSolver):
                         "round": r,
                         "stage": stage,
                         "steps": steps[r],
-                        "radius": radius,
+                        "radius": radius.tolist() if isinstance(radius, torch.Tensor) else radius,
                         "best_meas_err": round_best.tolist(),
                         "start_meas_err": start_err.tolist(),
                         "final_meas_err": err_cpu.tolist(),

