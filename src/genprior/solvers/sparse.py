@@ -1,0 +1,320 @@
+"""Sparsity baselines without a generator: Lasso in a pixel, DCT or wavelet basis.
+
+Bora, Jalal, Price & Dimakis (ICML 2017, "Compressed Sensing using Generative Models") compare
+CSGM with Lasso: MNIST in the pixel basis, CelebA in the 2-D DCT and wavelet bases, each solved
+with scikit-learn's ``Lasso(alpha=0.1)`` on the explicit measurement matrix and clipped to the
+image range. :class:`Lasso` does the same on any deepinv physics, per image,
+
+    c_hat = argmin_c  ||y - A Psi c||^2 / (2 m)  +  alpha ||c||_1,      x_hat = clip(Psi c_hat, 0, 1),
+
+which is scikit-learn's objective (``m`` = number of measurements; the ``1 / (2 m)`` scaling is
+why ``alpha`` must shrink as images grow: on the identity with ``alpha = 0.1`` every pixel of a
+64-pixel image is soft-thresholded by ``6.4`` and vanishes). ``Psi`` is an orthonormal synthesis
+operator applied per channel: the identity (``"pixel"``), the orthonormal 2-D DCT-II (``"dct"``,
+``scipy.fft``), or an orthonormal periodised discrete wavelet transform (``"wavelet"``,
+PyWavelets, ``db4`` by default).
+
+Where genprior differs from Bora et al.'s code: they leave scikit-learn's ``fit_intercept=True``
+on and then discard the fitted intercept, so their estimate solves a slightly different problem
+than the one they write; here no intercept is fitted (the objective above, exactly). Rows of ``A``
+that are identically zero (the unobserved pixels of deepinv's ``Inpainting``) carry no
+information and are dropped, so ``m`` counts the actual measurements.
+
+``A Psi`` is materialised by applying ``physics.A`` to the synthesised basis images in batches,
+which is meant for small images: more than :attr:`LassoConfig.max_pixels` unknowns or more than
+:attr:`LassoConfig.max_entries` matrix entries raise a :class:`~genprior.errors.UserError`. The
+physics must be linear (an affine offset ``A(0)`` is subtracted) and shared by all images of the
+batch (deepinv operators whose parameters have batch size 1).
+
+This module also holds :class:`GeneratorFreeSolver`, the small base of the baselines that have no
+generator (this one and :class:`~genprior.solvers.dip.DeepImagePrior`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from deepinv.models import Reconstructor
+from torch import Tensor
+
+from ..errors import UserError
+from ..losses import fidelity
+from .common import RunRecord, Timer
+
+__all__ = ["GeneratorFreeSolver", "Lasso", "LassoConfig", "BASES", "synthesis_operator"]
+
+BASES: tuple[str, ...] = ("pixel", "dct", "wavelet")
+
+
+def _shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(image_shape)
+    if len(shape) == 4:
+        shape = shape[1:]
+    if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or int(s) < 1 for s in shape):
+        raise UserError(f"image shape {tuple(image_shape)} is invalid: give (C, H, W) with positive sizes")
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def _apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    for k, v in overrides.items():
+        if not hasattr(config, k):
+            raise TypeError(f"{type(config).__name__} has no setting {k!r}")
+        setattr(config, k, v)
+    return config
+
+
+class GeneratorFreeSolver(Reconstructor):
+    """A deepinv ``Reconstructor`` with no generator: ``x_hat = solver(y, physics)``.
+
+    The same shape as :class:`~genprior.solvers.common.GenerativeSolver`: subclasses implement
+    :meth:`solve` returning ``(x_hat, RunRecord)``; ``forward`` keeps the record in
+    ``self.last_record``. The image shape ``(C, H, W)`` of the unknown is given to the constructor
+    (nothing else says what ``x`` looks like when ``y`` is, say, a vector of CS measurements).
+    Solvers work on the device of ``y``.
+    """
+
+    method = "generator-free"
+
+    def __init__(self, image_shape: Sequence[int], config: Any, device: torch.device | str = "cpu"):
+        super().__init__(device=device)
+        self.image_shape = _shape3(image_shape)
+        self.config = config
+        self.last_record: RunRecord | None = None
+
+    def forward(self, y: Tensor, physics: Any, **kwargs: Any) -> Tensor:
+        x, rec = self.solve(y, physics, **kwargs)
+        self.last_record = rec
+        return x
+
+    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+        raise NotImplementedError
+
+    def _check_y(self, y: Tensor) -> None:
+        if not isinstance(y, Tensor) or y.dim() < 1:
+            raise UserError("measurements must be a tensor with a leading batch dimension")
+        if not torch.isfinite(y).all():
+            raise ValueError("measurements contain NaN or infinite values")
+
+
+# ----------------------------------------------------------------------------------------------
+# Orthonormal bases
+# ----------------------------------------------------------------------------------------------
+
+
+def _wavelet_plan(h: int, w: int, wavelet: str, level: int | None) -> tuple[Any, int, list]:
+    try:
+        import pywt
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise UserError("the wavelet basis needs PyWavelets: pip install PyWavelets") from None
+    try:
+        wav = pywt.Wavelet(wavelet)
+    except ValueError:
+        raise UserError(f"unknown wavelet {wavelet!r}: use an orthogonal one such as 'db4' or 'haar'") from None
+    if not wav.orthogonal:
+        raise UserError(f"wavelet {wavelet!r} is not orthogonal: use e.g. 'db4', 'haar' or 'sym4'")
+    twos = 0
+    while h % 2 ** (twos + 1) == 0 and w % 2 ** (twos + 1) == 0:
+        twos += 1
+    if twos == 0:
+        raise UserError(f"the wavelet basis needs even image sides (periodisation): got {h}x{w}")
+    if level is None:
+        level = max(1, min(twos, pywt.dwt_max_level(min(h, w), wav.dec_len)))
+    elif not 1 <= int(level) <= twos:
+        raise UserError(f"wavelet level {level} does not fit a {h}x{w} image: use 1..{twos} (2^level must divide both sides)")
+    level = int(level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pywt warns about boundary effects at deep levels
+        coeffs = pywt.wavedec2(np.zeros((h, w)), wav, mode="periodization", level=level)
+        _, slices = pywt.coeffs_to_array(coeffs)
+    return wav, level, slices
+
+
+def synthesis_operator(
+    image_shape: Sequence[int], basis: str, wavelet: str = "db4", level: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The orthonormal synthesis ``Psi`` of a basis: coefficients ``(k, C, H, W)`` -> images.
+
+    ``"pixel"``: the identity; ``"dct"``: the inverse orthonormal 2-D DCT-II per channel;
+    ``"wavelet"``: the inverse orthonormal periodised 2-D DWT per channel, coefficients laid out as
+    ``pywt.coeffs_to_array`` does (approximation in the top-left corner).
+    """
+    c, h, w = _shape3(image_shape)
+    if basis == "pixel":
+        return lambda a: a
+    if basis == "dct":
+        from scipy.fft import idctn
+
+        return lambda a: idctn(a, type=2, axes=(-2, -1), norm="ortho")
+    if basis == "wavelet":
+        import pywt
+
+        wav, level, slices = _wavelet_plan(h, w, wavelet, level)
+
+        def synth(a: np.ndarray) -> np.ndarray:
+            coeffs: list[Any] = [a[(Ellipsis, *slices[0])]]
+            for d in slices[1:]:
+                coeffs.append(tuple(a[(Ellipsis, *d[k])] for k in ("ad", "da", "dd")))
+            return pywt.waverec2(coeffs, wav, mode="periodization", axes=(-2, -1))
+
+        return synth
+    raise UserError(f"unknown basis {basis!r}: use one of {', '.join(BASES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Lasso
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LassoConfig:
+    """Settings of :class:`Lasso`.
+
+    Attributes:
+        basis: ``"pixel"`` (Bora et al.'s MNIST baseline), ``"dct"`` or ``"wavelet"`` (their
+            CelebA baselines).
+        alpha: weight of ``||c||_1`` in scikit-learn's scaling (``1 / (2 m)`` on the squared
+            residual); Bora et al. use 0.1.
+        wavelet: PyWavelets name of an orthogonal wavelet for ``basis="wavelet"``.
+        level: decomposition levels of the wavelet basis; ``None``: PyWavelets' maximum useful
+            level, limited so that ``2^level`` divides both sides.
+        max_iter, tol: scikit-learn's coordinate-descent limits (its defaults).
+        max_pixels: largest number of unknowns ``C * H * W`` (the matrix has one column each).
+        max_entries: largest number of entries of the materialised ``A Psi`` (float64: 8 bytes each).
+        chunk: basis images pushed through ``physics.A`` per call.
+    """
+
+    basis: str = "pixel"
+    alpha: float = 0.1
+    wavelet: str = "db4"
+    level: int | None = None
+    max_iter: int = 1000
+    tol: float = 1e-4
+    max_pixels: int = 65536
+    max_entries: int = 100_000_000
+    chunk: int = 256
+
+
+class Lasso(GeneratorFreeSolver):
+    """Lasso in a fixed orthonormal basis as a deepinv ``Reconstructor``.
+
+    ``x_hat = Lasso((C, H, W), basis="dct", alpha=1e-3)(y, physics)``; ``solver.last_record``
+    holds the objective, the measurement error and, in ``extra``, per image the number of nonzero
+    coefficients and ``alpha_max``, the smallest ``alpha`` for which the solution is all zeros
+    (``max |(A Psi)^T y| / m``): useful ``alpha`` values lie well below it.
+    """
+
+    method = "lasso"
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        config: LassoConfig | None = None,
+        device: torch.device | str = "cpu",
+        **overrides: Any,
+    ):
+        config = _apply_overrides(config or LassoConfig(), overrides)
+        if config.basis not in BASES:
+            raise UserError(f"unknown basis {config.basis!r}: use one of {', '.join(BASES)}")
+        if not (isinstance(config.alpha, (int, float)) and config.alpha > 0 and math.isfinite(config.alpha)):
+            raise UserError(f"alpha {config.alpha!r} is invalid: give a positive number such as 0.1")
+        super().__init__(image_shape, config, device)
+        self.method = f"lasso-{config.basis}"
+
+    # the matrix ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def matrix(
+        self, physics: Any, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(A Psi, kept_rows, A(0))``: the materialised operator on the measurement rows that are
+        not identically zero, as a Fortran-ordered float64 array ``(m, n)``; ``physics.A`` runs on
+        ``device`` in ``dtype``."""
+        cfg: LassoConfig = self.config
+        c, h, w = self.image_shape
+        n = c * h * w
+        if n > cfg.max_pixels:
+            raise UserError(
+                f"Lasso materialises A as a matrix with one column per unknown: {c}x{h}x{w} = {n} "
+                f"unknowns exceed the limit max_pixels={cfg.max_pixels}; use a smaller image"
+            )
+        synth = synthesis_operator(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
+        dev = torch.device(device)
+
+        def apply(x: np.ndarray) -> Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(device=dev, dtype=dtype)
+            return physics.A(t).reshape(t.shape[0], -1).double().cpu()
+
+        a0 = apply(np.zeros((1, c, h, w)))[0]
+        # a row of A is zero iff its output on a generic (Gaussian) input is exactly zero
+        probe = np.random.default_rng(0).standard_normal((1, c, h, w))
+        kept = torch.nonzero(apply(probe)[0] - a0).flatten().numpy()
+        m = int(kept.size)
+        if m == 0:
+            raise UserError("the measurement operator is identically zero: nothing to reconstruct")
+        if m * n > cfg.max_entries:
+            raise UserError(
+                f"Lasso would materialise a {m}x{n} matrix ({m * n} entries), over the limit "
+                f"max_entries={cfg.max_entries}; use a smaller image or fewer measurements"
+            )
+        mat = np.empty((m, n), dtype=np.float64, order="F")
+        step = max(1, int(cfg.chunk))
+        for j0 in range(0, n, step):
+            j1 = min(n, j0 + step)
+            coef = np.zeros((j1 - j0, n))
+            coef[np.arange(j1 - j0), np.arange(j0, j1)] = 1.0
+            cols = apply(synth(coef.reshape(-1, c, h, w))) - a0
+            mat[:, j0:j1] = cols[:, kept].numpy().T
+        return mat, kept, a0.numpy()
+
+    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import Lasso as SkLasso
+
+        cfg: LassoConfig = self.config
+        self._check_y(y)
+        c, h, w = self.image_shape
+        batch = y.shape[0]
+        rec = RunRecord(method=self.method)
+        with Timer() as timer:
+            dtype = y.dtype if y.is_floating_point() else torch.float32
+            mat, kept, a0 = self.matrix(physics, dtype=dtype, device=y.device)
+            yy = y.reshape(batch, -1).double().cpu().numpy()
+            if yy.shape[1] != a0.size:
+                raise UserError(
+                    f"measurements of shape {tuple(y.shape)} do not match the physics "
+                    f"({a0.size} values per image for a {c}x{h}x{w} image)"
+                )
+            target = np.asfortranarray((yy - a0)[:, kept].T)  # (m, B)
+            est = SkLasso(alpha=float(cfg.alpha), fit_intercept=False, max_iter=int(cfg.max_iter), tol=float(cfg.tol))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                est.fit(mat, target if batch > 1 else target[:, 0])
+            converged = not any(issubclass(wi.category, ConvergenceWarning) for wi in caught)
+            coef = np.asarray(est.coef_).reshape(batch, -1)
+            synth = synthesis_operator(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
+            x = torch.from_numpy(synth(coef.reshape(batch, c, h, w))).to(device=y.device, dtype=dtype)
+            x = x.clamp(0, 1)
+            resid = target.T - coef @ mat.T
+            objective = (resid**2).sum(1) / (2 * mat.shape[0]) + cfg.alpha * np.abs(coef).sum(1)
+            with torch.no_grad():
+                err = fidelity(physics.A(x), y, "mse").float().cpu()
+        rec.log_step(torch.from_numpy(objective), err, batch, 0)
+        rec.time_s = timer.elapsed
+        rec.best_meas_err = err.tolist()
+        rec.best_round = [0] * batch
+        n_iter = np.atleast_1d(est.n_iter_).tolist()
+        rec.extra.update(
+            basis=cfg.basis,
+            alpha=float(cfg.alpha),
+            measurements=int(mat.shape[0]),
+            alpha_max=[float(v) for v in np.abs(mat.T @ target).max(0) / mat.shape[0]],
+            nonzero=[int(v) for v in (coef != 0).sum(1)],
+            n_iter=[int(v) for v in n_iter],
+            converged=converged,
+        )
+        rec.rounds.append({"round": 0, "stage": 0, "steps": max(n_iter), "best_meas_err": err.tolist()})
+        return x, rec
