@@ -121,3 +121,31 @@ def test_csgm_fits_an_in_range_target():
     G, x, physics, y = _problem()
     xh = CSGM(G, CSGMConfig(steps=300, lr=0.05, restarts=3))(y, physics)
     assert ((xh - x) ** 2).mean() < ((0.5 - x) ** 2).mean() * 0.2
+
+
+def test_geocross_acts_in_every_round_on_the_latents_in_use():
+    G, x, physics, y = _problem(off_range=0.1)
+    solver = ILO(G, ILOConfig(stages=(1, 2), steps=(10, 10, 10), geocross_weight=1.0))
+    solver(y, physics)
+    rec = solver.last_record
+    gx = torch.tensor(rec.extra["geocross"])
+    rounds = torch.tensor(rec.round_of_step)
+    assert gx[rounds == 0].min() > 0
+    assert gx[rounds == 1].min() > 0  # w1, w2 still free: the term does not vanish after round 0
+    assert torch.all(gx[rounds == 2] == 0)  # one latent left in use: nothing to compare
+
+
+def test_losses():
+    from genprior.losses import fidelity, geocross
+
+    ax = torch.tensor([[0.0, 0.5, -0.05]])
+    y = torch.zeros(1, 3)
+    assert fidelity(ax, y).item() == pytest.approx((0.25 + 0.0025) / 3)
+    assert fidelity(ax, y, reduction="sum").item() == pytest.approx(0.2525)
+    # dead-zone L1: residuals below the dead zone cost nothing
+    assert fidelity(ax, y, "l1", deadzone=0.1).item() == pytest.approx(0.4 / 3)
+    same = torch.randn(2, 1, 6).expand(2, 4, 6)
+    assert torch.allclose(geocross(same), torch.zeros(2), atol=1e-6)
+    opposite = torch.stack([torch.ones(6), -torch.ones(6)])[None]
+    # two antipodal rows: angle pi for both ordered pairs, mean over 4 pairs = pi^2/2, times D/8
+    assert geocross(opposite).item() == pytest.approx(math.pi**2 / 2 * 6 / 8, rel=1e-5)

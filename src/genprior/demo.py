@@ -76,7 +76,8 @@ def _images_for(name: str, G: Any, n: int, seed: int) -> tuple[torch.Tensor, str
     if c == 3 and n >= 2:
         x = G.sample(n - 1, seed=seed + 1000).clamp(0, 1).cpu()
         x = torch.cat([x, astronaut_face(h)])
-        return x, f"{n - 1} generator samples (seed {seed + 1000}) and scikit-image's astronaut (last column)"
+        plural = "s" if n > 2 else ""
+        return x, f"{n - 1} generator sample{plural} (seed {seed + 1000}) and scikit-image's astronaut (last column)"
     return G.sample(n, seed=seed + 1000).clamp(0, 1), f"generator samples (seed {seed + 1000})"
 
 

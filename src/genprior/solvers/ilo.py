@@ -187,11 +187,13 @@ class ILO(GenerativeSolver):
                         )
                         if cfg.perceptual is not None and cfg.perceptual_weight > 0:
                             loss = loss + cfg.perceptual_weight * cfg.perceptual(ax, y)
+                        gx = torch.zeros_like(err)
                         if cfg.geocross_weight > 0:
                             for names in groups.values():
                                 used = [cur[n] for n in names if n in free]
                                 if len(used) >= 2:
-                                    loss = loss + cfg.geocross_weight * geocross(torch.stack(used, 1))
+                                    gx = gx + geocross(torch.stack(used, 1))
+                            loss = loss + cfg.geocross_weight * gx
                     best.update(err, x, r)
                     err_cpu = err.detach().float().cpu()
                     round_best = torch.minimum(round_best, err_cpu)
@@ -200,6 +202,7 @@ class ILO(GenerativeSolver):
                     if last:  # the final iterate is evaluated, not stepped
                         break
                     rec.log_step(loss, err, batch, r)
+                    rec.extra.setdefault("geocross", []).append(float(gx.detach().mean()))
                     factor = lr_schedule(t, steps[r], cfg.rampup, cfg.rampdown)
                     for g in opt.param_groups:
                         g["lr"] = g["base"] * factor
