@@ -461,6 +461,8 @@ def lp_invert(
     tol: float | None = 1e-6,
     active_tol: float = 1e-9,
     active_threshold: float | None = None,
+    hidden_threshold: float = 10.0,
+    hidden_cap: float = 0.2,
     slack: bool = True,
     polish: bool = True,
     presolve: bool = True,
@@ -491,6 +493,12 @@ def lp_invert(
             targets: with noise of standard deviation ``s`` on ``G(z)``, ``3 s`` keeps the zeros of
             the ReLU output that noise pushed up from being read as equations (the dominant error
             of the naive LP; see ``docs/theory.md``).
+        hidden_threshold: a recovered hidden layer carries errors of the order of the slack of
+            the layer above (round-off of float32 measurements, noise); its units below
+            ``min(hidden_threshold * slack_above, hidden_cap * max|x|)`` count as inactive (the cap
+            keeps a layer above with a few large slacks, e.g. the naive LP on noisy data, from
+            switching off the whole layer). Reading a small active unit as inactive only trades an
+            equation for a (still valid) inequality; the converse would add a false equation.
         slack: False makes the constraints hard (equalities and inequalities without slack):
             an out-of-range target then gives an infeasible LP, reported in the result.
         polish: replace each LP vertex by the least-squares solution of the layer's equations when
@@ -571,10 +579,13 @@ def lp_invert(
                             math.inf, 0, len(x_next), W.shape[1])
             )
             return fail(f"layer {i}: infeasible: the target has negative entries, which a ReLU cannot output")
-        M, c, tgt, G, h, hg, floor = _layer_rows(
-            W, b, act, net.negative_slope, x_next, rows_i, active_tol,
-            active_threshold if (i == d and general is None) else None,
-        )
+        if i == d and general is None:
+            thr = active_threshold
+        else:  # a recovered hidden layer: its errors are of the order of the slack above
+            above = layers[-1].max_violation if layers else 0.0
+            xmax = float(np.abs(x_next).max(initial=0.0))
+            thr = max(active_tol * xmax, min(hidden_threshold * above, hidden_cap * xmax))
+        M, c, tgt, G, h, hg, floor = _layer_rows(W, b, act, net.negative_slope, x_next, rows_i, active_tol, thr)
         nonneg = i > 1 and net.layer_activation(i - 1) == "relu"
         tl = time.perf_counter()
         scale = max(float(np.abs(x_next).max(initial=0.0)), 1.0)
@@ -1000,6 +1011,9 @@ class LangevinResult:
         step_size: the final step size.
         chain_means: per-chain means ``(chains, k)`` (a mixing diagnostic).
         time_s: wall time.
+        accept_rate: fraction of proposals taken (1 minus the guarded ones for plain Langevin;
+            the Metropolis acceptance rate with ``metropolis=True``).
+        guarded: proposals refused by the divergence guard.
     """
 
     samples: Tensor
@@ -1009,6 +1023,8 @@ class LangevinResult:
     step_size: float
     chain_means: Tensor
     time_s: float
+    accept_rate: float = 1.0
+    guarded: int = 0
 
 
 def _lipschitz_bound(net: RandomReLUGenerator, op: _Operator) -> float:
@@ -1035,6 +1051,17 @@ def _local_curvature(f: Callable[[Tensor], Tensor], z: Tensor, iters: int = 30, 
     return lam.clamp_min(0)
 
 
+def _jacobian(f: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
+    """Row-wise Jacobians ``(C, m, k)`` of ``f`` at ``z`` ``(C, k)`` by ``k`` batched JVPs."""
+    cols = []
+    for j in range(z.shape[1]):
+        v = torch.zeros_like(z)
+        v[:, j] = 1.0
+        _, jv = torch.func.jvp(f, (z,), (v,))
+        cols.append(jv)
+    return torch.stack(cols, -1)
+
+
 def langevin_sample(
     generator: RandomReLUGenerator | WeightsBiases,
     y: Any,
@@ -1043,12 +1070,16 @@ def langevin_sample(
     sigma: float,
     x_shape: Sequence[int] | None = None,
     n_samples: int = 200,
-    burn_in: int = 2000,
-    thin: int = 10,
+    burn_in: int = 1000,
+    thin: int = 5,
     chains: int = 4,
+    precondition: bool = True,
+    precondition_every: int = 50,
     step_size: float | None = None,
-    step_scale: float = 0.2,
+    step_scale: float = 0.1,
     step_curvature: Literal["local", "bound"] = "local",
+    metropolis: bool = False,
+    guard: float | None = None,
     anneal: bool = True,
     anneal_from: float = 1.0,
     sign_flip: bool = True,
@@ -1058,17 +1089,36 @@ def langevin_sample(
     negative_slope: float = 0.2,
     output_activation: str | None = None,
 ) -> LangevinResult:
-    """Unadjusted Langevin sampling of ``p(z | y) ~ exp(-||A G(z) - y||^2 / (2 sigma^2) - ||z||^2 / 2)``.
+    """Unadjusted Langevin sampling of ``p(z | y) ~ exp(-U(z))``,
+    ``U(z) = ||A G(z) - y||^2 / (2 sigma^2) + ||z||^2 / 2``, all chains in one batch.
 
-    ``z <- z - eta grad U(z) + sqrt(2 eta) xi``, all chains in one batch. The step size defaults to
-    ``step_scale / (L^2 / sigma^2 + 1)``, where ``L^2`` is the largest eigenvalue of
-    ``J^T A^T A J`` (``J`` the Jacobian of ``G``) over the chains, measured by power iteration at
-    the start and again when burn-in ends (``step_curvature="local"``), or the global bound
-    ``(||A|| prod ||W_i||)^2`` (``"bound"``, more cautious and slower to mix). During burn-in (only) the noise level is annealed geometrically from
-    ``max(anneal_from, sigma)`` down to ``sigma`` over the first half (the step size following), and
-    the sign-flip check of :func:`gd_invert` moves a chain from ``z`` to ``-z`` when that lowers
-    ``U``: both only help the chains find the posterior's main mode and leave the sampled chain
-    (after burn-in) unadjusted Langevin at the target ``sigma``.
+    Update: ``z <- z - eta M grad U(z) + sqrt(2 eta) M^(1/2) xi`` with ``xi ~ N(0, I)``.
+
+    * ``precondition=True`` (default): ``M`` is the inverse Gauss-Newton Hessian
+      ``(J^T A^T A J / sigma^2 + I)^(-1)`` of each chain (``J`` the Jacobian of ``G``, exact here
+      because a ReLU network is piecewise linear), refreshed every ``precondition_every`` steps of
+      burn-in and then **frozen** for the sampling phase, so the kept chain is a fixed-preconditioner
+      Langevin chain with the right target. In those units the posterior is well conditioned and
+      ``eta = step_scale`` (a Gaussian posterior is then sampled with variance inflated by
+      ``1 / (1 - eta / 2)``, 2.6 % at the default 0.1). Costs ``k`` Jacobian-vector products per
+      refresh.
+    * ``precondition=False``: ``M = I`` and ``eta = step_scale / (L^2 / sigma^2 + 1)`` where ``L^2``
+      is the largest eigenvalue of ``J^T A^T A J`` over the chains (power iteration, at the start
+      and when burn-in ends; ``step_curvature="local"``) or the global bound
+      ``(||A|| prod ||W_i||)^2`` (``"bound"``). Mixing then slows with the posterior's condition
+      number.
+
+    ``step_size`` overrides ``eta``. During burn-in only, the noise level is annealed geometrically
+    from ``max(anneal_from, sigma)`` down to ``sigma`` over the first half, and the sign-flip check
+    of :func:`gd_invert` moves a chain from ``z`` to ``-z`` when that lowers ``U``; both only help
+    the chains reach the posterior's main mode.
+
+    Divergence guard: a step that raises ``U`` by more than ``guard`` (default ``10 k + 100``; a
+    step at equilibrium changes ``U`` by O(k)) is refused, and during burn-in the preconditioner is
+    refreshed where the chain stands. It fires when a chain crosses into a region of the piecewise
+    linear ``G`` much steeper than its preconditioner assumed; ``LangevinResult.guarded`` counts the
+    refusals. ``metropolis=True`` adds the Metropolis-Hastings correction (MALA with the same fixed
+    preconditioner), which removes the discretisation bias.
 
     Args:
         sigma: noise level of the likelihood (> 0).
@@ -1078,10 +1128,15 @@ def langevin_sample(
     t0 = time.perf_counter()
     if not sigma > 0:
         raise UserError(f"sigma {sigma} must be positive")
-    if n_samples < 1 or burn_in < 0 or thin < 1 or chains < 1:
-        raise UserError("n_samples, thin and chains must be positive and burn_in non-negative")
+    if n_samples < 1 or burn_in < 0 or thin < 1 or chains < 1 or precondition_every < 1:
+        raise UserError("n_samples, thin, chains and precondition_every must be positive and burn_in non-negative")
+    if step_size is not None and not step_size > 0:
+        raise UserError(f"step_size {step_size} must be positive")
+    if step_curvature not in ("local", "bound"):
+        raise UserError(f"unknown step_curvature {step_curvature!r}: use local or bound")
     net, op, yt = _net_and_op(generator, y, A, x_shape, activation, negative_slope, output_activation)
     k = net.latent_dim
+    guard = 10.0 * k + 100.0 if guard is None else float(guard)
     g = torch.Generator().manual_seed(int(seed))
     if isinstance(init, str):
         if init != "prior":
@@ -1091,55 +1146,107 @@ def langevin_sample(
         z = torch.as_tensor(np.asarray(init), dtype=net.dtype).reshape(-1, k)
         z = z.expand(chains, k).clone() if z.shape[0] == 1 else z.clone()
         chains = z.shape[0]
-    if step_curvature not in ("local", "bound"):
-        raise UserError(f"unknown step_curvature {step_curvature!r}: use local or bound")
 
     def fwd(zz: Tensor) -> Tensor:
         return op.apply(net.vector(zz))
 
-    def curvature(zz: Tensor) -> float:
-        if step_curvature == "bound":
-            return _lipschitz_bound(net, op) ** 2
-        # a margin over the local value: the chains move, and ReLU kinks change J
-        return 1.5 * float(_local_curvature(fwd, zz.detach(), seed=seed).max())
+    def data_term(zz: Tensor) -> tuple[Tensor, Tensor]:
+        """``D = ||A G(z) - y||^2 / 2`` per chain and its gradient."""
+        zz = zz.detach().requires_grad_(True)
+        D = 0.5 * ((fwd(zz) - yt) ** 2).sum(1)
+        (gD,) = torch.autograd.grad(D.sum(), zz)
+        return D.detach(), gD
 
-    L2 = curvature(z) if step_size is None else None
+    def energy(D: Tensor, zz: Tensor, s: float) -> Tensor:
+        return D / s**2 + 0.5 * (zz**2).sum(1)
 
-    def energy(zz: Tensor, s: float) -> Tensor:
-        r = fwd(zz) - yt
-        return 0.5 * (r**2).sum(1) / s**2 + 0.5 * (zz**2).sum(1)
+    eye = torch.eye(k, dtype=net.dtype)
+    M = eye.expand(chains, k, k).clone()  # preconditioner, its Cholesky factor and its inverse
+    C = M.clone()
+    H = M.clone()
+
+    def refresh(zz: Tensor, s: float) -> tuple[Tensor, Tensor, Tensor]:
+        with torch.no_grad():
+            J = _jacobian(fwd, zz.detach())
+            Hn = J.transpose(1, 2) @ J / s**2 + eye
+            Hn = 0.5 * (Hn + Hn.transpose(1, 2))
+            Mn = torch.linalg.inv(Hn)
+            Mn = 0.5 * (Mn + Mn.transpose(1, 2))
+            return Mn, torch.linalg.cholesky(Mn), Hn
+
+    L2 = None
+    if not precondition and step_size is None:
+        L2 = (_lipschitz_bound(net, op) ** 2 if step_curvature == "bound"
+              else 1.5 * float(_local_curvature(fwd, z.detach(), seed=seed).max()))
 
     def eta_for(s: float) -> float:
-        return float(step_size) if step_size is not None else step_scale / (L2 / s**2 + 1.0)
+        if step_size is not None:
+            return float(step_size)
+        return step_scale if precondition else step_scale / (L2 / s**2 + 1.0)
+
+    def mv(P: Tensor, v: Tensor) -> Tensor:
+        return (P @ v[:, :, None])[:, :, 0]
 
     s_start = max(float(anneal_from), float(sigma)) if anneal else float(sigma)
     anneal_steps = burn_in // 2 if anneal else 0
     total = burn_in + n_samples * thin
     kept = []
     eta = eta_for(sigma)
+    D, gD = data_term(z)
+    guarded = 0
+    accepted = 0
+    proposed = 0
     for it in range(total):
-        if it == burn_in and step_size is None and step_curvature == "local":
-            L2 = curvature(z)
-        if it < anneal_steps:
-            s = s_start * (sigma / s_start) ** (it / max(anneal_steps - 1, 1))
-        else:
-            s = float(sigma)
-        eta = eta_for(s)
+        s = s_start * (sigma / s_start) ** (it / max(anneal_steps - 1, 1)) if it < anneal_steps else float(sigma)
         if sign_flip and it < burn_in and it % 10 == 0:
-            with torch.no_grad():
-                jump = energy(-z, s) < energy(z, s)
+            Dn, gDn = data_term(-z)
+            jump = energy(Dn, z, s) < energy(D, z, s)
+            if jump.any():
                 z = torch.where(jump[:, None], -z, z)
-        zz = z.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy(zz, s).sum(), zz)
+                D = torch.where(jump, Dn, D)
+                gD = torch.where(jump[:, None], gDn, gD)
+        if precondition and (it == burn_in or (it < burn_in and it % precondition_every == 0)):
+            M, C, H = refresh(z, s)  # frozen from it == burn_in on
+        if not precondition and it == burn_in and step_size is None and step_curvature == "local":
+            L2 = 1.5 * float(_local_curvature(fwd, z.detach(), seed=seed).max())
+        eta = eta_for(s)
         with torch.no_grad():
+            grad = gD / s**2 + z
+            drift = mv(M, grad) if precondition else grad
             noise = torch.randn(z.shape, generator=g, dtype=z.dtype)
-            z = z - eta * grad + math.sqrt(2 * eta) * noise
-            if it >= burn_in and (it - burn_in + 1) % thin == 0:
-                kept.append(z.clone())
+            kick = mv(C, noise) if precondition else noise
+            z_new = z - eta * drift + math.sqrt(2 * eta) * kick
+        D_new, gD_new = data_term(z_new)
+        with torch.no_grad():
+            U_old, U_new = energy(D, z, s), energy(D_new, z_new, s)
+            ok = torch.isfinite(U_new) & (U_new - U_old <= guard)
+            n_bad = int((~ok).sum())
+            if metropolis:
+                grad_new = gD_new / s**2 + z_new
+                drift_new = mv(M, grad_new) if precondition else grad_new
+                fwd_res = z_new - z + eta * drift
+                bwd_res = z - z_new + eta * drift_new
+                Hq = H if precondition else eye.expand(chains, k, k)
+                log_q_fwd = -(fwd_res * mv(Hq, fwd_res)).sum(1) / (4 * eta)
+                log_q_bwd = -(bwd_res * mv(Hq, bwd_res)).sum(1) / (4 * eta)
+                log_a = (U_old - U_new + log_q_bwd - log_q_fwd).clamp(max=0.0)
+                u = torch.rand(chains, generator=g, dtype=z.dtype)
+                ok = ok & (torch.log(u) < torch.nan_to_num(log_a, nan=-math.inf))
+            proposed += chains
+            accepted += int(ok.sum())
+            guarded += n_bad
+            z = torch.where(ok[:, None], z_new, z)
+            D = torch.where(ok, D_new, D)
+            gD = torch.where(ok[:, None], gD_new, gD)
+        if n_bad and precondition and it < burn_in:
+            M, C, H = refresh(z, s)
+        if it >= burn_in and (it - burn_in + 1) % thin == 0:
+            kept.append(z.clone())
     samples_c = torch.stack(kept, 1)  # (chains, n_samples, k)
     samples = samples_c.reshape(-1, k)
     with torch.no_grad():
         x_mean = net.vector(samples).mean(0)
     return LangevinResult(
-        samples, samples.mean(0), samples.std(0), x_mean, eta, samples_c.mean(1), time.perf_counter() - t0
+        samples, samples.mean(0), samples.std(0), x_mean, eta, samples_c.mean(1), time.perf_counter() - t0,
+        accepted / max(proposed, 1), guarded,
     )
