@@ -129,6 +129,13 @@ class LayeredGenerator(nn.Module):
                 f"stage {k} is out of range for {type(self).__name__}: use 0..{self.num_stages}"
             )
 
+    def check_span(self, k_from: int, k_to: int) -> None:
+        """Validate the stages of an ``advance(k_from, k_to, ...)`` call."""
+        self.check_stage(k_from)
+        self.check_stage(k_to)
+        if k_to < k_from:
+            raise ValueError(f"advance only goes deeper: stage {k_from} -> {k_to}")
+
     @torch.no_grad()
     def sample(self, batch_size: int, seed: int | None = None) -> Tensor:
         """Images from random inputs, in [0, 1]."""

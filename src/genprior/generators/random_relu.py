@@ -227,10 +227,7 @@ class RandomReLUGenerator(LayeredGenerator):
         return z.reshape(z.shape[0], self.widths[0])
 
     def advance(self, k_from: int, k_to: int, state: State, inputs: Inputs) -> State:
-        self.check_stage(k_from)
-        self.check_stage(k_to)
-        if k_to < k_from:
-            raise ValueError(f"advance goes deeper only: stage {k_from} -> {k_to}")
+        self.check_span(k_from, k_to)
         if k_to == 0:
             return ()
         x = self._latent(inputs) if k_from == 0 else state[0].to(self.dtype)

@@ -876,10 +876,7 @@ class StyleGAN2Layered(LayeredGenerator):
         return self.advance(0, k, (), inputs)
 
     def advance(self, k_from: int, k_to: int, state: State, inputs: Inputs) -> State:
-        self.check_stage(k_from)
-        self.check_stage(k_to)
-        if k_to < k_from:
-            raise ValueError(f"advance goes deeper only: stage {k_from} -> {k_to}")
+        self.check_span(k_from, k_to)
         if k_from == 0:
             if len(state) != 0:
                 raise ValueError(f"the stage-0 state of StyleGAN2 is empty, got {len(state)} tensors")

@@ -143,10 +143,7 @@ class VAELayered(LayeredGenerator):
         return (h,)
 
     def advance(self, k_from: int, k_to: int, state: State, inputs: Inputs) -> State:
-        self.check_stage(k_from)
-        self.check_stage(k_to)
-        if k_to < k_from:
-            raise ValueError(f"advance goes deeper: stage {k_from} -> {k_to}")
+        self.check_span(k_from, k_to)
         if k_to == k_from:
             return state
         h = inputs["z"] if k_from == 0 else state[0]
