@@ -4,7 +4,6 @@ safe checkpoint loading."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from genprior.generators.stylegan2 import (
     StyleGAN2Generator,
     StyleGAN2Layered,
     cached_gaussian_fit,
-    fit_gaussian,
     load_stylegan2,
     upfirdn2d,
 )

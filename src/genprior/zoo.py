@@ -17,7 +17,6 @@ checkpoints are untrusted.
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ from .errors import UserError
 from .generators.base import LayeredGenerator
 
 ASSETS_MODELS = Path(__file__).resolve().parent / "assets" / "models"
-STYLEGAN2_MODULE = "genprior.generators.stylegan2"
 
 
 @dataclass(frozen=True)
@@ -87,17 +85,10 @@ def _load_fmnist_stylegan2(device: torch.device | str) -> LayeredGenerator:
 
 
 def _stylegan2_from_checkpoint(ckpt: Mapping[str, Any], device: torch.device | str, source: str) -> LayeredGenerator:
-    try:
-        mod = importlib.import_module(STYLEGAN2_MODULE)
-    except ModuleNotFoundError as e:
-        if e.name != STYLEGAN2_MODULE:
-            raise
-        raise UserError(
-            f"{source} is a StyleGAN2 checkpoint but this install has no StyleGAN2 generator "
-            f"({STYLEGAN2_MODULE} is missing): update genprior"
-        ) from None
-    gen, latent_avg = mod.load_stylegan2(ckpt, device)
-    layered = mod.StyleGAN2Layered(gen, gaussian_fit=ckpt.get("gaussian_fit"), latent_avg=latent_avg)
+    from .generators.stylegan2 import StyleGAN2Layered, load_stylegan2
+
+    gen, latent_avg = load_stylegan2(ckpt, device)
+    layered = StyleGAN2Layered(gen, gaussian_fit=ckpt.get("gaussian_fit"), latent_avg=latent_avg)
     layered = layered.to(device).eval()
     for p in layered.parameters():
         p.requires_grad_(False)
