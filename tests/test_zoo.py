@@ -52,7 +52,7 @@ def test_unbundled_stylegan2_says_how_to_train(monkeypatch, tmp_path):
     monkeypatch.setattr(zoo, "ASSETS_MODELS", tmp_path)
     with pytest.raises(UserError) as exc:
         zoo.load_generator("fmnist-stylegan2-32")
-    assert "not bundled yet" in str(exc.value) and "genprior train stylegan2" in str(exc.value)
+    assert "missing from this install" in str(exc.value) and "genprior train stylegan2" in str(exc.value)
     assert {m["name"]: m["installed"] for m in zoo.list_models()}["fmnist-stylegan2-32"] is False
 
 

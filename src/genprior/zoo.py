@@ -78,8 +78,8 @@ def _load_fmnist_stylegan2(device: torch.device | str) -> LayeredGenerator:
     path = _asset("fmnist-stylegan2-32")
     if not path.is_file():
         raise UserError(
-            "the fmnist-stylegan2-32 weights are not bundled yet: train them with "
-            "`genprior train stylegan2` and pass the checkpoint path instead of the name"
+            f"the fmnist-stylegan2-32 weights are missing from this install ({path}): reinstall "
+            "genprior, or train them with `genprior train stylegan2` and load that checkpoint path"
         )
     return _stylegan2_from_checkpoint(_read_checkpoint(path), device, str(path))
 
@@ -123,7 +123,7 @@ ZOO: dict[str, ZooEntry] = {
             image_shape=(1, 32, 32),
             is_installed=lambda: _asset("fmnist-stylegan2-32").is_file(),
             load=_load_fmnist_stylegan2,
-            install_hint="not bundled yet: `genprior train stylegan2`",
+            install_hint="reinstall genprior, or `genprior train stylegan2`",
         ),
     )
 }

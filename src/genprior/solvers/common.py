@@ -46,28 +46,31 @@ class BestTracker:
     """Keeps, per image, the iterate with the lowest measurement error seen so far.
 
     A batch may hold ``groups`` copies of each image (random restarts), laid out group-major:
-    entry ``g * n + i`` is restart ``g`` of image ``i``.
+    entry ``g * n + i`` is restart ``g`` of image ``i``. Everything stays on the iterates' device
+    and the update is branch-free, so tracking costs no device-to-host synchronisation.
     """
 
     def __init__(self, n_images: int):
         self.n = n_images
-        self.err = torch.full((n_images,), math.inf)
         self.x: Tensor | None = None
+        self.err = torch.full((n_images,), math.inf)
         self.round = torch.full((n_images,), -1, dtype=torch.long)
         self.restart = torch.zeros(n_images, dtype=torch.long)
 
     @torch.no_grad()
     def update(self, err: Tensor, x: Tensor, round_idx: int) -> None:
-        err = err.detach().float().cpu()
+        err = err.detach().float()
         groups = err.numel() // self.n
-        e, g = err.view(groups, self.n).min(dim=0)
-        xs = x.detach().view(groups, self.n, *x.shape[1:])
-        cand = xs[g, torch.arange(self.n, device=x.device)]
-        better = e < self.err
+        if groups == 1:
+            e, g, cand = err, torch.zeros_like(self.restart, device=err.device), x.detach()
+        else:
+            e, g = err.view(groups, self.n).min(dim=0)
+            cand = x.detach().view(groups, self.n, *x.shape[1:])[g, torch.arange(self.n, device=x.device)]
         if self.x is None:
+            self.err, self.round, self.restart = (t.to(err.device) for t in (self.err, self.round, self.restart))
             self.x = cand.clone()
-        elif better.any():
-            self.x[better.to(x.device)] = cand[better.to(x.device)]
+        better = e < self.err
+        self.x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), cand, self.x)
         self.err = torch.where(better, e, self.err)
         self.round = torch.where(better, torch.full_like(self.round, round_idx), self.round)
         self.restart = torch.where(better, g, self.restart)
@@ -77,7 +80,9 @@ class BestTracker:
 class RunRecord:
     """What happened during a solve, for convergence plots and reports.
 
-    Per-step lists hold one value per image (restarts: the best restart's value).
+    Per-step lists hold one value per image (restarts: the best restart's value). During a solve
+    the per-step values are buffered on the device; :meth:`finish` moves them to the lists in one
+    transfer (solvers call it before returning).
     """
 
     method: str
@@ -89,15 +94,37 @@ class RunRecord:
     best_round: list[int] = field(default_factory=list)
     time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    _steps: list[tuple[Tensor, Tensor, int, int]] = field(default_factory=list, repr=False)
+    _extra_steps: dict[str, list[Any]] = field(default_factory=dict, repr=False)
 
     def log_step(self, loss: Tensor, err: Tensor, n_images: int, round_idx: int) -> None:
-        groups = err.numel() // n_images
-        self.loss.append(loss.detach().float().cpu().view(groups, n_images).min(0).values.tolist())
-        self.meas_err.append(err.detach().float().cpu().view(groups, n_images).min(0).values.tolist())
-        self.round_of_step.append(round_idx)
+        self._steps.append((loss.detach(), err.detach(), n_images, round_idx))
+
+    def log_extra(self, name: str, value: Tensor | float) -> None:
+        """A per-step scalar (e.g. a loss term) kept in ``extra[name]``."""
+        self._extra_steps.setdefault(name, []).append(value.detach() if isinstance(value, Tensor) else value)
+
+    def finish(self) -> None:
+        """Move the buffered per-step values into the lists."""
+        if self._steps:
+            n = self._steps[0][2]
+            loss = torch.stack([s[0].float() for s in self._steps]).cpu()
+            err = torch.stack([s[1].float() for s in self._steps]).cpu()
+            steps = loss.shape[0]
+            self.loss.extend(loss.view(steps, -1, n).min(1).values.tolist())
+            self.meas_err.extend(err.view(steps, -1, n).min(1).values.tolist())
+            self.round_of_step.extend(s[3] for s in self._steps)
+            self._steps.clear()
+        for name, values in self._extra_steps.items():
+            self.extra.setdefault(name, []).extend(float(v) for v in values)
+        self._extra_steps.clear()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.finish()
+        d = asdict(self)
+        d.pop("_steps")
+        d.pop("_extra_steps")
+        return d
 
 
 class GenerativeSolver(Reconstructor):
@@ -119,6 +146,7 @@ class GenerativeSolver(Reconstructor):
 
     def forward(self, y: Tensor, physics: Any, **kwargs: Any) -> Tensor:
         x, rec = self.solve(y, physics, **kwargs)
+        rec.finish()
         self.last_record = rec
         return x
 

@@ -74,7 +74,7 @@ class CSGM(GenerativeSolver):
         yy = y.repeat((R,) + (1,) * (y.dim() - 1))
         names = G.latent_names() + (G.noise_names() if cfg.optimize_noise else ())
         free = {k: inputs[k].clone().requires_grad_(True) for k in names}
-        opt = torch.optim.Adam(list(free.values()), lr=cfg.lr)
+        opt = torch.optim.Adam(list(free.values()), lr=cfg.lr, foreach=True)
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
         bar = _progress(cfg.steps, progress, "CSGM")
@@ -101,6 +101,7 @@ class CSGM(GenerativeSolver):
                 bar.update(1)
         bar.close()
         rec.time_s = timer.elapsed
+        rec.finish()
         rec.best_meas_err = best.err.tolist()
         rec.best_round = best.round.tolist()
         rec.extra["best_restart"] = best.restart.tolist()

@@ -141,6 +141,7 @@ class DeepImagePrior(GeneratorFreeSolver):
         rec.meas_err = losses.tolist()
         rec.round_of_step = [0] * cfg.steps
         rec.time_s = timer.elapsed
+        rec.finish()
         rec.best_meas_err = best_err.tolist()
         rec.best_round = [0] * batch
         rec.extra.update(output=cfg.output, steps=cfg.steps)

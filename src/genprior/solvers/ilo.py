@@ -39,7 +39,7 @@ from .common import (
     lr_schedule,
     project_to_norm,
 )
-from .projections import project_l1_ball
+from .projections import _project
 
 PerceptualFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -107,11 +107,17 @@ def default_stages(num_stages: int) -> list[int]:
 
 def project_state(state: State, center: State, radius: Tensor | float) -> None:
     """In place: project ``state - center`` (all tensors of the state, flattened together per
-    sample) onto the l1 ball of the given radius."""
+    sample) onto the l1 ball of the given radius (a number or one per sample)."""
     with torch.no_grad():
         b = state[0].shape[0]
-        dev = torch.cat([(s - c).reshape(b, -1) for s, c in zip(state, center)], dim=1)
-        dev = project_l1_ball(dev, radius)
+        if len(state) == 1:
+            dev = state[0] - center[0]
+        else:
+            dev = torch.cat([(s - c).reshape(b, -1) for s, c in zip(state, center)], dim=1)
+        dev, _ = _project(dev, radius, validate=False)
+        if len(state) == 1:
+            state[0].copy_(center[0] + dev)
+            return
         i = 0
         for s, c in zip(state, center):
             n = s[0].numel()
@@ -159,6 +165,7 @@ class ILO(GenerativeSolver):
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
         bar = _progress(sum(steps), progress, "ILO")
+        fixed = set() if cfg.optimize_noise else set(G.noise_names())
         state: State = ()
         stage_prev = 0
         with Timer() as timer:
@@ -172,20 +179,22 @@ class ILO(GenerativeSolver):
                     else:
                         state0 = G.advance(stage_prev, stage, state, inputs)
                     state0 = tuple(s.detach() for s in state0)
-                fixed = set() if cfg.optimize_noise else set(G.noise_names())
                 free = {
                     k: inputs[k].detach().clone().requires_grad_(True)
                     for k in G.tail_inputs(stage)
                     if k not in fixed
                 }
+                # geocross only on groups with at least two members still free in this round
+                gx_groups = [u for u in ([n for n in names if n in free] for names in groups.values()) if len(u) >= 2]
+                use_gx = cfg.geocross_weight > 0 and bool(gx_groups)
                 state = tuple(s.clone().requires_grad_(True) for s in state0)
                 param_groups = [{"params": list(free.values()), "lr": cfg.lr, "base": cfg.lr}]
                 if state:
                     param_groups.append({"params": list(state), "lr": cfg.state_lr, "base": cfg.state_lr})
-                opt = torch.optim.Adam(param_groups, betas=(0.9, 0.999))
+                opt = torch.optim.Adam(param_groups, betas=(0.9, 0.999), foreach=True)
                 rel = float(radii[r - 1]) if state else math.inf
-                radius = rel * sum(s.reshape(batch, -1).abs().sum(1) for s in state0) if math.isfinite(rel) else rel
-                round_best = torch.full((batch,), math.inf)
+                radius = rel * sum(s.reshape(batch, -1).abs().sum(1, dtype=torch.float64) for s in state0) if math.isfinite(rel) else None
+                errs = []  # per-step measurement errors, kept on the device until the round ends
                 for t in range(steps[r] + 1):
                     cur = {**inputs, **free}
                     last = t == steps[r]
@@ -198,22 +207,15 @@ class ILO(GenerativeSolver):
                         )
                         if cfg.perceptual is not None and cfg.perceptual_weight > 0:
                             loss = loss + cfg.perceptual_weight * cfg.perceptual(ax, y)
-                        gx = torch.zeros_like(err)
-                        if cfg.geocross_weight > 0:
-                            for names in groups.values():
-                                used = [cur[n] for n in names if n in free]
-                                if len(used) >= 2:
-                                    gx = gx + geocross(torch.stack(used, 1))
+                        if use_gx:
+                            gx = sum(geocross(torch.stack([cur[n] for n in u], 1)) for u in gx_groups)
                             loss = loss + cfg.geocross_weight * gx
                     best.update(err, x, r)
-                    err_cpu = err.detach().float().cpu()
-                    round_best = torch.minimum(round_best, err_cpu)
-                    if t == 0:
-                        start_err = err_cpu
+                    errs.append(err.detach())
                     if last:  # the final iterate is evaluated, not stepped
                         break
                     rec.log_step(loss, err, batch, r)
-                    rec.extra.setdefault("geocross", []).append(float(gx.detach().mean()))
+                    rec.log_extra("geocross", gx.detach().mean() if use_gx else 0.0)
                     factor = lr_schedule(t, steps[r], cfg.rampup, cfg.rampdown)
                     for g in opt.param_groups:
                         g["lr"] = g["base"] * factor
@@ -224,27 +226,29 @@ class ILO(GenerativeSolver):
                         if cfg.spherical:
                             for k, v in free.items():
                                 project_to_norm(v, init_norms[k])
-                        if state and math.isfinite(rel):
+                        if radius is not None:
                             project_state(state, state0, radius)
                     bar.update(1)
                 with torch.no_grad():
                     inputs = {**inputs, **{k: v.detach() for k, v in free.items()}}
                     state = tuple(s.detach() for s in state)
                 stage_prev = stage
+                round_errs = torch.stack(errs).float().cpu()
                 rec.rounds.append(
                     {
                         "round": r,
                         "stage": stage,
                         "steps": steps[r],
-                        "radius": radius.tolist() if isinstance(radius, torch.Tensor) else radius,
-                        "best_meas_err": round_best.tolist(),
-                        "start_meas_err": start_err.tolist(),
-                        "final_meas_err": err_cpu.tolist(),
+                        "radius": radius.tolist() if radius is not None else math.inf,
+                        "best_meas_err": round_errs.min(0).values.tolist(),
+                        "start_meas_err": round_errs[0].tolist(),
+                        "final_meas_err": round_errs[-1].tolist(),
                     }
                 )
-                bar.set_postfix(round=r, err=f"{float(best.err.mean()):.2e}")
+                bar.set_postfix(round=r, err=f"{float(round_errs.min(0).values.mean()):.2e}")
         bar.close()
         rec.time_s = timer.elapsed
+        rec.finish()
         rec.best_meas_err = best.err.tolist()
         rec.best_round = best.round.tolist()
         assert best.x is not None

@@ -288,6 +288,7 @@ class StyleGAN2Projector(GenerativeSolver):
                 bar.update(1)
         bar.close()
         rec.time_s = timer.elapsed
+        rec.finish()
         rec.best_meas_err = best.err.tolist()
         rec.best_round = [0] * batch
         rec.extra.update(

@@ -183,6 +183,7 @@ class PULSE(GenerativeSolver):
                 bar.update(1)
         bar.close()
         rec.time_s = timer.elapsed
+        rec.finish()
         rec.best_meas_err = best_err.tolist()
         rec.best_round = [0] * batch
         rec.extra.update(

@@ -304,6 +304,7 @@ class Lasso(GeneratorFreeSolver):
                 err = fidelity(physics.A(x), y, "mse").float().cpu()
         rec.log_step(torch.from_numpy(objective), err, batch, 0)
         rec.time_s = timer.elapsed
+        rec.finish()
         rec.best_meas_err = err.tolist()
         rec.best_round = [0] * batch
         n_iter = np.atleast_1d(est.n_iter_).tolist()

@@ -1,0 +1,251 @@
+"""``genprior bench``: a tiny grid runs, resumes after a crash, gives the same rows with workers."""
+
+import json
+import math
+import textwrap
+
+import pytest
+import torch
+
+from genprior import bench
+from genprior.cli import main
+from genprior.errors import UserError
+from genprior.generators.vae import MNISTVAE, vae_checkpoint
+
+GRID = """
+name = "tiny"
+generator = "tiny.pt"
+seeds = [0]
+batch_size = 2
+plot_metrics = ["mse", "psnr"]
+
+[images]
+source = "samples"
+count = 4
+seed = 1
+
+[[tasks]]
+type = "cs"
+levels = [10, 20]
+noise_std = 0.05
+cs_scale = "unscaled"
+
+[[methods]]
+name = "csgm"
+steps = 8
+restarts = 2
+
+[[methods]]
+name = "ilo"
+steps = [6, 4]
+stages = [1]
+"""
+N_CELLS = 2 * 2 * 2  # levels x methods x image batches
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    model = MNISTVAE(image_size=8, hidden_dim=16, latent_dim=4)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    torch.save(vae_checkpoint(model), d / "tiny.pt")
+    (d / "grid.toml").write_text(GRID)
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(workdir):
+    """One uninterrupted serial run of the grid."""
+    res = bench.run_bench(workdir / "grid.toml", workdir / "ref", progress=False)
+    return res
+
+
+def test_grid_writes_tables_and_plots(workdir, reference):
+    out = workdir / "ref"
+    assert reference.executed == N_CELLS and reference.skipped == 0
+    assert len(reference.rows) == N_CELLS * 2  # two images per cell
+    for name in ("results.csv", "results.json", "summary.csv", "summary.md", "plot_mse.png", "plot_psnr.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "plot_mse.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (out / "results.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(bench.ROW_COLUMNS)
+    assert len(lines) == 1 + N_CELLS * 2
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["rows"]) == N_CELLS * 2
+    row = data["rows"][0]
+    assert {row["method"] for row in data["rows"]} == {"csgm", "ilo"}
+    for k in ("psnr", "ssim", "mse", "meas_err", "time_s"):
+        assert math.isfinite(row[k]), k
+    # one summary entry per (task, level, method), averaged over the 4 images
+    assert len(data["summary"]) == 4 and all(s["n"] == 4 for s in data["summary"])
+    assert len(list((out / "cells").glob("*.json"))) == N_CELLS
+
+
+def test_every_method_sees_the_same_measurements(workdir):
+    cfg = bench.load_config(workdir / "grid.toml")
+    task = cfg.tasks[0]
+    seed = bench.derive_seed("operator", 0, task.label, 10, 0)
+    p1 = bench.build_physics(task, 10, (1, 8, 8), seed, "cpu")
+    p2 = bench.build_physics(task, 10, (1, 8, 8), seed, "cpu")
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(p1(x), p2(x))
+
+
+def test_unscaled_cs_has_standard_normal_entries(workdir):
+    cfg = bench.load_config(workdir / "grid.toml")
+    task = cfg.tasks[0]
+    scaled = bench.TaskSpec("cs", "cs", "measurements", [40], {"cs_scale": "deepinv"})
+    a = bench.build_physics(task, 40, (1, 8, 8), 3, "cpu")
+    b = bench.build_physics(scaled, 40, (1, 8, 8), 3, "cpu")
+    x = torch.rand(1, 1, 8, 8)
+    assert torch.allclose(a.A(x), b.A(x) * math.sqrt(40), rtol=1e-5, atol=1e-5)
+    assert abs(float(a._A.std()) - 1.0) < 0.05
+    y = torch.rand(1, 40)
+    assert torch.allclose(a.A_adjoint(y), b.A_adjoint(y) * math.sqrt(40), rtol=1e-5, atol=1e-5)
+
+
+def test_killed_run_resumes_without_redoing_cells(workdir, reference, monkeypatch):
+    out = workdir / "killed"
+    calls = []
+    real = bench.run_cell
+    monkeypatch.setattr(bench, "run_cell", lambda cfg, cell: calls.append(cell) or real(cfg, cell))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_3(cell, n):
+        if n == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        bench.run_bench(workdir / "grid.toml", out, progress=False, on_cell_done=kill_after_3)
+    assert len(calls) == 3
+    first = set(calls)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert len(stamps) == 3
+
+    calls.clear()
+    res = bench.run_bench(workdir / "grid.toml", out, progress=False)
+    assert res.executed == N_CELLS - 3 and res.skipped == 3
+    assert len(calls) == N_CELLS - 3 and not first & set(calls)
+    for name, t in stamps.items():  # finished cells are not rewritten
+        assert (out / "cells" / name).stat().st_mtime_ns == t
+    assert bench.comparable_rows(res.rows) == bench.comparable_rows(reference.rows)
+
+    # a third run finds everything done
+    calls.clear()
+    res = bench.run_bench(workdir / "grid.toml", out, progress=False)
+    assert res.executed == 0 and not calls
+
+    # a damaged cell file (say, a disk filled up) is run again, nothing else
+    victim = sorted((out / "cells").glob("*.json"))[0]
+    victim.write_text('{"config_hash": "')
+    res = bench.run_bench(workdir / "grid.toml", out, progress=False)
+    assert res.executed == 1 and len(calls) == 1
+    assert bench.comparable_rows(res.rows) == bench.comparable_rows(reference.rows)
+
+    # cells stored by other solver code are stale: only that method's cells run again
+    real_fp = bench.code_fingerprint
+    monkeypatch.setattr(bench, "code_fingerprint", lambda cfg, label: "edited" if label == "ilo" else real_fp(cfg, label))
+    calls.clear()
+    res = bench.run_bench(workdir / "grid.toml", out, progress=False)
+    assert res.stale == N_CELLS // 2 and res.executed == N_CELLS // 2
+    assert {c.method for c in calls} == {"ilo"}
+
+
+def test_two_workers_give_the_same_rows(workdir, reference):
+    res = bench.run_bench(workdir / "grid.toml", workdir / "par", workers=2, progress=False)
+    assert res.executed == N_CELLS
+    assert bench.comparable_rows(res.rows) == bench.comparable_rows(reference.rows)
+
+
+def test_cli_runs_and_refuses_another_config_in_the_same_dir(workdir, capsys):
+    out = workdir / "cli"
+    assert main(["bench", str(workdir / "grid.toml"), "--out", str(out), "--quiet"]) == 0
+    assert "8 cell(s) run" in capsys.readouterr().out
+    assert main(["bench", str(workdir / "grid.toml"), "--out", str(out), "--quiet"]) == 0
+    assert "0 cell(s) run, 8 resumed" in capsys.readouterr().out
+    other = workdir / "other.toml"
+    other.write_text(GRID.replace("levels = [10, 20]", "levels = [10, 30]"))
+    assert main(["bench", str(other), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different bench config" in err
+
+
+BAD = {
+    "unknown method": (('name = "ilo"', 'name = "magic"'), "unknown method 'magic': choose one of ilo, csgm, pulse"),
+    "toml syntax": (("[images]", "[images"), "not valid TOML"),
+    "unknown task": (('type = "cs"', 'type = "deblur"'), "unknown task type 'deblur'"),
+    "no generator file": (('generator = "tiny.pt"', 'generator = "nope.pt"'), "neither a zoo model"),
+    "empty levels": (("levels = [10, 20]", "levels = []"), "levels must be a non-empty list"),
+    "bad setting": (("restarts = 2", "restart = 2"), "method 'csgm' has no setting 'restart'"),
+    "bad level": (("levels = [10, 20]", "levels = [10, 100]"), "100 measurements is out of range"),
+    "unscaled circulant": (('cs_scale = "unscaled"', 'cs_scale = "unscaled"\ncs_operator = "circulant"'), "cs_scale = 'unscaled'"),
+    "top-level typo": (('seeds = [0]', 'seed = [0]'), "unknown setting 'seed'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_configs_exit_2_with_one_line(workdir, capsys, case):
+    (old, new), expected = BAD[case]
+    assert old in GRID
+    path = workdir / f"bad-{case.replace(' ', '-')}.toml"
+    path.write_text(GRID.replace(old, new, 1))
+    assert main(["bench", str(path), "--out", str(workdir / f"out-bad-{case.replace(' ', '-')}"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("genprior bench: error:") and expected in err, err
+
+
+def test_json_config_and_missing_file(workdir, capsys):
+    import tomllib
+
+    raw = tomllib.loads(GRID)
+    cfg = bench.parse_config(raw, base_dir=workdir, source="grid.json")
+    assert [m.label for m in cfg.methods] == ["csgm", "ilo"]
+    assert len(bench.cells_of(cfg)) == N_CELLS
+    (workdir / "grid.json").write_text(json.dumps(raw))
+    assert bench.load_config(workdir / "grid.json").hash() == bench.load_config(workdir / "grid.toml").hash()
+    assert main(["bench", str(workdir / "missing.toml"), "--out", str(workdir / "x"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_method_restricted_to_tasks_and_labels(workdir):
+    raw = textwrap.dedent(GRID) + textwrap.dedent(
+        """
+        [[tasks]]
+        type = "inpaint"
+        name = "holes"
+        levels = [0.5]
+
+        [[methods]]
+        name = "csgm"
+        label = "csgm-long"
+        steps = 30
+        tasks = ["holes"]
+        """
+    )
+    import tomllib
+
+    cfg = bench.parse_config(tomllib.loads(raw), base_dir=workdir, source="x.toml")
+    cells = bench.cells_of(cfg)
+    assert {c.method for c in cells if c.task == "cs"} == {"csgm", "ilo"}
+    assert {c.method for c in cells if c.task == "holes"} == {"csgm", "ilo", "csgm-long"}
+    with pytest.raises(UserError, match="labelled 'csgm'"):
+        bench.parse_config(tomllib.loads(GRID + '\n[[methods]]\nname = "csgm"\n'), base_dir=workdir, source="x.toml")
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    files = sorted(folder.glob("*.toml")) + sorted(folder.glob("*.json"))
+    assert files
+    for f in files:
+        try:
+            cfg = bench.load_config(f)
+        except UserError as e:
+            if "missing" in str(e) or "not bundled" in str(e) or "neither a zoo model" in str(e):
+                continue  # weights not installed here
+            raise
+        assert bench.cells_of(cfg)
