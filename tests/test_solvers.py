@@ -149,3 +149,33 @@ def test_losses():
     opposite = torch.stack([torch.ones(6), -torch.ones(6)])[None]
     # two antipodal rows: angle pi for both ordered pairs, mean over 4 pairs = pi^2/2, times D/8
     assert geocross(opposite).item() == pytest.approx(math.pi**2 / 2 * 6 / 8, rel=1e-5)
+
+
+def test_noise_floor_keeps_the_first_iterate_that_reaches_the_noise_level():
+    import deepinv as dinv
+
+    from genprior.solvers.ilo import noise_floor
+
+    G = ToyGenerator()
+    x = G.sample(2, seed=4)
+    sigma = 0.1
+    physics = dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=sigma))
+    torch.manual_seed(0)
+    y = physics(x)
+    assert torch.allclose(noise_floor("auto", y, physics), torch.full((2,), sigma**2))
+    assert noise_floor("auto", y, dinv.physics.Denoising(noise_model=dinv.physics.ZeroNoise())) is None
+    cfg = dict(stages=(1, 2), steps=(30, 60, 60), radius=math.inf)
+    plain = ILO(G, ILOConfig(**cfg))
+    morozov = ILO(G, ILOConfig(**cfg, noise_floor="auto"))
+    plain(y, physics)
+    morozov(y, physics)
+    p, m = plain.last_record, morozov.last_record
+    # unconstrained deeper rounds fit the noise: the plain rule goes below sigma^2 ...
+    assert max(p.best_meas_err) < sigma**2
+    # ... the discrepancy rule keeps the earliest iterate at the noise level instead
+    for i in range(2):
+        errs = [step[i] for step in m.meas_err] + [m.rounds[-1]["final_meas_err"][i]]
+        first = next(e for e in errs if e <= sigma**2)
+        assert m.best_meas_err[i] == pytest.approx(first, rel=1e-5)
+    with pytest.raises(UserError):
+        noise_floor(-1.0, y, physics)

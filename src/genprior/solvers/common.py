@@ -58,7 +58,13 @@ class BestTracker:
         self.restart = torch.zeros(n_images, dtype=torch.long)
 
     @torch.no_grad()
-    def update(self, err: Tensor, x: Tensor, round_idx: int) -> None:
+    def update(self, err: Tensor, x: Tensor, round_idx: int, floor: Tensor | None = None) -> None:
+        """Offer a batch of iterates with their measurement errors.
+
+        ``floor`` (per image): errors below it count as equal to it, so among iterates that fit
+        the measurements to the noise level the earliest is kept (Morozov's discrepancy
+        principle); ``None`` keeps the lowest error.
+        """
         err = err.detach().float()
         groups = err.numel() // self.n
         if groups == 1:
@@ -66,10 +72,13 @@ class BestTracker:
         else:
             e, g = err.view(groups, self.n).min(dim=0)
             cand = x.detach().view(groups, self.n, *x.shape[1:])[g, torch.arange(self.n, device=x.device)]
+        score = e if floor is None else torch.maximum(e, floor)
         if self.x is None:
             self.err, self.round, self.restart = (t.to(err.device) for t in (self.err, self.round, self.restart))
+            self.score = torch.full_like(self.err, math.inf)
             self.x = cand.clone()
-        better = e < self.err
+        better = score < self.score
+        self.score = torch.where(better, score, self.score)
         self.x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), cand, self.x)
         self.err = torch.where(better, e, self.err)
         self.round = torch.where(better, torch.full_like(self.round, round_idx), self.round)

@@ -71,6 +71,13 @@ class ILOConfig:
         perceptual: optional callable ``(A(x), y) -> (B,)`` (e.g. LPIPS in measurement space),
             weighted by ``perceptual_weight``.
         geocross_weight: weight of PULSE's geocross on the grouped latents still in use.
+        noise_floor: ``None`` (the default) outputs the iterate of lowest measurement error.
+            A number, or ``"auto"`` (the variance of the physics' Gaussian noise model, times the
+            fraction of measurement entries that are non-zero, i.e. observed), applies Morozov's
+            discrepancy principle instead: errors below the floor count as equal to it, so the
+            earliest iterate that fits the measurements down to the noise level wins and later
+            rounds cannot replace it by fitting the noise. With a floor, the output's measurement
+            error may lie above round 0's best.
         rampup, rampdown: warm-up and cosine ramp-down lengths as fractions of a round.
         seed: seed of the initial inputs.
     """
@@ -87,6 +94,7 @@ class ILOConfig:
     perceptual: PerceptualFn | None = field(default=None, repr=False)
     perceptual_weight: float = 0.0
     geocross_weight: float = 1e-4
+    noise_floor: float | str | None = None
     rampup: float = 0.05
     rampdown: float = 0.25
     seed: int = 0
@@ -164,6 +172,9 @@ class ILO(GenerativeSolver):
 
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
+        floor = noise_floor(cfg.noise_floor, y, physics)
+        if floor is not None:
+            rec.extra["noise_floor"] = floor.tolist()
         bar = _progress(sum(steps), progress, "ILO")
         fixed = set() if cfg.optimize_noise else set(G.noise_names())
         state: State = ()
@@ -210,7 +221,7 @@ class ILO(GenerativeSolver):
                         if use_gx:
                             gx = sum(geocross(torch.stack([cur[n] for n in u], 1)) for u in gx_groups)
                             loss = loss + cfg.geocross_weight * gx
-                    best.update(err, x, r)
+                    best.update(err, x, r, floor)
                     errs.append(err.detach())
                     if last:  # the final iterate is evaluated, not stepped
                         break
@@ -253,6 +264,27 @@ class ILO(GenerativeSolver):
         rec.best_round = best.round.tolist()
         assert best.x is not None
         return best.x.clamp(0, 1), rec
+
+
+def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor | None:
+    """Per-image floor of the measurement error for the discrepancy principle (see ILOConfig)."""
+    if setting is None:
+        return None
+    if setting == "auto":
+        model = getattr(physics, "noise_model", None)
+        if model is None or type(model).__name__ == "ZeroNoise":
+            return None  # noiseless measurements: the plain lowest-error rule
+        sigma = getattr(model, "sigma", None)
+        if sigma is None:
+            raise UserError(
+                f"noise_floor='auto' needs a Gaussian noise model, not {type(model).__name__}: give a number"
+            )
+        observed = (y.reshape(y.shape[0], -1) != 0).float().mean(1)
+        return (torch.as_tensor(sigma, dtype=torch.float32, device=y.device) ** 2).reshape(-1) * observed
+    value = float(setting)
+    if not value >= 0:
+        raise UserError(f"noise_floor must be >= 0, 'auto' or None, not {setting!r}")
+    return torch.full((y.shape[0],), value, device=y.device)
 
 
 def _progress(total: int, enabled: bool, desc: str):
