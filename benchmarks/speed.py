@@ -392,6 +392,46 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def l1_microbench(repeats: int, dev: torch.device) -> list[dict[str, Any]]:
+    """Cost of ILO's ``project_state`` alone, for state shapes of the bundled generators, with the
+    deviation outside the ball (the projection is active) and inside it (only the check runs).
+    The radius is ILOConfig's default, 0.4 times the l1 norm of the starting state."""
+    from genprior.solvers.ilo import project_state
+
+    shapes = (
+        ("mnist-vae-20 stage 1/2", (500,)),
+        ("dcgan-faces-64 stage 1", (512, 4, 4)),
+        ("dcgan-faces-64 stage 2", (256, 8, 8)),
+        ("dcgan-faces-64 stage 3", (128, 16, 16)),
+    )
+    rows = []
+    for name, shape in shapes:
+        for B in (1, 8, 32):
+            g = torch.Generator().manual_seed(0)
+            s0 = (torch.rand((B, *shape), generator=g).to(dev),)
+            radius = 0.4 * s0[0].reshape(B, -1).abs().sum(1)
+            outside = (s0[0] + 0.5 * torch.randn((B, *shape), generator=g).to(dev),)
+            inside = (s0[0] + 1e-4 * torch.randn((B, *shape), generator=g).to(dev),)
+            n = 20
+            res = {}
+            for label, st in (("active", outside), ("inactive", inside), ("copy", None)):
+                src = outside if st is None else st
+
+                def run(src=src, st=st) -> None:
+                    for _ in range(n):
+                        t = tuple(x.clone() for x in src)
+                        if st is not None:
+                            project_state(t, s0, radius)
+
+                run()
+                res[label] = _min_time(run, dev, repeats) / n
+            row = {"state": name, "batch": B, "numel": int(torch.tensor(shape).prod()),
+                   "active_ms": (res["active"] - res["copy"]) * 1e3, "inactive_ms": (res["inactive"] - res["copy"]) * 1e3}
+            print(f"  {name:<26} B={B:<3} {row['numel']:>6} values: active {row['active_ms']:8.3f} ms, inactive {row['inactive_ms']:7.3f} ms", flush=True)
+            rows.append(row)
+    return rows
+
+
 # ---- the benchmark ------------------------------------------------------------------------------
 def cpu_name() -> str:
     try:
@@ -563,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write OUT.csv and OUT.md")
     p.add_argument("--ablate-ilo", action="store_true", help="instead: where ILO's step time goes, part by part")
     p.add_argument("--ablate-steps", type=int, default=200)
+    p.add_argument("--l1", action="store_true", help="instead: cost of ILO's l1-ball projection of the state alone")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="auto: process CPU time on a CPU with --threads 1, else wall clock")
     args = p.parse_args(argv)
@@ -581,6 +622,22 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in meta.items():
         print(f"# {k}: {v}")
     args.meta = meta
+    if args.l1:
+        torch.set_num_threads(args.threads)
+        rows = l1_microbench(args.repeats, torch.device(args.device))
+        if args.out is not None:
+            import csv
+            import io
+
+            from genprior.io import write_text_atomic
+
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            write_text_atomic(args.out.with_suffix(".csv"), buf.getvalue())
+            print(f"wrote {args.out.with_suffix('.csv')}")
+        return 0
     if args.ablate_ilo:
         rows = run_ablation(args)
         if args.out is not None:

@@ -249,3 +249,45 @@ def test_shipped_configs_are_valid():
                 continue  # weights not installed here
             raise
         assert bench.cells_of(cfg)
+
+
+def test_every_method_runs_through_the_bench(workdir):
+    grid = textwrap.dedent(
+        """
+        generator = "tiny.pt"
+        batch_size = 2
+        [images]
+        source = "samples"
+        count = 2
+        [[tasks]]
+        type = "inpaint"
+        levels = [0.5]
+        [[methods]]
+        name = "pulse"
+        steps = 4
+        [[methods]]
+        name = "projector"
+        steps = 3
+        distance = "mse"
+        w_avg_samples = 10
+        [[methods]]
+        name = "dip"
+        steps = 4
+        channels = 8
+        layers = 3
+        [[methods]]
+        name = "lasso-pixel"
+        alpha = 0.001
+        [[methods]]
+        name = "lasso-dct"
+        alpha = 0.001
+        [[methods]]
+        name = "lasso-wavelet"
+        alpha = 0.001
+        wavelet = "haar"
+        """
+    )
+    (workdir / "all.toml").write_text(grid)
+    res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)
+    assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(bench.METHODS)
+    assert all(math.isfinite(r["mse"]) and math.isfinite(r["meas_err"]) for r in res.rows)
