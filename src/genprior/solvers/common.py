@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -13,6 +13,15 @@ from deepinv.models import Reconstructor
 from torch import Tensor
 
 from ..generators.base import Inputs, LayeredGenerator
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of the dataclass ``config`` with ``overrides`` set (the caller's object is left
+    alone); an unknown setting is a ``TypeError`` naming it."""
+    for k in overrides:
+        if k not in {f.name for f in fields(config)}:
+            raise TypeError(f"{type(config).__name__} has no setting {k!r}")
+    return replace(config, **overrides) if overrides else config
 
 
 def lr_schedule(step: int, total: int, rampup: float = 0.05, rampdown: float = 0.25) -> float:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..generators.base import LayeredGenerator
 from ..losses import fidelity, latent_prior
-from .common import BestTracker, GenerativeSolver, RunRecord, Timer, lr_schedule
+from .common import BestTracker, GenerativeSolver, RunRecord, Timer, apply_overrides, lr_schedule
 from .ilo import _progress
 
 
@@ -56,11 +56,7 @@ class CSGM(GenerativeSolver):
     method = "csgm"
 
     def __init__(self, generator: LayeredGenerator, config: CSGMConfig | None = None, **overrides: Any):
-        config = config or CSGMConfig()
-        for k, v in overrides.items():
-            if not hasattr(config, k):
-                raise TypeError(f"CSGMConfig has no setting {k!r}")
-            setattr(config, k, v)
+        config = apply_overrides(config or CSGMConfig(), overrides)
         if config.restarts < 1:
             raise ValueError("restarts must be >= 1")
         super().__init__(generator, config)

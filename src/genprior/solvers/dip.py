@@ -29,9 +29,9 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..losses import fidelity
-from .common import RunRecord, Timer
+from .common import RunRecord, Timer, apply_overrides
 from .ilo import _progress
-from .sparse import GeneratorFreeSolver, _apply_overrides
+from .sparse import GeneratorFreeSolver
 
 __all__ = ["DeepImagePrior", "DIPConfig"]
 
@@ -74,7 +74,7 @@ class DeepImagePrior(GeneratorFreeSolver):
         device: torch.device | str = "cpu",
         **overrides: Any,
     ):
-        config = _apply_overrides(config or DIPConfig(), overrides)
+        config = apply_overrides(config or DIPConfig(), overrides)
         if config.steps < 1:
             raise UserError(f"DIP steps must be >= 1: got {config.steps}")
         if config.layers < 2:

@@ -31,6 +31,7 @@ from ..errors import UserError
 from ..generators.base import LayeredGenerator, State
 from ..losses import fidelity, geocross
 from .common import (
+    apply_overrides,
     BestTracker,
     GenerativeSolver,
     RunRecord,
@@ -142,11 +143,7 @@ class ILO(GenerativeSolver):
     method = "ilo"
 
     def __init__(self, generator: LayeredGenerator, config: ILOConfig | None = None, **overrides: Any):
-        config = config or ILOConfig()
-        for k, v in overrides.items():
-            if not hasattr(config, k):
-                raise TypeError(f"ILOConfig has no setting {k!r}")
-            setattr(config, k, v)
+        config = apply_overrides(config or ILOConfig(), overrides)
         super().__init__(generator, config)
 
     def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:

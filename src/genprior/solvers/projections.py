@@ -67,7 +67,6 @@ def _project(x: Tensor, radius: float | Tensor, validate: bool = True) -> tuple[
     if b == 0 or x[0].numel() == 0:
         return x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     flat = x.reshape(b, -1)
-    n = flat.shape[1]
     mag = flat.abs()
     l1 = mag.sum(dim=1, dtype=torch.float64)
     outside = l1 > r  # inf radius and points inside (including all-zero x) stay as they are

@@ -40,7 +40,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import Inputs, LayeredGenerator
 from ..losses import fidelity
-from .common import BestTracker, GenerativeSolver, RunRecord, Timer, lr_schedule
+from .common import BestTracker, GenerativeSolver, RunRecord, Timer, apply_overrides, lr_schedule
 from .ilo import _progress
 
 __all__ = ["StyleGAN2Projector", "ProjectorConfig", "noise_regularizer", "normalize_noise", "DISTANCES"]
@@ -127,11 +127,7 @@ class StyleGAN2Projector(GenerativeSolver):
     method = "projector"
 
     def __init__(self, generator: LayeredGenerator, config: ProjectorConfig | None = None, **overrides: Any):
-        config = config or ProjectorConfig()
-        for k, v in overrides.items():
-            if not hasattr(config, k):
-                raise TypeError(f"ProjectorConfig has no setting {k!r}")
-            setattr(config, k, v)
+        config = apply_overrides(config or ProjectorConfig(), overrides)
         if config.distance not in DISTANCES:
             raise UserError(f"unknown projector distance {config.distance!r}: use one of {', '.join(DISTANCES)}")
         if config.output not in ("last", "best"):

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
 from ..losses import fidelity, geocross
-from .common import GenerativeSolver, RunRecord, Timer, batch_norms, project_to_norm
+from .common import GenerativeSolver, RunRecord, Timer, apply_overrides, batch_norms, project_to_norm
 from .ilo import _progress
 
 __all__ = ["PULSE", "PULSEConfig", "pulse_lr_factor", "PULSE_SCHEDULES"]
@@ -100,11 +100,7 @@ class PULSE(GenerativeSolver):
     method = "pulse"
 
     def __init__(self, generator: LayeredGenerator, config: PULSEConfig | None = None, **overrides: Any):
-        config = config or PULSEConfig()
-        for k, v in overrides.items():
-            if not hasattr(config, k):
-                raise TypeError(f"PULSEConfig has no setting {k!r}")
-            setattr(config, k, v)
+        config = apply_overrides(config or PULSEConfig(), overrides)
         if config.lr_schedule not in PULSE_SCHEDULES:
             raise UserError(f"unknown PULSE lr schedule {config.lr_schedule!r}: use one of {', '.join(PULSE_SCHEDULES)}")
         if config.steps < 0:

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..losses import fidelity
-from .common import RunRecord, Timer
+from .common import RunRecord, Timer, apply_overrides
 
 __all__ = ["GeneratorFreeSolver", "Lasso", "LassoConfig", "BASES", "synthesis_operator"]
 
@@ -58,14 +58,6 @@ def _shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or int(s) < 1 for s in shape):
         raise UserError(f"image shape {tuple(image_shape)} is invalid: give (C, H, W) with positive sizes")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
-
-
-def _apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    for k, v in overrides.items():
-        if not hasattr(config, k):
-            raise TypeError(f"{type(config).__name__} has no setting {k!r}")
-        setattr(config, k, v)
-    return config
 
 
 class GeneratorFreeSolver(Reconstructor):
@@ -217,7 +209,7 @@ class Lasso(GeneratorFreeSolver):
         device: torch.device | str = "cpu",
         **overrides: Any,
     ):
-        config = _apply_overrides(config or LassoConfig(), overrides)
+        config = apply_overrides(config or LassoConfig(), overrides)
         if config.basis not in BASES:
             raise UserError(f"unknown basis {config.basis!r}: use one of {', '.join(BASES)}")
         if not (isinstance(config.alpha, (int, float)) and config.alpha > 0 and math.isfinite(config.alpha)):
