@@ -9,7 +9,6 @@ Prints a Markdown table and writes it to --out.
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import shlex
 import sys
