@@ -266,13 +266,13 @@ def generator_free_solvers(shape: tuple[int, int, int], dev: torch.device) -> li
 ABLATION = (
     ("bare G fwd+bwd", "the reference: forward, x.square().mean(), backward"),
     ("+ physics.A and mse fidelity", "loss = fidelity(physics.A(x), y)"),
-    ("+ Adam (zero_grad, lr schedule, step)", "per step: set the lr of each group, zero_grad, step"),
+    ("+ Adam (zero_grad, lr schedule, step)", "per step: set the lr of each group, zero_grad, step (foreach where ILO uses it)"),
     ("+ spherical projection", "project_to_norm on every free input"),
     ("+ l1-ball projection of the state", "project_state (rounds >= 1 only)"),
-    ("+ BestTracker.update", "per step: err.cpu(), min over restarts, gather, torch.where"),
-    ("+ round_best / start_err bookkeeping", "err.detach().float().cpu(), torch.minimum"),
-    ("+ RunRecord.log_step", "two .cpu().tolist() per step"),
-    ("+ geocross term and its per-step log", "gx = zeros_like(err); loss + w * gx; float(gx.mean()) per step"),
+    ("+ BestTracker.update", "per step: the best iterate per image"),
+    ("+ per-step error bookkeeping", "old: err.cpu() and torch.minimum per step; new: a device list, one transfer per round"),
+    ("+ RunRecord.log_step", "old: two .cpu().tolist() per step; new: buffered, RunRecord.finish once"),
+    ("+ geocross term and its log", "old: zeros_like term and float(gx.mean()) per step; new: log_extra(0.0) without groups"),
     ("= ILO step (measured)", "ILO.solve, differenced"),
 )
 
@@ -289,6 +289,9 @@ def ablate_ilo(G: Any, B: int, stage: int, steps: int, dev: torch.device, repeat
     from genprior.solvers.common import BestTracker, RunRecord, batch_norms, lr_schedule, project_to_norm
     from genprior.solvers.ilo import project_state
 
+    # the loop changed in commit 4604fd6 (buffered records, foreach Adam, no geocross without
+    # groups): replicate whichever version of ILO.solve is installed
+    new = hasattr(RunRecord, "finish")
     physics = make_physics("inpaint", G.image_shape, mask_ratio=0.5, seed=0, device=dev)
     y = physics.A(G.sample(B, seed=1).to(dev))
     g = torch.Generator().manual_seed(0)
@@ -305,9 +308,10 @@ def ablate_ilo(G: Any, B: int, stage: int, steps: int, dev: torch.device, repeat
         groups = [{"params": list(free.values()), "lr": 0.1, "base": 0.1}]
         if state:
             groups.append({"params": list(state), "lr": 0.05, "base": 0.05})
-        opt = torch.optim.Adam(groups)
+        opt = torch.optim.Adam(groups, foreach=True) if new else torch.optim.Adam(groups)
         best, rec = BestTracker(B), RunRecord("ilo")
         round_best = torch.full((B,), math.inf)
+        errs = []
         for t in range(steps):
             cur = {**inputs, **free}
             x = G(cur) if stage == 0 else G.tail(stage, state, cur)
@@ -319,18 +323,24 @@ def ablate_ilo(G: Any, B: int, stage: int, steps: int, dev: torch.device, repeat
                 continue
             err = fidelity(physics.A(x), y, "mse")
             loss = err
-            if level >= 8:
+            if level >= 8 and not new:
                 gx = torch.zeros_like(err)
                 loss = loss + 1e-4 * gx
             if level >= 5:
                 best.update(err, x, 0)
             if level >= 6:
-                err_cpu = err.detach().float().cpu()
-                round_best = torch.minimum(round_best, err_cpu)
+                if new:
+                    errs.append(err.detach())
+                else:
+                    err_cpu = err.detach().float().cpu()
+                    round_best = torch.minimum(round_best, err_cpu)
             if level >= 7:
                 rec.log_step(loss, err, B, 0)
             if level >= 8:
-                rec.extra.setdefault("geocross", []).append(float(gx.detach().mean()))
+                if new:
+                    rec.log_extra("geocross", 0.0)
+                else:
+                    rec.extra.setdefault("geocross", []).append(float(gx.detach().mean()))
             if level >= 2:
                 f = lr_schedule(t, steps)
                 for grp in opt.param_groups:
@@ -348,6 +358,10 @@ def ablate_ilo(G: Any, B: int, stage: int, steps: int, dev: torch.device, repeat
                         project_to_norm(v, norms[k])
                 if level >= 4 and state:
                     project_state(state, state0, radius)
+        if new and level >= 6 and errs:
+            torch.stack(errs).float().cpu()
+        if new and level >= 7:
+            rec.finish()
 
     st = tuple() if stage == 0 else (stage,)
 
@@ -379,7 +393,8 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name in args.models or ["mnist-vae-20"]:
         G = load_generator(name, device=dev)
         for B in args.batches:
-            for stage in [0] + default_stages(G.num_stages)[:1]:
+            stages = args.ablate_stages if args.ablate_stages is not None else [0] + default_stages(G.num_stages)[:1]
+            for stage in [k for k in stages if k <= G.num_stages]:
                 res = ablate_ilo(G, B, stage, args.ablate_steps, dev, args.repeats)
                 bare = res[0][1]
                 print(f"\n{name}, batch {B}, ILO round at stage {stage}  (ms per step, ratio to bare)")
@@ -486,11 +501,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     emit({**base, "bare_ms": tb * 1e3, "step_ms": step * 1e3, "ratio": step / tb})
                 except Exception as e:  # noqa: BLE001 - reported in the table
                     emit({**base, "note": f"fails: {type(e).__name__} {str(e)[:60]}".strip()})
+            if args.steps_only:
+                continue
             # full solves with default settings
             for label, make, plan in full_solvers(G):
                 emit(_full_solve(label, make, plan, name, B, y, physics, dev, args, step_s))
         # generator-free baselines: same images, their own cost (per-image algorithms)
-        for B in args.baseline_batches:
+        for B in [] if args.steps_only else args.baseline_batches:
             x = G.sample(B, seed=1).to(dev)
             with torch.no_grad():
                 y = physics.A(x)
@@ -603,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write OUT.csv and OUT.md")
     p.add_argument("--ablate-ilo", action="store_true", help="instead: where ILO's step time goes, part by part")
     p.add_argument("--ablate-steps", type=int, default=200)
+    p.add_argument("--ablate-stages", type=lambda s: [int(v) for v in s.split(",") if v], default=None,
+                   help="ILO rounds to take apart (0 = round 0; default 0 and the first intermediate stage)")
+    p.add_argument("--steps-only", action="store_true", help="only the per-step times and ratios (no full solves, no baselines)")
     p.add_argument("--l1", action="store_true", help="instead: cost of ILO's l1-ball projection of the state alone")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="auto: process CPU time on a CPU with --threads 1, else wall clock")
@@ -617,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": str(args.threads),
         "clock": CLOCK["name"],
+        "genprior": str(Path(__import__("genprior").__file__).parent),
         "load average at start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
     }
     for k, v in meta.items():
