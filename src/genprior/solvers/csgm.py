@@ -5,7 +5,8 @@ prior ``prior_weight * ||z||^2``, from several random restarts; per image, the r
 lowest measurement error wins. All restarts run at once as one batch, so the physics must
 broadcast over the batch (true of deepinv operators whose parameters have batch size 1).
 Defaults follow the paper's MNIST setting where they apply (Adam, lr 0.01, 10 restarts,
-prior 0.1 on the *sum* of squared residuals); the number of steps is smaller than the paper's
+prior 0.1; the paper writes the data term as the *sum* of squared residuals, while its code
+averages them over the m measurements: ``reduction`` picks either); the number of steps is smaller than the paper's
 1000 so the bundled examples run in seconds.
 """
 
@@ -31,7 +32,8 @@ class CSGMConfig:
         steps: Adam steps per restart.
         lr: learning rate.
         restarts: independent random initialisations (run in one batch).
-        prior_weight: weight of ``||z||^2`` (Bora et al.: 0.1 with summed residuals).
+        prior_weight: weight of ``||z||^2`` (Bora et al.: 0.1; summed residuals in the paper,
+            averaged ones in their code).
         reduction: ``"mean"`` or ``"sum"`` of squared residuals over measurements.
         optimize_noise: also optimise the generator's noise inputs (StyleGAN2); off by default
             (CSGM searches the latent only).
