@@ -4,10 +4,10 @@ Adam on the generator's input latent(s) to fit ``A(G(z)) ~ y``, optionally with 
 prior ``prior_weight * ||z||^2``, from several random restarts; per image, the restart with the
 lowest measurement error wins. All restarts run at once as one batch, so the physics must
 broadcast over the batch (true of deepinv operators whose parameters have batch size 1).
-Defaults follow the paper's MNIST setting where they apply (Adam, lr 0.01, 10 restarts,
-prior 0.1; the paper writes the data term as the *sum* of squared residuals, while its code
-averages them over the m measurements: ``reduction`` picks either); the number of steps is smaller than the paper's
-1000 so the bundled examples run in seconds.
+The paper's MNIST setting is ``CSGMConfig(steps=1000, lr=0.01, restarts=10, prior_weight=0.1,
+reduction="sum")`` (the paper writes the data term as the *sum* of squared residuals; its code
+averages them over the m measurements, ``reduction="mean"``). The defaults are lighter (300
+steps, lr 0.05, one restart, no prior) so that the bundled examples run in seconds.
 """
 
 from __future__ import annotations
