@@ -58,7 +58,8 @@ CS_OPERATORS: tuple[str, ...] = ("gaussian", "circulant")
 MAX_DENSE_CS_ENTRIES = 100_000_000
 
 
-def _shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
+def imageimage_shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(C, H, W)`` from a ``(C, H, W)`` or ``(B, C, H, W)`` shape; a UserError when invalid."""
     shape = tuple(image_shape)
     if len(shape) == 4:
         shape = shape[1:]
@@ -178,7 +179,7 @@ def make_physics(
     name = str(task).strip().lower()
     if name not in TASKS:
         raise UserError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-    shape = _shape3(image_shape)
+    shape = image_shape3(image_shape)
     c, h, w = shape
     sigma = _check_noise(noise_std)
     seed = _check_int("seed", seed, "give an integer seed")
@@ -274,7 +275,7 @@ def measurement_preview(y: Tensor, physics: Physics, image_shape: Sequence[int])
     min-max normalised per image; colorize: the grey image replicated to 3 channels.
     Other physics: ``y`` if it has the image's shape, else the normalised ``A^T y``.
     """
-    c, h, w = _shape3(image_shape)
+    c, h, w = image_shape3(image_shape)
     y = y.detach()
     if isinstance(physics, Inpainting):
         mask = physics.mask.to(y.device, y.dtype)

@@ -44,20 +44,12 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..losses import fidelity
+from ..physics.tasks import image_shape3
 from .common import RunRecord, Timer, apply_overrides
 
 __all__ = ["GeneratorFreeSolver", "Lasso", "LassoConfig", "BASES", "synthesis_operator"]
 
 BASES: tuple[str, ...] = ("pixel", "dct", "wavelet")
-
-
-def _shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(image_shape)
-    if len(shape) == 4:
-        shape = shape[1:]
-    if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or int(s) < 1 for s in shape):
-        raise UserError(f"image shape {tuple(image_shape)} is invalid: give (C, H, W) with positive sizes")
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
 class GeneratorFreeSolver(Reconstructor):
@@ -74,7 +66,7 @@ class GeneratorFreeSolver(Reconstructor):
 
     def __init__(self, image_shape: Sequence[int], config: Any, device: torch.device | str = "cpu"):
         super().__init__(device=device)
-        self.image_shape = _shape3(image_shape)
+        self.image_shape = image_shape3(image_shape)
         self.config = config
         self.last_record: RunRecord | None = None
 
@@ -135,7 +127,7 @@ def synthesis_operator(
     ``"wavelet"``: the inverse orthonormal periodised 2-D DWT per channel, coefficients laid out as
     ``pywt.coeffs_to_array`` does (approximation in the top-left corner).
     """
-    c, h, w = _shape3(image_shape)
+    c, h, w = image_shape3(image_shape)
     if basis == "pixel":
         return lambda a: a
     if basis == "dct":
