@@ -58,7 +58,7 @@ CS_OPERATORS: tuple[str, ...] = ("gaussian", "circulant")
 MAX_DENSE_CS_ENTRIES = 100_000_000
 
 
-def imageimage_shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
+def image_shape3(image_shape: Sequence[int]) -> tuple[int, int, int]:
     """``(C, H, W)`` from a ``(C, H, W)`` or ``(B, C, H, W)`` shape; a UserError when invalid."""
     shape = tuple(image_shape)
     if len(shape) == 4:
