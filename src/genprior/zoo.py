@@ -62,25 +62,25 @@ def _asset(name: str) -> Path:
     return ASSETS_MODELS / f"{name}.pt"
 
 
+def _bundled(name: str, train: str) -> Path:
+    """Path of a bundled weights file; a UserError saying how to get it back when it is missing."""
+    path = _asset(name)
+    if not path.is_file():
+        raise UserError(
+            f"the {name} weights are missing from this install ({path}): reinstall genprior, "
+            f"or train them with `{train}` and load that checkpoint path"
+        )
+    return path
+
+
 def _load_mnist_vae(device: torch.device | str) -> LayeredGenerator:
     from .generators.vae import load_vae
 
-    path = _asset("mnist-vae-20")
-    if not path.is_file():
-        raise UserError(
-            f"the mnist-vae-20 weights are missing from this install ({path}): reinstall genprior, "
-            "or train them with `genprior train vae --out mnist-vae-20.pt` and load that path"
-        )
-    return load_vae(path, device)
+    return load_vae(_bundled("mnist-vae-20", "genprior train vae --out mnist-vae-20.pt"), device)
 
 
 def _load_fmnist_stylegan2(device: torch.device | str) -> LayeredGenerator:
-    path = _asset("fmnist-stylegan2-32")
-    if not path.is_file():
-        raise UserError(
-            f"the fmnist-stylegan2-32 weights are missing from this install ({path}): reinstall "
-            "genprior, or train them with `genprior train stylegan2` and load that checkpoint path"
-        )
+    path = _bundled("fmnist-stylegan2-32", "genprior train stylegan2")
     return _stylegan2_from_checkpoint(_read_checkpoint(path), device, str(path))
 
 

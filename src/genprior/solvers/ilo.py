@@ -242,18 +242,19 @@ class ILO(GenerativeSolver):
                     state = tuple(s.detach() for s in state)
                 stage_prev = stage
                 round_errs = torch.stack(errs).float().cpu()
+                round_best = round_errs.min(0).values
                 rec.rounds.append(
                     {
                         "round": r,
                         "stage": stage,
                         "steps": steps[r],
                         "radius": radius.tolist() if radius is not None else math.inf,
-                        "best_meas_err": round_errs.min(0).values.tolist(),
+                        "best_meas_err": round_best.tolist(),
                         "start_meas_err": round_errs[0].tolist(),
                         "final_meas_err": round_errs[-1].tolist(),
                     }
                 )
-                bar.set_postfix(round=r, err=f"{float(round_errs.min(0).values.mean()):.2e}")
+                bar.set_postfix(round=r, err=f"{float(round_best.mean()):.2e}")
         bar.close()
         rec.time_s = timer.elapsed
         rec.finish()
