@@ -14,7 +14,7 @@ from genprior.solvers.common import batch_norms
 from genprior.solvers.dip import DeepImagePrior
 from genprior.solvers.projector import StyleGAN2Projector, noise_regularizer, normalize_noise
 from genprior.solvers.pulse import PULSE, pulse_lr_factor
-from genprior.solvers.sparse import Lasso, LassoConfig, synthesis_operator
+from genprior.solvers.sparse import Lasso, LassoConfig, analysis_operator, synthesis_operator
 from toy_generator import ToyGenerator
 
 torch.set_num_threads(1)
@@ -288,13 +288,47 @@ def test_synthesis_operators_are_orthonormal():
         assert np.allclose(np.linalg.norm(s.reshape(5, -1), axis=1), np.linalg.norm(a.reshape(5, -1), axis=1))
 
 
+def test_analysis_inverts_synthesis():
+    a = np.random.default_rng(0).standard_normal((2, 3, 16, 8))
+    cases = [("pixel", "db4"), ("dct", "db4")] + ([("wavelet", "db4"), ("wavelet", "haar")] if HAVE_PYWT else [])
+    for basis, wav in cases:
+        synth = synthesis_operator((3, 16, 8), basis, wavelet=wav)
+        analyse = analysis_operator((3, 16, 8), basis, wavelet=wav)
+        assert np.allclose(analyse(synth(a)), a) and np.allclose(synth(analyse(a)), a)
+
+
+@pytest.mark.parametrize(
+    "task,basis",
+    [("denoise", "pixel"), ("denoise", "dct"), pytest.param("denoise", "wavelet", marks=needs_pywt), ("inpaint", "pixel")],
+)
+def test_lasso_closed_form_on_masks_matches_coordinate_descent(task, basis, monkeypatch):
+    shape = (2, 8, 8)
+    gen = torch.Generator().manual_seed(3)
+    if task == "denoise":
+        physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    else:
+        physics = dinv.physics.Inpainting(shape, mask=0.6, rng=gen)
+    x = torch.rand((3, *shape), generator=gen)
+    y = physics.A(x) + 0.1 * torch.randn(x.shape, generator=gen)
+    fast = Lasso(shape, basis=basis, wavelet="haar", alpha=2e-4, max_entries=10)  # no matrix is built
+    xf = fast(y, physics)
+    assert fast.last_record.extra["closed_form"] and fast.last_record.extra["nonzero"][0] < x[0].numel()
+    monkeypatch.setattr(Lasso, "elementwise_mask", lambda self, *a, **k: None)
+    slow = Lasso(shape, basis=basis, wavelet="haar", alpha=2e-4, tol=1e-12, max_iter=100_000)
+    xs = slow(y, physics)
+    assert "closed_form" not in slow.last_record.extra
+    assert torch.allclose(xf, xs, atol=1e-5)
+    assert fast.last_record.extra["nonzero"] == slow.last_record.extra["nonzero"]
+    assert np.allclose(fast.last_record.extra["alpha_max"], slow.last_record.extra["alpha_max"])
+
+
 def test_lasso_drops_unobserved_rows_and_refuses_oversize_problems():
     physics = dinv.physics.Inpainting((1, 8, 8), mask=0.5, rng=torch.Generator().manual_seed(0))
     x = torch.rand((1, 1, 8, 8), generator=torch.Generator().manual_seed(1))
     solver = Lasso((1, 8, 8), basis="dct", alpha=1e-4)
     solver(physics.A(x), physics)
     assert solver.last_record.extra["measurements"] == int(physics.mask.sum())
-    big = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.0))
+    big = dinv.physics.LinearPhysics(A=lambda x: 2 * x, A_adjoint=lambda y: 2 * y)  # not a 0/1 mask
     with pytest.raises(UserError, match="65536"):
         Lasso((1, 300, 300))(torch.zeros(1, 1, 300, 300), big)
     with pytest.raises(UserError, match="max_entries=1000"):

@@ -14,7 +14,8 @@ A benchmark is described by a config file (TOML, or JSON with the same structure
                                     # between runs: they are not part of the config's identity)
 
     [images]
-    source = "heldout"              # "heldout" (dataset = "mnist" | "fmnist"), "samples", "files"
+    source = "heldout"              # "heldout" (dataset = "mnist" | "fmnist"), "samples", "files",
+                                    # or "astronaut" (scikit-image's astronaut face, RGB generators)
     dataset = "mnist"
     count = 300
     # samples: count = 16, seed = 1 (images G(z), z ~ N(0, I))
@@ -86,7 +87,7 @@ LEVEL_PARAM = {
 #: fixed make_physics arguments a task may set (plus cs_scale, handled here)
 TASK_PARAMS = ("mask", "mask_ratio", "box", "scale", "measurements", "cs_operator", "noise_std", "cs_scale")
 CS_SCALES = ("deepinv", "unscaled")
-IMAGE_SOURCES = ("heldout", "samples", "files")
+IMAGE_SOURCES = ("heldout", "samples", "files", "astronaut")
 METRIC_COLUMNS = ("psnr", "ssim", "mse", "lpips", "meas_err", "correct", "time_s", "cpu_s")
 ROW_COLUMNS = (
     "task", "task_type", "level_param", "level", "method", "method_name", "seed", "batch",
@@ -412,7 +413,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
     bad = sorted(set(im) - im_keys)
     if bad:
         raise UserError(f"{source}: [images] has unknown setting {bad[0]!r}: use {', '.join(sorted(im_keys))}")
-    src = _want(im, "source", (str,), f"{source} [images]", hint="heldout, samples or files")
+    src = _want(im, "source", (str,), f"{source} [images]", hint="heldout, samples, files or astronaut")
     if src not in IMAGE_SOURCES:
         raise UserError(f"{source}: [images] source = {src!r}: choose one of {', '.join(IMAGE_SOURCES)}")
     images = ImageSpec(source=src)
@@ -430,6 +431,11 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
             raise UserError(f"{source}: [images] count = {cnt} must be at least 1")
         images.count = cnt
         images.seed = _want(im, "seed", (int,), f"{source} [images]", default=0)
+    elif src == "astronaut":
+        extra = sorted(set(im) - {"source"})
+        if extra:
+            raise UserError(f"{source}: [images] source = 'astronaut' is one fixed image: remove {extra[0]!r}")
+        images.count = 1
     else:
         paths = _want(im, "paths", (list,), f"{source} [images]", hint="a list of image files")
         if not paths or not all(isinstance(p, str) for p in paths):
@@ -676,6 +682,12 @@ def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch
             with torch.no_grad():
                 x = G.sample(int(im.count), seed=im.seed).detach().float().cpu().clamp(0, 1)
             return x, [f"sample:{im.seed}:{i}" for i in range(len(x))], None
+        if im.source == "astronaut":
+            from .data import astronaut_face
+
+            if c != 3 or h != w:
+                raise UserError(f"the astronaut face is a square RGB image but the generator makes {c}x{h}x{w} images")
+            return astronaut_face(h), ["astronaut"], None
         from .io import load_image
 
         xs = [load_image(p, channels=c, size=(h, w), resize=im.resize) for p in im.paths]

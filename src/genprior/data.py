@@ -62,6 +62,20 @@ ASSETS_DATA = Path(__file__).resolve().parent / "assets" / "data"
 HELDOUT_FILES = {"fmnist": ASSETS_DATA / "fmnist_heldout.npz", "mnist": ASSETS_DATA / "mnist_heldout.npz"}
 
 
+# ---- a real photograph ---------------------------------------------------------------------------
+def astronaut_face(size: int = 64) -> torch.Tensor:
+    """The face in scikit-image's ``astronaut`` photograph (Eileen Collins, NASA, public domain),
+    cropped to the 200x200 square around it and area-resized to ``(1, 3, size, size)`` in [0, 1]:
+    a real face that no bundled face generator was trained on."""
+    import skimage.data
+
+    if size < 1:
+        raise UserError(f"astronaut_face size {size}: give a positive size")
+    img = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    face = img[:, :, 20:220, 150:350]
+    return torch.nn.functional.interpolate(face, size=(size, size), mode="area").clamp(0, 1)
+
+
 # ---- locations ----------------------------------------------------------------------------------
 def data_dir() -> Path:
     """``$GENPRIOR_DATA`` or ``~/.cache/genprior/data``."""

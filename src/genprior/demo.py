@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from .data import astronaut_face  # noqa: F401  (re-exported: demo users and benchmarks import it here)
 from .errors import UserError
 
 
@@ -90,16 +91,6 @@ def _images_for(name: str, G: Any, n: int, seed: int) -> tuple[torch.Tensor, str
         plural = "s" if n > 2 else ""
         return x, f"{n - 1} generator sample{plural} (seed {seed + 1000}) and scikit-image's astronaut (last column)"
     return G.sample(n, seed=seed + 1000).clamp(0, 1), f"generator samples (seed {seed + 1000})"
-
-
-def astronaut_face(size: int = 64) -> torch.Tensor:
-    """The face in scikit-image's ``astronaut`` photo (public domain, NASA), ``(1, 3, size, size)``
-    in [0, 1]: a real face no face generator has seen."""
-    import skimage.data
-
-    img = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)[None].float() / 255
-    face = img[:, :, 20:220, 150:350]
-    return torch.nn.functional.interpolate(face, size=(size, size), mode="area").clamp(0, 1)
 
 
 def _physics_kwargs(spec: TaskSpec, shape: tuple[int, int, int]) -> dict[str, Any]:
