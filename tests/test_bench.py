@@ -325,3 +325,34 @@ def test_astronaut_images_on_an_rgb_generator(tmp_path, tiny_stylegan2_path):
     assert ids == ["astronaut"] and torch.equal(x, astronaut_face(32))
     lasso = next(r for r in res.rows if r["method"] == "lasso-dct")
     assert lasso["psnr"] > 21  # DCT soft-thresholding denoises the photo (the noisy input: 20 dB)
+
+
+def test_best_of_keeps_each_familys_best_member_per_point(tmp_path):
+    def s(task, level, method, psnr, mse):
+        return {"task": task, "level_param": "box" if task == "box" else "scale", "level": level, "method": method,
+                "n": 3, "psnr_mean": psnr, "psnr_se": 0.1, "mse_mean": mse, "mse_se": 0.001}  # fmt: skip
+
+    summary = [
+        s("superres", 4, "ilo", 20.0, 0.01), s("superres", 4, "Lasso (a 1)", 15.0, 0.03), s("superres", 4, "Lasso (a 2)", 17.0, 0.02),
+        s("superres", 8, "ilo", 16.0, 0.02), s("superres", 8, "Lasso (a 1)", 14.0, 0.05), s("superres", 8, "Lasso (a 2)", 12.0, 0.04),
+        s("box", [1, 1, 3, 3], "ilo", 18.0, 0.02), s("box", [1, 1, 3, 3], "Lasso (a 1)", 11.0, 0.09),
+    ]  # fmt: skip
+    fam = {"Lasso (best)": "Lasso ("}
+    got = {(r["task"], str(r["level"]), r["method"]): r for r in bench.best_of_summary(summary, "psnr", fam)}
+    assert got[("superres", "4", "Lasso (best)")]["best_method"] == "Lasso (a 2)"
+    assert got[("superres", "8", "Lasso (best)")]["best_method"] == "Lasso (a 1)"
+    assert len(got) == 6 and not any(k[2].startswith("Lasso (a") for k in got)
+    # lower is better for the MSE: at x4 the member with the smaller mse wins
+    by_mse = {(r["task"], str(r["level"]), r["method"]): r for r in bench.best_of_summary(summary, "mse", fam)}
+    assert by_mse[("superres", "8", "Lasso (best)")]["best_method"] == "Lasso (a 2)"
+    # a box level (not a number) still gets a panel
+    assert bench.plot_summary(summary, "psnr", tmp_path / "p.png", best_of=fam)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_plot_best_of_is_presentation_only(workdir):
+    base = bench.parse_config(__import__("tomllib").loads(GRID), base_dir=workdir)
+    with_fam = bench.parse_config(__import__("tomllib").loads('plot_best_of = {"CSGM" = "csgm"}\n' + GRID), base_dir=workdir)
+    assert with_fam.plot_best_of == {"CSGM": "csgm"} and with_fam.hash() == base.hash()
+    with pytest.raises(UserError, match="plot_best_of"):
+        bench.parse_config(__import__("tomllib").loads('plot_best_of = {"CSGM" = 3}\n' + GRID), base_dir=workdir)

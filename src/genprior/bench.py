@@ -99,10 +99,10 @@ TIMING_COLUMNS = ("time_s", "cpu_s")
 
 _TOP_KEYS = (
     "name", "generator", "seeds", "batch_size", "device", "lpips", "lpips_net", "classifier",
-    "plot_metrics", "xscale", "yscale", "images", "tasks", "methods",
+    "plot_metrics", "xscale", "yscale", "plot_best_of", "images", "tasks", "methods",
 )  # fmt: skip
 #: settings that change only how results are shown (not part of the config's identity)
-PRESENTATION_KEYS = ("name", "plot_metrics", "xscale", "yscale")
+PRESENTATION_KEYS = ("name", "plot_metrics", "xscale", "yscale", "plot_best_of")
 
 
 # ==== methods ====================================================================================
@@ -280,6 +280,9 @@ class BenchConfig:
     tasks: list[TaskSpec]
     methods: list[MethodSpec]
     base_dir: str = "."
+    #: plots only: {shown label: label prefix}; the methods whose labels start with the prefix
+    #: (one method at several settings) are drawn as one line, the best of them at each point
+    plot_best_of: dict[str, str] = field(default_factory=dict)
     #: fingerprint of the generator's weights (sha256 of the checkpoint file, when known)
     generator_sha256: str | None = None
     #: the classifier file the ``correct`` column uses (resolved from ``classifier``) and its sha256
@@ -393,6 +396,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
         if val not in ("linear", "log"):
             raise UserError(f"{source}: {key} = {val!r}: use 'linear' or 'log'")
     name = _want(raw, "name", (str,), source, default=Path(str(source)).stem)
+    best_of = _want(raw, "plot_best_of", (dict,), source, default={}, hint='a table such as {"Lasso (DCT, best alpha)" = "Lasso (DCT"}')
+    if not all(isinstance(v, str) and v for v in best_of.values()):
+        raise UserError(f"{source}: plot_best_of values must be method-label prefixes (non-empty strings)")
 
     # generator: a path relative to the config file, or a zoo name
     from .zoo import ZOO
@@ -528,7 +534,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
     return BenchConfig(
         name=name, generator=gen, seeds=list(seeds), batch_size=batch_size, device=device, lpips=lpips,
         lpips_net=lpips_net, classifier=classifier, plot_metrics=list(plot_metrics), xscale=xscale, yscale=yscale,
-        images=images, tasks=tasks, methods=methods, base_dir=str(base),
+        images=images, tasks=tasks, methods=methods, base_dir=str(base), plot_best_of=dict(best_of),
     )  # fmt: skip
 
 
@@ -1134,11 +1140,51 @@ LEVEL_LABELS = {
 }
 
 
+#: metrics where a lower value is better (the others: higher is better)
+LOWER_IS_BETTER = ("mse", "lpips", "meas_err", "time_s", "cpu_s")
+
+
+def best_of_summary(summary: list[dict[str, Any]], metric: str, best_of: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``summary`` with each family of methods (labels starting with a prefix of ``best_of``)
+    replaced, at every (task, level), by its member with the best mean ``metric``, relabelled
+    with the family's shown label; the chosen member is kept under ``"best_method"``."""
+    if not best_of:
+        return list(summary)
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    out: list[dict[str, Any]] = []
+    chosen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for s in summary:
+        fam = next((lab for lab, pre in best_of.items() if str(s["method"]).startswith(pre)), None)
+        if fam is None:
+            out.append(s)
+            continue
+        v = s.get(f"{metric}_mean", math.nan)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            continue
+        key = (s["task"], json.dumps(s["level"]), fam)
+        cur = chosen.get(key)
+        if cur is None:
+            chosen[key] = {**s, "method": fam, "best_method": s["method"]}
+            out.append(chosen[key])
+        elif sign * v < sign * cur[f"{metric}_mean"]:
+            cur.clear()
+            cur.update({**s, "method": fam, "best_method": s["method"]})
+    return out
+
+
 def plot_summary(
-    summary: list[dict[str, Any]], metric: str, path: str | os.PathLike, title: str = "", xscale: str = "linear", yscale: str = "linear"
+    summary: list[dict[str, Any]],
+    metric: str,
+    path: str | os.PathLike,
+    title: str = "",
+    xscale: str = "linear",
+    yscale: str = "linear",
+    best_of: Mapping[str, str] | None = None,
 ) -> bool:
     """Plot ``metric`` against the level, one panel per task, one line per method (error bars:
-    standard error). Returns False (and writes nothing) when no level is numeric."""
+    standard error), one legend for the figure. A task whose levels are not all numbers (a box)
+    gets a categorical axis. ``best_of`` (see :func:`best_of_summary`) draws a family of
+    methods as one line. Returns False (and writes nothing) when there is nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -1146,32 +1192,48 @@ def plot_summary(
 
     from .io import atomic_path
 
+    summary = best_of_summary(summary, metric, best_of or {})
     tasks = list(dict.fromkeys(s["task"] for s in summary))
-    panels = []
-    for t in tasks:
-        ss = [s for s in summary if s["task"] == t and f"{metric}_mean" in s and isinstance(s["level"], (int, float))]
-        if ss:
-            panels.append((t, ss))
+    panels = [(t, ss) for t in tasks if (ss := [s for s in summary if s["task"] == t and f"{metric}_mean" in s])]
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    methods = list(dict.fromkeys(s["method"] for _, ss in panels for s in ss))
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    markers = "osD^vP*Xh<>p"
+    style = {m: dict(color=cmap(i % cmap.N), marker=markers[i % len(markers)]) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 2.6, 3.9), squeeze=False)
+    handles: dict[str, Any] = {}
     for ax, (t, ss) in zip(axes[0], panels):
-        methods = list(dict.fromkeys(s["method"] for s in ss))
-        for m in methods:
-            pts = sorted((s["level"], s[f"{metric}_mean"], s.get(f"{metric}_se", math.nan)) for s in ss if s["method"] == m)
+        levels = list(dict.fromkeys(json.dumps(s["level"]) for s in ss))
+        numeric = len(levels) > 1 and all(
+            isinstance(json.loads(lv), (int, float)) and not isinstance(json.loads(lv), bool) for lv in levels
+        )
+        pos = {lv: (json.loads(lv) if numeric else i) for i, lv in enumerate(levels)}
+        for k, m in enumerate(methods):
+            # on a categorical axis the methods sit side by side around each level
+            dx = 0.0 if numeric else 0.7 * ((k + 0.5) / len(methods) - 0.5)
+            pts = sorted((pos[json.dumps(s["level"])] + dx, s[f"{metric}_mean"], s.get(f"{metric}_se", math.nan)) for s in ss if s["method"] == m)
+            if not pts:
+                continue
             xs, ys, es = zip(*pts)
             es = [0.0 if not math.isfinite(e) else e for e in es]
-            ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=3, label=m)
-        ax.set_xscale(xscale)
+            h = ax.errorbar(xs, ys, yerr=es, ms=4, capsize=3, lw=1.2, label=m, **style[m])
+            handles.setdefault(m, h)
+        if numeric:
+            ax.set_xscale(xscale)
+        else:
+            ax.set_xticks(range(len(levels)), [str(json.loads(lv)) for lv in levels])
+            ax.set_xlim(-0.5, len(levels) - 0.5)
         ax.set_yscale(yscale if metric not in ("psnr", "ssim", "correct") else "linear")
         ax.set_xlabel(LEVEL_LABELS.get(ss[0]["level_param"], ss[0]["level_param"]))
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.set_title(t)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    fig.legend([handles[m] for m in methods if m in handles], [m for m in methods if m in handles],
+               loc="center right", fontsize=8, frameon=False)  # fmt: skip
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 2.5 / (3.8 * len(panels) + 2.6), 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
@@ -1201,7 +1263,8 @@ def write_outputs(out: Path, cfg: BenchConfig, rows: list[dict[str, Any]], summa
     files.append(p)
     for metric in cfg.plot_metrics:
         p = out / f"plot_{metric}.png"
-        if plot_summary(summary, metric, p, title=f"{cfg.name} ({Path(cfg.generator).name})", xscale=cfg.xscale, yscale=cfg.yscale):
+        title = f"{cfg.name} ({Path(cfg.generator).name})"
+        if plot_summary(summary, metric, p, title=title, xscale=cfg.xscale, yscale=cfg.yscale, best_of=cfg.plot_best_of):
             files.append(p)
     return files
 

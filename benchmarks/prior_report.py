@@ -1,0 +1,133 @@
+"""Tables and plots of a `genprior bench` run for the docs (the section-5 generative-prior benchmark).
+
+Reads ``RUN/results.json`` (written by ``genprior bench``) and writes, without running anything:
+
+* ``OUT_PREFIX_{metric}.png``: the metric against the level, one panel per task, with each Lasso
+  basis drawn as one line, its best alpha at each point (an oracle choice, which favours Lasso);
+* ``OUT_PREFIX.md``: one table per metric, a row per (task, level) and a column per method (Lasso:
+  best alpha per row, named in a last column), mean ± standard error, the best mean in bold.
+
+    python benchmarks/prior_report.py runs/fmnist_prior --metrics psnr,ssim,correct \\
+        --out docs/figures/bench_fmnist_prior --md docs/results/fmnist_prior_tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from genprior import bench
+
+LASSO_FAMILIES = {
+    "Lasso (DCT, best alpha)": "Lasso (DCT",
+    "Lasso (wavelet, best alpha)": "Lasso (wavelet",
+    "Lasso (pixel, best alpha)": "Lasso (pixel",
+}
+
+
+def _cell(s: dict[str, Any] | None, metric: str, bold: bool) -> str:
+    if s is None or f"{metric}_mean" not in s:
+        return "-"
+    m, e = s[f"{metric}_mean"], s.get(f"{metric}_se", math.nan)
+    digits = 3 if metric in ("ssim", "lpips", "correct") else 2 if metric == "psnr" else 3
+    txt = f"{m:.{digits}f}" if metric != "mse" else f"{m:.4g}"
+    if math.isfinite(e):
+        txt += f" ± {e:.{digits}f}" if metric != "mse" else f" ± {e:.2g}"
+    return f"**{txt}**" if bold else txt
+
+
+def table(summary: list[dict[str, Any]], metric: str) -> str:
+    rows = bench.best_of_summary(summary, metric, LASSO_FAMILIES)
+    methods = list(dict.fromkeys(s["method"] for s in rows))
+    keys = list(dict.fromkeys((s["task"], json.dumps(s["level"])) for s in rows))
+    sign = 1.0 if metric in bench.LOWER_IS_BETTER else -1.0
+    head = "| task | level | " + " | ".join(methods) + " | best Lasso alphas |"
+    lines = [head, "|---|---|" + "---:|" * len(methods) + "---|"]
+    for task, lv in keys:
+        here = {s["method"]: s for s in rows if s["task"] == task and json.dumps(s["level"]) == lv}
+        vals = {m: here[m][f"{metric}_mean"] for m in here if f"{metric}_mean" in here[m] and math.isfinite(here[m][f"{metric}_mean"])}
+        top = min(sign * v for v in vals.values()) if vals else None
+        winners = {m for m, v in vals.items() if sign * v == top}  # ties: all in bold
+        alphas = ", ".join(
+            f"{fam.split(',')[0].split('(')[1]}: {here[fam]['best_method'].split('alpha ')[-1].rstrip(')')}"
+            for fam in LASSO_FAMILIES if fam in here and "best_method" in here[fam]
+        )
+        cells = [_cell(here.get(m), metric, m in winners) for m in methods]
+        lines.append(f"| {task} | {json.loads(lv)} | " + " | ".join(cells) + f" | {alphas} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(rows: list[dict[str, Any]], metric: str, ref: str, others: list[str]) -> str:
+    """Per-image differences ``metric(ref) - metric(other)`` on the same image, seed and
+    measurements (every method of a cell sees the same y): mean ± standard error, and the
+    fraction of images where ``ref`` is better."""
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["task"], json.dumps(r["level"]), r["seed"], r["image_id"])
+
+    by = {(key(r), r["method"]): r[metric] for r in rows if r.get(metric) is not None}
+    keys = list(dict.fromkeys((r["task"], json.dumps(r["level"])) for r in rows))
+    sign = -1.0 if metric in bench.LOWER_IS_BETTER else 1.0
+    lines = [f"| task | level | " + " | ".join(f"{ref} - {o}" for o in others) + " |", "|---|---|" + "---:|" * len(others)]
+    for task, lv in keys:
+        cells = []
+        for o in others:
+            d = [by[(k, ref)] - by[(k, o)] for (k, m) in by if m == ref and k[:2] == (task, lv) and (k, o) in by]
+            if not d:
+                cells.append("-")
+                continue
+            mean, se = bench._mean_se(d)
+            wins = sum(1 for v in d if sign * v > 0) / len(d)
+            cells.append(f"{mean:+.2f} ± {se:.2f} ({100 * wins:.0f}%)")
+        lines.append(f"| {task} | {json.loads(lv)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a genprior bench output folder (holds results.json)")
+    p.add_argument("--metrics", default="psnr,ssim", help="comma list of metrics (default psnr,ssim)")
+    p.add_argument("--out", type=Path, required=True, help="prefix of the PNG files")
+    p.add_argument("--md", type=Path, help="write the markdown tables here (default: print them)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--paired", default="ilo", help="method whose per-image differences to the other generator methods are tabulated ('' for none)")
+    args = p.parse_args(argv)
+    res = args.run / "results.json"
+    if not res.is_file():
+        print(f"prior_report: {res} does not exist: give a folder written by genprior bench", file=sys.stderr)
+        return 2
+    data = json.loads(res.read_text())
+    summary = bench.summarize(data["rows"])
+    title = args.title or data.get("name", "")
+    parts = []
+    for metric in [m for m in args.metrics.split(",") if m]:
+        if metric not in bench.METRIC_COLUMNS:
+            print(f"prior_report: unknown metric {metric!r}: choose from {', '.join(bench.METRIC_COLUMNS)}", file=sys.stderr)
+            return 2
+        png = args.out.parent / f"{args.out.name}_{metric}.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        bench.plot_summary(summary, metric, png, title=title, best_of=LASSO_FAMILIES)
+        parts.append(f"### {bench.METRIC_LABELS.get(metric, metric)}\n\n{table(summary, metric)}")
+        methods = list(dict.fromkeys(r["method"] for r in data["rows"]))
+        if args.paired and args.paired in methods:
+            others = [m for m in methods if m != args.paired and not m.startswith("Lasso")]
+            parts.append(
+                f"Paired per-image differences, {args.paired} minus each method (same images, seeds and "
+                f"measurements), mean ± standard error (share of images where {args.paired} is better):\n\n"
+                + paired_table(data["rows"], metric, args.paired, others)
+            )
+    text = "\n".join(parts)
+    if args.md:
+        from genprior.io import write_text_atomic
+
+        write_text_atomic(args.md, text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
