@@ -254,3 +254,102 @@ def test_cuda_matches_cpu(dtype):
     torch.testing.assert_close(pg.cpu(), pc, rtol=1e-5, atol=1e-5)
     pg2 = project_l1_ball_around(x.cuda(), x[:1].cuda() * 0.5, 3.0)
     torch.testing.assert_close(pg2.cpu(), project_l1_ball_around(x, x[:1] * 0.5, 3.0), rtol=1e-5, atol=1e-5)
+
+
+# ---- the fast float32 path (ILO projects its state with it on every step) ----------------------
+def _mixed_radii(x: torch.Tensor) -> torch.Tensor:
+    """Per-row radii: most rows outside their ball at various depths, one inside, one of radius 0."""
+    b = x.shape[0]
+    l1 = x.reshape(b, -1).double().abs().sum(1)
+    frac = torch.tensor([0.4, 0.05, 0.9, 0.999, 1.5, 0.0, 0.2, 0.6], dtype=torch.float64)[:b]
+    return (l1 * frac).float().double()  # exactly representable in float32 too
+
+
+@pytest.mark.parametrize("shape", [(8, 16384), (3, 256, 8, 8), (5, 7), (2, 1_000)])
+def test_float32_is_the_float64_projection_rounded(shape):
+    # same threshold (exact float64 support sums) and one rounding of |v| - theta: bit for bit
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g) * torch.rand(shape[0], *([1] * (len(shape) - 1)), generator=g).add(0.1)
+    r = _mixed_radii(x)
+    p32 = project_l1_ball(x, r)
+    p64 = project_l1_ball(x.double(), r)
+    assert p32.dtype == torch.float32
+    assert torch.equal(p32, p64.float())
+
+
+def test_float32_rows_do_not_depend_on_the_batch():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(8, 4096, generator=g)
+    r = _mixed_radii(x)
+    p = project_l1_ball(x, r)
+    for i in range(x.shape[0]):
+        assert torch.equal(p[i : i + 1], project_l1_ball(x[i : i + 1], r[i : i + 1]))
+
+
+def test_float32_ties_and_repeated_values():
+    # many equal magnitudes around the threshold: the support must still be exact
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-4, 5, (6, 3000), generator=g).float() * 0.25
+    for r in (1.0, 37.5, 100.0, 400.0, 1000.0):
+        p = project_l1_ball(x, r).double().numpy()
+        for i in range(x.shape[0]):
+            ref = reference_projection(x[i].double().numpy(), r)
+            np.testing.assert_allclose(p[i], ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_passes_alone_give_the_same_threshold(dtype):
+    # with a single approximate pass, the exact Michelot passes find the level on their own
+    from genprior.solvers import projections as P
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 5000, generator=g, dtype=dtype)
+    r = _mixed_radii(x)
+    mag = x.abs()
+    l1 = mag.sum(1, dtype=torch.float64)
+    outside = l1 > r
+    thetas = [P._michelot_theta(mag, l1, r, outside, torch.empty_like(mag), max_approx=k) for k in (1, 2, 20)]
+    assert torch.equal(thetas[0], thetas[2]) and torch.equal(thetas[1], thetas[2])
+
+
+def test_half_precision_goes_through_float32():
+    x = torch.randn(3, 50).to(torch.bfloat16)
+    p = project_l1_ball(x, 2.0)
+    assert p.dtype == torch.bfloat16
+    torch.testing.assert_close(p.float().abs().sum(1), torch.full((3,), 2.0), rtol=2e-2, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_project_state_matches_the_projection_of_the_concatenation(dtype):
+    from genprior.solvers.ilo import project_state
+
+    g = torch.Generator().manual_seed(5)
+    center = (torch.randn(4, 8, 6, 6, generator=g, dtype=dtype), torch.randn(4, 1, 6, 6, generator=g, dtype=dtype))
+    state = tuple(c + torch.randn(c.shape, generator=g, dtype=dtype) for c in center)
+    dev = torch.cat([(s - c).flatten(1) for s, c in zip(state, center)], 1)
+    l1 = dev.double().abs().sum(1)
+    radius = l1 * torch.tensor([0.3, 1.2, 0.0, 0.9], dtype=torch.float64)  # sample 1 is inside
+    before = tuple(s.clone() for s in state)
+    project_state(state, center, radius)
+    p = project_l1_ball(dev, radius)
+    i = 0
+    for s, c, s0 in zip(state, center, before):
+        n = s[0].numel()
+        expected = c + p[:, i : i + n].view_as(s)
+        for b in (0, 2, 3):
+            assert torch.equal(s[b], expected[b])
+        assert torch.equal(s[1], s0[1])  # inside: untouched, bit for bit
+        i += n
+    after = torch.cat([(s - c).flatten(1) for s, c in zip(state, center)], 1).double().abs().sum(1)
+    assert torch.allclose(after[[0, 3]], radius[[0, 3]], rtol=1e-5)
+    assert torch.equal(state[0][2], center[0][2]) and torch.equal(state[1][2], center[1][2])
+
+
+def test_project_state_inside_writes_nothing():
+    from genprior.solvers.ilo import project_state
+
+    center = (torch.randn(3, 5, 4),)
+    state = (center[0] + 1e-3 * torch.randn(3, 5, 4),)
+    before = state[0].clone()
+    project_state(state, center, 10.0)
+    assert torch.equal(state[0], before)  # c + (s - c) would round: nothing is written back

@@ -7,11 +7,15 @@ For ``v`` with ``||v||_1 > r`` the projection onto ``{p : ||p||_1 <= r}`` is the
 Singer & Chandra 2008; Condat 2016). genprior finds ``theta`` with Michelot's fixed point
 (a handful of O(n) passes: compare, count, sum), falling back to the sort for any row that has not
 settled after 60 passes. Every batch element is handled at once, no Python loop over the batch.
-Magnitudes, sums and ``theta`` are float64 whatever the input precision, so the result is
-accurate for float32 inputs with millions of entries.
+The data stay in their own dtype (float32 for float16/bfloat16), never copied whole to float64;
+the sums of the support and ``theta`` are float64, and the comparisons with ``theta`` are exact,
+so the result is accurate for float32 inputs with millions of entries. ILO projects its state on
+every step, so the passes are plain vectorised arithmetic in two reused buffers (see ``_shrink``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -51,64 +55,216 @@ def project_l1_ball(x: Tensor, radius: float | Tensor) -> Tensor:
     return _project(x, radius)[0]
 
 
-def _project(x: Tensor, radius: float | Tensor, validate: bool = True) -> tuple[Tensor, Tensor]:
+def _project(x: Tensor, radius: float | Tensor, validate: bool = True, clone: bool = True) -> tuple[Tensor, Tensor]:
     """The projection and the (B,) mask of the elements that were outside their ball.
 
     ``validate=False`` skips the radius checks (and their host synchronisations) for callers that
-    build a valid per-sample radius once and project on every optimisation step.
+    build a valid per-sample radius once and project on every optimisation step. ``clone=False``
+    returns ``x`` itself (not a copy) when every element is inside its ball, so that such a caller
+    can tell with ``out is x`` that there is nothing to write back.
     """
     if x.dim() == 0:
         raise ValueError("project_l1_ball needs a batched tensor (B, ...)")
     b = x.shape[0]
-    if validate:
-        r = _radius_tensor(radius, b, x.device)
-    else:
-        r = torch.as_tensor(radius, dtype=torch.float64, device=x.device).expand(b)
+    r = _radius_tensor(radius, b, x.device) if validate else _radius_unchecked(radius, b, x.device)
+    none_outside = torch.zeros(b, dtype=torch.bool, device=x.device)
     if b == 0 or x[0].numel() == 0:
-        return x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
+        return (x.clone() if clone else x), none_outside
     flat = x.reshape(b, -1)
-    mag = flat.abs()
-    l1 = mag.sum(dim=1, dtype=torch.float64)
-    outside = l1 > r  # inf radius and points inside (including all-zero x) stay as they are
-    if not bool(outside.any()):
-        return x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
-
-    r_fin = torch.where(outside, r, torch.zeros_like(r))  # keeps inf out of the arithmetic
-    mag64 = mag.to(torch.float64)
-    theta, done = _michelot_theta(mag64, l1, r_fin, outside)
-    if not bool(done.all()):  # rare: fall back to the sort for the rows that did not settle
-        theta = torch.where(done, theta, _sorted_theta(mag64, r_fin))
-    shrunk = (mag64 - theta.unsqueeze(1)).clamp_min(0).to(x.dtype)
-    proj = torch.sign(flat) * shrunk
-    # exact zeros where the radius is 0 (theta = max|v| can round to leave a tiny residue)
-    proj = torch.where((r == 0).unsqueeze(1), torch.zeros_like(proj), proj)
-    out = torch.where(outside.unsqueeze(1), proj, flat)
-    return out.reshape(x.shape), outside
+    if flat.dtype not in (torch.float32, torch.float64):  # half precision: work in float32
+        flat = flat.float()
+    shrunk = _shrink(flat.abs(), r)
+    if shrunk is None:
+        return (x.clone() if clone else x), none_outside
+    p, _, outside = shrunk
+    return p.copysign_(flat).to(x.dtype).reshape(x.shape), outside
 
 
-def _michelot_theta(mag: Tensor, l1: Tensor, r: Tensor, active: Tensor, max_iter: int = 60) -> tuple[Tensor, Tensor]:
-    """Soft-threshold level by Michelot's fixed point, all rows at once.
+def _radius_unchecked(radius: float | Tensor, batch: int, device: torch.device) -> Tensor:
+    return torch.as_tensor(radius, dtype=torch.float64, device=device).expand(batch)
 
-    Start with every entry in the support S and ``theta = (sum_S |v| - r) / |S|``; drop the entries
-    with ``|v| <= theta`` and recompute. ``theta`` only grows, and when no entry is dropped it is
-    exactly the level the sort-based formula gives (Condat 2016). Each pass is one comparison and
-    two masked reductions over ``(B, n)`` (``mag`` is float64): O(n) instead of the sort's
-    O(n log n), and in practice a handful of passes. Returns ``(theta, settled)``.
+
+def _shrink(mag: Tensor, r: Tensor, work: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The soft threshold ``max(|v| - theta, 0)`` of the rows of ``mag = |v|`` (``(B, n)``, float32
+    or float64, a scratch tensor that is overwritten) onto the balls of the (B,) float64 radii
+    ``r``; ``None``, with ``mag`` untouched, when every row is inside its ball.
+
+    Returns ``(p, spare, outside)``: ``p`` the result, ``spare`` a second ``(B, n)`` scratch
+    tensor the caller may reuse (``mag`` is one of the two), ``outside`` the (B,) mask. Rows
+    inside their ball come back bit for bit (theta = 0). The caller restores the signs with
+    ``copysign``. All the work happens in these two buffers: on CPU, fresh large allocations cost
+    page faults, which matter as much as the arithmetic here. ``work``, if given, is the second
+    one (a caller can allocate both at once, which glibc's allocator then tends to keep).
     """
-    theta = ((l1 - r) / mag.shape[1]).clamp_min(0.0)
-    count = torch.full_like(theta, float(mag.shape[1]))
-    done = ~active
-    for _ in range(max_iter):
-        support = mag > theta.unsqueeze(1)
-        new_count = support.sum(dim=1).to(torch.float64)
-        new_sum = torch.where(support, mag, torch.zeros_like(mag)).sum(dim=1)
-        settled = new_count == count
-        theta = torch.where(done, theta, ((new_sum - r) / new_count.clamp_min(1.0)).clamp_min(0.0))
-        done = done | settled
+    l1, outside = _l1_outside(mag, r)
+    if outside is None:
+        return None
+    if work is None:
+        work = torch.empty_like(mag)
+    theta = _michelot_theta(mag, l1, r, outside, work)
+    p = _soft_threshold(mag, theta, work)
+    return p, (mag if p is work else work), outside
+
+
+def _soft_threshold(mag: Tensor, theta: Tensor, work: Tensor) -> Tensor:
+    """``max(mag - theta, 0)`` rounded once to ``mag``'s dtype, ``theta`` (B,) float64; in
+    ``mag`` or ``work`` (both overwritten), whichever is returned.
+
+    For float32 data, ``theta = hi + lo`` (``hi`` its nearest float32, ``lo`` the rest) and
+    ``|v| - hi = s + e`` exactly with ``s = fl(|v| - hi)`` and ``e = -(fl(s - |v|) + hi)`` (Dekker's
+    Fast2Sum, exact wherever ``|v| >= hi``, which is where it matters), so ``s - fl(lo - e)`` is
+    ``|v| - theta`` rounded once, as a float64 computation would give it, without a float64 copy
+    of the data (a plain float32 ``|v| - hi - lo`` would round twice and miss the last bit of a
+    few percent of the entries). Rows with theta = inf (radius 0) come out as exact zeros.
+    """
+    gone = torch.isinf(theta)
+    if bool(gone.any()):
+        theta = torch.where(gone, 0.0, theta)
+    theta = theta.unsqueeze(1)
+    if mag.dtype == torch.float64:
+        p = mag.sub_(theta)
+    else:
+        hi = theta.to(mag.dtype)
+        lo = (theta - hi.to(torch.float64)).to(mag.dtype)
+        s = torch.sub(mag, hi, out=work)
+        minus_e = torch.sub(s, mag, out=mag).add_(hi)  # exact
+        p = s.sub_(minus_e.add_(lo))
+    p.clamp_min_(0)
+    if bool(gone.any()):
+        p.masked_fill_(gone.unsqueeze(1), 0)
+    return p
+
+
+def _l1_outside(mag: Tensor, r: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Row sums of ``mag = |v|`` (float64) and the mask ``||v||_1 > r``, ``None`` if all false.
+
+    The decision must be exact, since an element inside its ball is returned untouched. A float64
+    sum of float32 data makes torch copy the data to float64 first (several times the cost of a
+    float32 sum), so large float32 data is summed in float32 first: its cascade summation is accurate
+    to far better than 1e-5 relative, which settles every row whose norm is not within 1e-5 of its
+    radius; the float64 sum is only computed when some row is that close (or the float32 sum is
+    not finite). The sums only start the threshold search, which does not need them exact.
+    """
+    if mag.dtype == torch.float64 or mag.numel() <= 2**16:  # small: the float64 sum costs little
+        l1 = mag.sum(dim=1, dtype=torch.float64)
+    else:
+        l1 = mag.sum(dim=1).to(torch.float64)
+        sure = torch.isfinite(l1) & ((l1 < r * (1 - 1e-5)) | (l1 > r * (1 + 1e-5)))
+        if not bool(sure.all()):
+            l1 = _sum64(mag)
+    outside = l1 > r  # inf radius and points inside (including all-zero x) stay as they are
+    return l1, (outside if bool(outside.any()) else None)
+
+
+def _sum64(x: Tensor, block: int = 2**16) -> Tensor:
+    """Row sums of the ``(B, n)`` tensor ``x`` accumulated in float64, a block of rows at a time.
+
+    torch sums float32 data in float64 by copying it to float64 first; one ``(B, n)`` float64
+    temporary is a large fresh allocation, and on CPU its page faults can cost ten times the sum
+    itself. Blocks of about ``block`` values keep the temporary small (it is reused by the
+    allocator); each row is still summed whole, so the result is the same as in one go.
+    """
+    if x.dtype == torch.float64:
+        return x.sum(dim=1)
+    rows = max(1, block // x.shape[1])
+    if rows >= x.shape[0]:
+        return x.sum(dim=1, dtype=torch.float64)
+    return torch.cat([part.sum(dim=1, dtype=torch.float64) for part in x.split(rows)])
+
+
+def _round_down(theta: Tensor, dtype: torch.dtype) -> Tensor:
+    """The largest value of ``dtype`` that is ``<= theta`` (float64, any shape).
+
+    For ``u`` of that dtype, ``u > theta`` exactly when ``u > _round_down(theta)``: comparing with
+    it in the data's own dtype decides the support exactly, without promoting the data.
+    """
+    if dtype == torch.float64:
+        return theta
+    t = theta.to(dtype)
+    return torch.where(t.to(torch.float64) > theta, torch.nextafter(t, torch.full_like(t, -math.inf)), t)
+
+
+def _michelot_theta(
+    mag: Tensor, l1: Tensor, r: Tensor, outside: Tensor, work: Tensor, max_approx: int = 20, max_iter: int = 60
+) -> Tensor:
+    """Soft-threshold level of each row of ``mag`` (float64; 0 for rows not ``outside``).
+
+    Michelot's fixed point: start with every entry in the support S and ``theta = (sum_S |v| - r)
+    / |S|``; drop the entries with ``|v| <= theta`` and recompute. ``theta`` only grows, and when
+    no entry is dropped it is exactly the level the sort-based formula gives (Condat 2016). (It
+    is Newton's method on ``sum max(|v| - theta, 0) = r``; from a start above the level, one step
+    brings it below.) Upper level sets are nested, so an equal count means an equal support.
+
+    Each pass is vectorised arithmetic over ``(B, n)`` in ``mag``'s dtype into the scratch
+    buffer ``work`` (the comparison and ``where`` kernels are several times slower on CPU):
+    ``max(|v| - t, 0)``, whose sum is the excess over ``t``, and whose sign is the exact 0/1
+    indicator of the support ``|v| > t``, whose sum is the count. Memory traffic is the cost, so
+    the passes are approximate: float32 sums and levels, no per-row bookkeeping, every row until
+    no support changes any more (at most ``max_approx`` passes). Then each row's level is computed
+    exactly from its support, with a float64 sum (``_sum64``), and checked to keep that support:
+    at once when it rounds down to the threshold of the last pass, else with one more count. A
+    row that fails the check (round-off in the approximate passes, a near tie) goes on with exact
+    passes (``_michelot_exact``). Either way a row's level is computed from its final support by
+    the same float64 sum whatever the path there, so it does not depend on the start (an
+    approximate ``l1``) or on the other rows of the batch.
+    """
+    b, n = mag.shape
+    f64, dtype = torch.float64, mag.dtype
+    r = torch.where(outside, r, 0.0)  # keeps inf out of the arithmetic
+    zero_r = outside & (r == 0)
+    frozen = ~outside | zero_r  # no level to find: held at inf (an empty support) meanwhile
+    # the approximate passes, on (B, 1) columns in the data's dtype (few small operations)
+    t = torch.where(frozen, math.inf, ((l1 - r) / n).clamp_min(0.0)).to(dtype).unsqueeze(1)
+    r_col = r.to(dtype).unsqueeze(1)
+    count_dtype = _count_dtype(mag)
+    count = None
+    for _ in range(max_approx):
+        t_pass = t
+        torch.sub(mag, t, out=work).clamp_min_(0)
+        excess = work.sum(dim=1, keepdim=True)
+        new_count = work.sign_().sum(dim=1, keepdim=True, dtype=count_dtype)
+        if count is not None and torch.equal(new_count, count):
+            break
         count = new_count
+        t = (t + (excess - r_col) / new_count.to(dtype).clamp_min(1.0)).clamp_min_(0.0)  # Newton
+    # the exact level of the support of the last pass (its indicator is still in ``work``)
+    count = new_count.squeeze(1).to(f64)
+    theta = ((_sum64(work.mul_(mag)) - r) / count.clamp_min(1.0)).clamp_min(0.0)
+    done = frozen | (_round_down(theta, dtype) == t_pass.squeeze(1))
+    if not bool(done.all()):
+        theta = _michelot_exact(mag, r, theta, count, done, work, max_iter)
+    return torch.where(zero_r, math.inf, torch.where(outside, theta, 0.0))
+
+
+def _count_dtype(mag: Tensor) -> torch.dtype:
+    """dtype to count entries of a ``(B, n)`` tensor of 0/1 in: float32 sums of 0/1 are exact
+    below 2**24, and a float64 sum would copy the whole tensor to float64 first."""
+    return mag.dtype if mag.dtype == torch.float64 or mag.shape[1] < 2**24 else torch.float64
+
+
+def _michelot_exact(
+    mag: Tensor, r: Tensor, theta: Tensor, count: Tensor, done: Tensor, work: Tensor, max_iter: int
+) -> Tensor:
+    """Michelot passes with float64 sums for the rows not ``done``, from levels ``theta`` computed
+    exactly from supports of ``count`` entries; rows that do not settle fall back to the sort."""
+    f64 = torch.float64
+    for _ in range(max_iter):
         if bool(done.all()):
             break
-    return theta, done
+        torch.sub(mag, _round_down(theta, mag.dtype).unsqueeze(1), out=work).clamp_min_(0)
+        support = work.sign_()  # 1 where |v| > theta, else 0
+        new_count = support.sum(dim=1, dtype=_count_dtype(mag)).to(f64)
+        settled = new_count == count
+        if bool((done | settled).all()):  # the usual case: only the count was needed
+            break
+        new_sum = _sum64(support.mul_(mag))
+        theta = torch.where(done | settled, theta, ((new_sum - r) / new_count.clamp_min(1.0)).clamp_min(0.0))
+        done = done | settled
+        count = new_count
+    else:
+        if not bool(done.all()):  # rare: the sort for the rows that did not settle
+            theta = torch.where(done, theta, _sorted_theta(mag.to(f64), r))
+    return theta
 
 
 def _sorted_theta(mag: Tensor, r: Tensor) -> Tensor:
