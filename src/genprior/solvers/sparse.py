@@ -48,7 +48,7 @@ from ..losses import fidelity
 from ..physics.tasks import image_shape3
 from .common import RunRecord, Timer, apply_overrides
 
-__all__ = ["GeneratorFreeSolver", "Lasso", "LassoConfig", "BASES", "analysis_operator", "synthesis_operator"]
+__all__ = ["GeneratorFreeSolver", "Lasso", "LassoConfig", "BASES", "analysis_operator", "basis_operators", "synthesis_operator"]
 
 BASES: tuple[str, ...] = ("pixel", "dct", "wavelet")
 
@@ -119,22 +119,23 @@ def _wavelet_plan(h: int, w: int, wavelet: str, level: int | None) -> tuple[Any,
     return wav, level, slices
 
 
-def synthesis_operator(
+def basis_operators(
     image_shape: Sequence[int], basis: str, wavelet: str = "db4", level: int | None = None
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The orthonormal synthesis ``Psi`` of a basis: coefficients ``(k, C, H, W)`` -> images.
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """The orthonormal synthesis ``Psi`` of a basis (coefficients ``(k, C, H, W)`` -> images) and
+    its inverse, the analysis ``Psi^T`` (images -> coefficients in the same layout).
 
-    ``"pixel"``: the identity; ``"dct"``: the inverse orthonormal 2-D DCT-II per channel;
-    ``"wavelet"``: the inverse orthonormal periodised 2-D DWT per channel, coefficients laid out as
-    ``pywt.coeffs_to_array`` does (approximation in the top-left corner).
+    ``"pixel"``: the identity; ``"dct"``: the orthonormal 2-D DCT-II per channel (synthesis: its
+    inverse); ``"wavelet"``: the orthonormal periodised 2-D DWT per channel, coefficients laid out
+    as ``pywt.coeffs_to_array`` does (approximation in the top-left corner).
     """
     c, h, w = image_shape3(image_shape)
     if basis == "pixel":
-        return lambda a: a
+        return (lambda a: a), (lambda a: a)
     if basis == "dct":
-        from scipy.fft import idctn
+        from scipy.fft import dctn, idctn
 
-        return lambda a: idctn(a, type=2, axes=(-2, -1), norm="ortho")
+        return (lambda a: idctn(a, type=2, axes=(-2, -1), norm="ortho")), (lambda a: dctn(a, type=2, axes=(-2, -1), norm="ortho"))
     if basis == "wavelet":
         import pywt
 
@@ -146,36 +147,29 @@ def synthesis_operator(
                 coeffs.append(tuple(a[(Ellipsis, *d[k])] for k in ("da", "ad", "dd")))  # (cH, cV, cD), pywt.dwt2 order
             return pywt.waverec2(coeffs, wav, mode="periodization", axes=(-2, -1))
 
-        return synth
+        def analyse(a: np.ndarray) -> np.ndarray:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # boundary-effect warning at deep levels
+                coeffs = pywt.wavedec2(a, wav, mode="periodization", level=level, axes=(-2, -1))
+            return pywt.coeffs_to_array(coeffs, axes=(-2, -1))[0]
+
+        return synth, analyse
     raise UserError(f"unknown basis {basis!r}: use one of {', '.join(BASES)}")
+
+
+def synthesis_operator(
+    image_shape: Sequence[int], basis: str, wavelet: str = "db4", level: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``Psi`` of :func:`basis_operators`: coefficients ``(k, C, H, W)`` -> images."""
+    return basis_operators(image_shape, basis, wavelet, level)[0]
 
 
 def analysis_operator(
     image_shape: Sequence[int], basis: str, wavelet: str = "db4", level: int | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``Psi^T``, the inverse (= transpose) of :func:`synthesis_operator`: images ``(k, C, H, W)``
-    -> coefficients in the same layout."""
-    c, h, w = image_shape3(image_shape)
-    if basis == "pixel":
-        return lambda a: a
-    if basis == "dct":
-        from scipy.fft import dctn
-
-        return lambda a: dctn(a, type=2, axes=(-2, -1), norm="ortho")
-    if basis == "wavelet":
-        import pywt
-
-        wav, level, _ = _wavelet_plan(h, w, wavelet, level)
-
-        def analyse(a: np.ndarray) -> np.ndarray:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # boundary-effect warning at deep levels
-                coeffs = pywt.wavedec2(a, wav, mode="periodization", level=level, axes=(-2, -1))
-            arr, _ = pywt.coeffs_to_array(coeffs, axes=(-2, -1))
-            return arr
-
-        return analyse
-    raise UserError(f"unknown basis {basis!r}: use one of {', '.join(BASES)}")
+    """``Psi^T`` of :func:`basis_operators`, the inverse of :func:`synthesis_operator`: images
+    ``(k, C, H, W)`` -> coefficients in the same layout."""
+    return basis_operators(image_shape, basis, wavelet, level)[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,8 +310,7 @@ class Lasso(GeneratorFreeSolver):
         if m == 0:
             raise UserError("the measurement operator is identically zero: nothing to reconstruct")
         z = y.reshape(batch, c, h, w).double().cpu().numpy() * mask  # A^T y
-        analyse = analysis_operator(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
-        synth = synthesis_operator(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
+        synth, analyse = basis_operators(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
         u = analyse(z)
         coef = np.sign(u) * np.maximum(np.abs(u) - m * float(cfg.alpha), 0.0)
         x64 = synth(coef)
