@@ -40,7 +40,7 @@ from .common import (
     lr_schedule,
     project_to_norm,
 )
-from .projections import _project
+from .projections import _project, _shrink
 
 PerceptualFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -126,8 +126,6 @@ def project_state(state: State, center: State, radius: Tensor | float) -> None:
     otherwise ``center + projection`` goes straight into the state, and the samples inside their
     ball keep their state bit for bit.
     """
-    from .projections import _shrink
-
     with torch.no_grad():
         b = state[0].shape[0]
         sizes = [s[0].numel() for s in state]
