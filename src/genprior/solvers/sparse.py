@@ -33,10 +33,9 @@ generator (this one and :class:`~genprior.solvers.dip.DeepImagePrior`).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -206,6 +205,21 @@ class LassoConfig:
     chunk: int = 256
 
 
+class _Fit(NamedTuple):
+    """One Lasso fit of a batch: coefficients ``(B, n)``, their synthesis ``Psi c`` (unclipped,
+    ``(B, C, H, W)``), the residuals ``(B, m)`` on the kept measurement rows, and what the record
+    reports."""
+
+    coef: np.ndarray
+    x64: np.ndarray
+    resid: np.ndarray
+    m: int
+    alpha_max: np.ndarray
+    n_iter: list[int]
+    converged: bool
+    closed_form: bool
+
+
 class Lasso(GeneratorFreeSolver):
     """Lasso in a fixed orthonormal basis as a deepinv ``Reconstructor``.
 
@@ -297,9 +311,7 @@ class Lasso(GeneratorFreeSolver):
             return None
         return keep.cpu().numpy()
 
-    def _solve_decoupled(
-        self, y: Tensor, physics: Any, mask: np.ndarray, dtype: torch.dtype, rec: RunRecord, timer: Timer
-    ) -> tuple[Tensor, RunRecord]:
+    def _fit_decoupled(self, y: Tensor, mask: np.ndarray) -> _Fit:
         """The exact Lasso solution when ``A Psi`` has orthonormal or zero columns (``A`` a 0/1
         mask and the pixel basis, or ``A`` the identity and any orthonormal basis): the problem
         decouples per coefficient, ``c = soft(Psi^T A^T y, m alpha)``; no matrix, no iterations."""
@@ -315,61 +327,64 @@ class Lasso(GeneratorFreeSolver):
         coef = np.sign(u) * np.maximum(np.abs(u) - m * float(cfg.alpha), 0.0)
         x64 = synth(coef)
         resid = (z - x64 * mask).reshape(batch, -1)
-        objective = (resid**2).sum(1) / (2 * m) + cfg.alpha * np.abs(coef).reshape(batch, -1).sum(1)
-        x = torch.from_numpy(x64).to(device=y.device, dtype=dtype).clamp(0, 1)
-        with torch.no_grad():
-            err = fidelity(physics.A(x), y, "mse").float().cpu()
-        rec.log_step(torch.from_numpy(objective), err, batch, 0)
-        rec.time_s = time.perf_counter() - timer.t0  # called inside the solve's timer
-        rec.finish()
-        rec.best_meas_err = err.tolist()
-        rec.best_round = [0] * batch
-        rec.extra.update(
-            basis=cfg.basis,
-            alpha=float(cfg.alpha),
-            measurements=m,
-            alpha_max=[float(v) for v in np.abs(u).reshape(batch, -1).max(1) / m],
-            nonzero=[int(v) for v in (coef != 0).reshape(batch, -1).sum(1)],
+        return _Fit(
+            coef=coef.reshape(batch, -1),
+            x64=x64,
+            resid=resid,
+            m=m,
+            alpha_max=np.abs(u).reshape(batch, -1).max(1) / m,
             n_iter=[0] * batch,
             converged=True,
             closed_form=True,
         )
-        rec.rounds.append({"round": 0, "stage": 0, "steps": 0, "best_meas_err": err.tolist()})
-        return x, rec
 
-    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+    def _fit_matrix(self, y: Tensor, physics: Any, dtype: torch.dtype) -> _Fit:
+        """scikit-learn's coordinate descent on the materialised ``A Psi`` (:meth:`matrix`)."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import Lasso as SkLasso
 
         cfg: LassoConfig = self.config
-        self._check_y(y)
         c, h, w = self.image_shape
+        batch = y.shape[0]
+        mat, kept, a0 = self.matrix(physics, dtype=dtype, device=y.device)
+        yy = y.reshape(batch, -1).double().cpu().numpy()
+        if yy.shape[1] != a0.size:
+            raise UserError(
+                f"measurements of shape {tuple(y.shape)} do not match the physics "
+                f"({a0.size} values per image for a {c}x{h}x{w} image)"
+            )
+        target = np.asfortranarray((yy - a0)[:, kept].T)  # (m, B)
+        est = SkLasso(alpha=float(cfg.alpha), fit_intercept=False, max_iter=int(cfg.max_iter), tol=float(cfg.tol))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(mat, target if batch > 1 else target[:, 0])
+        coef = np.asarray(est.coef_).reshape(batch, -1)
+        synth = synthesis_operator(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
+        return _Fit(
+            coef=coef,
+            x64=synth(coef.reshape(batch, c, h, w)),
+            resid=target.T - coef @ mat.T,
+            m=int(mat.shape[0]),
+            alpha_max=np.abs(mat.T @ target).max(0) / mat.shape[0],
+            n_iter=[int(v) for v in np.atleast_1d(est.n_iter_)],
+            converged=not any(issubclass(wi.category, ConvergenceWarning) for wi in caught),
+            closed_form=False,
+        )
+
+    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+        cfg: LassoConfig = self.config
+        self._check_y(y)
         batch = y.shape[0]
         rec = RunRecord(method=self.method)
         with Timer() as timer:
             dtype = y.dtype if y.is_floating_point() else torch.float32
             mask = self.elementwise_mask(physics, dtype=dtype, device=y.device)
             if mask is not None and (cfg.basis == "pixel" or bool(mask.all())):
-                return self._solve_decoupled(y, physics, mask, dtype, rec, timer)
-            mat, kept, a0 = self.matrix(physics, dtype=dtype, device=y.device)
-            yy = y.reshape(batch, -1).double().cpu().numpy()
-            if yy.shape[1] != a0.size:
-                raise UserError(
-                    f"measurements of shape {tuple(y.shape)} do not match the physics "
-                    f"({a0.size} values per image for a {c}x{h}x{w} image)"
-                )
-            target = np.asfortranarray((yy - a0)[:, kept].T)  # (m, B)
-            est = SkLasso(alpha=float(cfg.alpha), fit_intercept=False, max_iter=int(cfg.max_iter), tol=float(cfg.tol))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                est.fit(mat, target if batch > 1 else target[:, 0])
-            converged = not any(issubclass(wi.category, ConvergenceWarning) for wi in caught)
-            coef = np.asarray(est.coef_).reshape(batch, -1)
-            synth = synthesis_operator(self.image_shape, cfg.basis, cfg.wavelet, cfg.level)
-            x = torch.from_numpy(synth(coef.reshape(batch, c, h, w))).to(device=y.device, dtype=dtype)
-            x = x.clamp(0, 1)
-            resid = target.T - coef @ mat.T
-            objective = (resid**2).sum(1) / (2 * mat.shape[0]) + cfg.alpha * np.abs(coef).sum(1)
+                fit = self._fit_decoupled(y, mask)
+            else:
+                fit = self._fit_matrix(y, physics, dtype)
+            x = torch.from_numpy(fit.x64).to(device=y.device, dtype=dtype).clamp(0, 1)
+            objective = (fit.resid**2).sum(1) / (2 * fit.m) + cfg.alpha * np.abs(fit.coef).sum(1)
             with torch.no_grad():
                 err = fidelity(physics.A(x), y, "mse").float().cpu()
         rec.log_step(torch.from_numpy(objective), err, batch, 0)
@@ -377,15 +392,16 @@ class Lasso(GeneratorFreeSolver):
         rec.finish()
         rec.best_meas_err = err.tolist()
         rec.best_round = [0] * batch
-        n_iter = np.atleast_1d(est.n_iter_).tolist()
         rec.extra.update(
             basis=cfg.basis,
             alpha=float(cfg.alpha),
-            measurements=int(mat.shape[0]),
-            alpha_max=[float(v) for v in np.abs(mat.T @ target).max(0) / mat.shape[0]],
-            nonzero=[int(v) for v in (coef != 0).sum(1)],
-            n_iter=[int(v) for v in n_iter],
-            converged=converged,
+            measurements=fit.m,
+            alpha_max=[float(v) for v in fit.alpha_max],
+            nonzero=[int(v) for v in (fit.coef != 0).sum(1)],
+            n_iter=fit.n_iter,
+            converged=fit.converged,
         )
-        rec.rounds.append({"round": 0, "stage": 0, "steps": max(n_iter), "best_meas_err": err.tolist()})
+        if fit.closed_form:
+            rec.extra["closed_form"] = True
+        rec.rounds.append({"round": 0, "stage": 0, "steps": max(fit.n_iter), "best_meas_err": err.tolist()})
         return x, rec
