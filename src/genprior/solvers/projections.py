@@ -118,7 +118,8 @@ def _soft_threshold(mag: Tensor, theta: Tensor, work: Tensor) -> Tensor:
     few percent of the entries). Rows with theta = inf (radius 0) come out as exact zeros.
     """
     gone = torch.isinf(theta)
-    if bool(gone.any()):
+    any_gone = bool(gone.any())  # one host synchronisation, used twice
+    if any_gone:
         theta = torch.where(gone, 0.0, theta)
     theta = theta.unsqueeze(1)
     if mag.dtype == torch.float64:
@@ -130,7 +131,7 @@ def _soft_threshold(mag: Tensor, theta: Tensor, work: Tensor) -> Tensor:
         minus_e = torch.sub(s, mag, out=mag).add_(hi)  # exact
         p = s.sub_(minus_e.add_(lo))
     p.clamp_min_(0)
-    if bool(gone.any()):
+    if any_gone:
         p.masked_fill_(gone.unsqueeze(1), 0)
     return p
 
