@@ -49,12 +49,17 @@ def table(summary: list[dict[str, Any]], metric: str) -> str:
     lines = [head, "|---|---|" + "---:|" * len(methods) + "---|"]
     for task, lv in keys:
         here = {s["method"]: s for s in rows if s["task"] == task and json.dumps(s["level"]) == lv}
-        vals = {m: here[m][f"{metric}_mean"] for m in here if f"{metric}_mean" in here[m] and math.isfinite(here[m][f"{metric}_mean"])}
+        vals = {
+            m: here[m][f"{metric}_mean"]
+            for m in here
+            if f"{metric}_mean" in here[m] and math.isfinite(here[m][f"{metric}_mean"])
+        }
         top = min(sign * v for v in vals.values()) if vals else None
         winners = {m for m, v in vals.items() if sign * v == top}  # ties: all in bold
         alphas = ", ".join(
             f"{fam.split(',')[0].split('(')[1]}: {here[fam]['best_method'].split('alpha ')[-1].rstrip(')')}"
-            for fam in LASSO_FAMILIES if fam in here and "best_method" in here[fam]
+            for fam in LASSO_FAMILIES
+            if fam in here and "best_method" in here[fam]
         )
         cells = [_cell(here.get(m), metric, m in winners) for m in methods]
         lines.append(f"| {task} | {json.loads(lv)} | " + " | ".join(cells) + f" | {alphas} |")
@@ -65,17 +70,25 @@ def paired_table(rows: list[dict[str, Any]], metric: str, ref: str, others: list
     """Per-image differences ``metric(ref) - metric(other)`` on the same image, seed and
     measurements (every method of a cell sees the same y): mean ± standard error, and the
     fraction of images where ``ref`` is better."""
+
     def key(r: dict[str, Any]) -> tuple:
         return (r["task"], json.dumps(r["level"]), r["seed"], r["image_id"])
 
     by = {(key(r), r["method"]): r[metric] for r in rows if r.get(metric) is not None}
     keys = list(dict.fromkeys((r["task"], json.dumps(r["level"])) for r in rows))
     sign = -1.0 if metric in bench.LOWER_IS_BETTER else 1.0
-    lines = [f"| task | level | " + " | ".join(f"{ref} - {o}" for o in others) + " |", "|---|---|" + "---:|" * len(others)]
+    lines = [
+        "| task | level | " + " | ".join(f"{ref} - {o}" for o in others) + " |",
+        "|---|---|" + "---:|" * len(others),
+    ]
     for task, lv in keys:
         cells = []
         for o in others:
-            d = [by[(k, ref)] - by[(k, o)] for (k, m) in by if m == ref and k[:2] == (task, lv) and (k, o) in by]
+            d = [
+                by[(k, ref)] - by[(k, o)]
+                for (k, m) in by
+                if m == ref and k[:2] == (task, lv) and (k, o) in by
+            ]
             if not d:
                 cells.append("-")
                 continue
@@ -93,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="prefix of the PNG files")
     p.add_argument("--md", type=Path, help="write the markdown tables here (default: print them)")
     p.add_argument("--title", default=None)
-    p.add_argument("--paired", default="ilo", help="method whose per-image differences to the other generator methods are tabulated ('' for none)")
+    p.add_argument(
+        "--paired",
+        default="ilo",
+        help="method whose per-image differences to the other generator methods are tabulated ('' for none)",
+    )
     args = p.parse_args(argv)
     res = args.run / "results.json"
     if not res.is_file():
@@ -105,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = []
     for metric in [m for m in args.metrics.split(",") if m]:
         if metric not in bench.METRIC_COLUMNS:
-            print(f"prior_report: unknown metric {metric!r}: choose from {', '.join(bench.METRIC_COLUMNS)}", file=sys.stderr)
+            print(
+                f"prior_report: unknown metric {metric!r}: choose from {', '.join(bench.METRIC_COLUMNS)}",
+                file=sys.stderr,
+            )
             return 2
         png = args.out.parent / f"{args.out.name}_{metric}.png"
         png.parent.mkdir(parents=True, exist_ok=True)

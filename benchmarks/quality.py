@@ -80,7 +80,7 @@ def sampler_vae():
         from genprior.zoo import load_generator
 
         gen = load_generator("mnist-vae-20")
-    except Exception as e:  # noqa: BLE001 - absent or not yet written: reported, skipped
+    except Exception as e:
         print(f"mnist-vae-20: skipped ({type(e).__name__}: {e})", file=sys.stderr)
         return None
     gen.eval()
@@ -100,7 +100,9 @@ def evaluate(name: str, dataset: str, sample, n: int) -> dict:
     t0 = time.time()
     samples = Q.generate(sample, n)
     if samples.shape[1:] != xtr.shape[1:]:
-        raise SystemExit(f"{name}: samples have shape {tuple(samples.shape[1:])}, data {tuple(xtr.shape[1:])}")
+        raise SystemExit(
+            f"{name}: samples have shape {tuple(samples.shape[1:])}, data {tuple(xtr.shape[1:])}"
+        )
     rep = Q.quality_report(clf, samples, xtr, xte)
     rep.update(model=name, dataset=dataset, classifier_test_accuracy=clf.info.get("test_accuracy"),
                seconds=round(time.time() - t0, 1))  # fmt: skip
@@ -112,7 +114,10 @@ def write_figures(folder: Path) -> None:
     from genprior.training.stylegan2 import save_grid
 
     torch.manual_seed(0)
-    for name, ds, make in (("fmnist-stylegan2-32", "fmnist", sampler_stylegan2), ("mnist-vae-20", "mnist", sampler_vae)):
+    for name, ds, make in (
+        ("fmnist-stylegan2-32", "fmnist", sampler_stylegan2),
+        ("mnist-vae-20", "mnist", sampler_vae),
+    ):
         s = make()
         if s is not None:
             save_grid(folder / f"samples_{name}.png", s(64, 99).clamp(0, 1), nrow=8, scale=2)
@@ -132,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=10_000, help="generator samples (default 10,000)")
     p.add_argument("--truncation", type=float, default=1.0, help="StyleGAN2 truncation psi (default 1: none)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
-    p.add_argument("--figures", type=Path, default=None, metavar="DIR", help="only write the sample grids into DIR")
+    p.add_argument(
+        "--figures", type=Path, default=None, metavar="DIR", help="only write the sample grids into DIR"
+    )
     args = p.parse_args(argv)
     results: dict = {}
     if args.figures is not None:
@@ -145,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         results["classifiers"] = train_classifiers(ep)
     else:
         results["generators"] = []
-        todo = [("fmnist-stylegan2-32", "fmnist", lambda: sampler_stylegan2(args.truncation)), ("mnist-vae-20", "mnist", sampler_vae)]
+        todo = [
+            ("fmnist-stylegan2-32", "fmnist", lambda: sampler_stylegan2(args.truncation)),
+            ("mnist-vae-20", "mnist", sampler_vae),
+        ]
         for name, ds, make in todo:
             if args.only and ds != args.only:
                 continue

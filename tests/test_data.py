@@ -39,7 +39,10 @@ def test_heldout_fmnist_tensor_is_padded_to_32():
     assert x.shape == (300, 1, 32, 32) and x.dtype == torch.float32
     assert y.shape == (300,) and y.dtype == torch.int64
     assert x.min() >= 0 and x.max() <= 1
-    border = torch.cat([x[..., :2, :].flatten(1), x[..., -2:, :].flatten(1), x[..., :2].flatten(1), x[..., -2:].flatten(1)], 1)
+    border = torch.cat(
+        [x[..., :2, :].flatten(1), x[..., -2:, :].flatten(1), x[..., :2].flatten(1), x[..., -2:].flatten(1)],
+        1,
+    )
     assert border.abs().max() == 0
     raw, labels, _ = data.heldout_arrays("fmnist")
     assert torch.equal(x[:, 0, 2:30, 2:30], torch.from_numpy(raw).float() / 255)
@@ -95,7 +98,7 @@ def test_load_fashion_mnist_from_a_folder(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     imgs = rng.integers(1, 256, size=(5, 28, 28), dtype=np.uint8)
     labs = np.array([0, 1, 2, 3, 9], dtype=np.uint8)
-    for split, (fi, fl) in data.FMNIST_FILES.items():
+    for fi, fl in data.FMNIST_FILES.values():
         _write_idx(tmp_path / fi, imgs)
         _write_idx(tmp_path / fl, labs)
     monkeypatch.setenv("GENPRIOR_FMNIST_DIR", str(tmp_path))

@@ -44,7 +44,12 @@ def test_state_dict_keys_match_the_dcgan_layout():
     keys = set(DCGANLayered().state_dict())
     assert {"main.0.weight", "main.3.weight", "main.6.weight", "main.9.weight", "main.12.weight"} <= keys
     for i in (1, 4, 7, 10):
-        assert {f"main.{i}.weight", f"main.{i}.bias", f"main.{i}.running_mean", f"main.{i}.running_var"} <= keys
+        assert {
+            f"main.{i}.weight",
+            f"main.{i}.bias",
+            f"main.{i}.running_mean",
+            f"main.{i}.running_var",
+        } <= keys
     assert not any(k.endswith(".bias") and k.split(".")[1] in {"0", "3", "6", "9", "12"} for k in keys)
 
 
@@ -81,9 +86,18 @@ def test_matches_a_functional_reference(small):
     inputs = small.sample_inputs(2, generator=torch.Generator().manual_seed(2))
     h = inputs["z"]
     for conv, bn in ((0, 1), (3, 4), (6, 7), (9, 10)):
-        h = F.conv_transpose2d(h, sd[f"main.{conv}.weight"], stride=1 if conv == 0 else 2, padding=0 if conv == 0 else 1)
-        h = F.batch_norm(h, sd[f"main.{bn}.running_mean"], sd[f"main.{bn}.running_var"],
-                         sd[f"main.{bn}.weight"], sd[f"main.{bn}.bias"], training=False, eps=1e-5)
+        h = F.conv_transpose2d(
+            h, sd[f"main.{conv}.weight"], stride=1 if conv == 0 else 2, padding=0 if conv == 0 else 1
+        )
+        h = F.batch_norm(
+            h,
+            sd[f"main.{bn}.running_mean"],
+            sd[f"main.{bn}.running_var"],
+            sd[f"main.{bn}.weight"],
+            sd[f"main.{bn}.bias"],
+            training=False,
+            eps=1e-5,
+        )
         h = F.relu(h)
     ref = (torch.tanh(F.conv_transpose2d(h, sd["main.12.weight"], stride=2, padding=1)) + 1) / 2
     with torch.no_grad():

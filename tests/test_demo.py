@@ -9,11 +9,25 @@ from PIL import Image
 from genprior.cli import main
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gan_face_generate") is None, reason="gan-face-generate not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gan_face_generate") is None, reason="gan-face-generate not installed"
+)
 def test_demo_tiny_writes_gallery_and_tables(tmp_path, capsys):
     out = tmp_path / "demo-out"
-    rc = main(["demo", "--out", str(out), "--models", "dcgan-faces-64,mnist-vae-20", "--images", "2",
-               "--ilo-steps", "3,2,2", "--quiet"])
+    rc = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--models",
+            "dcgan-faces-64,mnist-vae-20",
+            "--images",
+            "2",
+            "--ilo-steps",
+            "3,2,2",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]

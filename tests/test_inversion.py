@@ -65,7 +65,12 @@ def test_generator_contract_and_weights():
 @pytest.mark.parametrize("seed", range(4))
 def test_lp_exact_recovery_random_network(seed):
     G, z, x = instance((10, 40, 160), seed)
-    for kw in ({}, {"presolve": False}, {"norm": "l1", "presolve": False}, {"polish": False, "presolve": False}):
+    for kw in (
+        {},
+        {"presolve": False},
+        {"norm": "l1", "presolve": False},
+        {"polish": False, "presolve": False},
+    ):
         r = lp_invert(G, x, **kw)
         assert r.success, (kw, r.message)
         assert relative_error(r.z, z) < 1e-6, kw
@@ -97,8 +102,14 @@ def mnist_decoder():
         g = torch.Generator().manual_seed(0)
         yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
         c = torch.rand(300, 3, 2, generator=g) * 16 + 6
-        X = sum(torch.exp(-((yy - c[:, i, 0, None, None]) ** 2 + (xx - c[:, i, 1, None, None]) ** 2) / 8)
-                for i in range(3)).clamp(0, 1).reshape(300, 784)
+        X = (
+            sum(
+                torch.exp(-((yy - c[:, i, 0, None, None]) ** 2 + (xx - c[:, i, 1, None, None]) ** 2) / 8)
+                for i in range(3)
+            )
+            .clamp(0, 1)
+            .reshape(300, 784)
+        )
     torch.manual_seed(0)
     enc = nn.Linear(784, 20)
     dec = nn.Sequential(nn.Linear(20, 60), nn.ReLU(), nn.Linear(60, 784), nn.ReLU())
@@ -211,11 +222,30 @@ def test_langevin_mean_approaches_truth_as_noise_falls():
 
 # ---- the CLI ------------------------------------------------------------------------------------
 def test_cli_theory_tiny_grid_and_resume(tmp_path, capsys):
-    args = ["theory", "expansion", "--trials", "2", "--factors", "2,4", "--log-c", "1", "--k", "4",
-            "--methods", "lp", "--out", str(tmp_path), "--no-progress"]
+    args = [
+        "theory",
+        "expansion",
+        "--trials",
+        "2",
+        "--factors",
+        "2,4",
+        "--log-c",
+        "1",
+        "--k",
+        "4",
+        "--methods",
+        "lp",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(args) == 0
-    for name in ("theory_expansion.csv", "theory_expansion_summary.csv", "theory_expansion.json",
-                 "theory_expansion.png"):
+    for name in (
+        "theory_expansion.csv",
+        "theory_expansion_summary.csv",
+        "theory_expansion.json",
+        "theory_expansion.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     meta = json.loads((tmp_path / "theory_expansion.json").read_text())
     assert meta["trials_run"] == 6 and len(meta["summary"]) == 3
@@ -227,9 +257,30 @@ def test_cli_theory_tiny_grid_and_resume(tmp_path, capsys):
     assert main(args) == 0  # fewer trials: nothing runs, the third trial stays in the CSV
     assert "0 trials run, 6 reused" in capsys.readouterr().out
     assert len((tmp_path / "theory_expansion.csv").read_text().splitlines()) == 1 + 9
-    assert main(["theory", "langevin", "--trials", "1", "--sigmas", "0.1", "--burn-in", "20", "--samples", "5",
-                 "--gd-steps", "20", "--out", str(tmp_path / "l"), "--figures", str(tmp_path / "f"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "theory",
+                "langevin",
+                "--trials",
+                "1",
+                "--sigmas",
+                "0.1",
+                "--burn-in",
+                "20",
+                "--samples",
+                "5",
+                "--gd-steps",
+                "20",
+                "--out",
+                str(tmp_path / "l"),
+                "--figures",
+                str(tmp_path / "f"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "f" / "theory_langevin.png").is_file()
 
 

@@ -10,9 +10,9 @@ import importlib.util
 
 import pytest
 import torch
+from toy_generator import ToyGenerator
 
 from genprior.generators.base import LayeredGenerator
-from toy_generator import ToyGenerator
 
 
 def _dcgan():

@@ -70,7 +70,9 @@ def official():
                 conv.bias.copy_(torch.from_numpy(trunk[f"Conv_{i}"]["bias"]))
             heads_official = [lin.model[-1].weight.clone() for lin in m.lins]
             for i, lin in enumerate(m.lins):
-                lin.model[-1].weight.copy_(torch.from_numpy(raw[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]).permute(3, 2, 0, 1))
+                lin.model[-1].weight.copy_(
+                    torch.from_numpy(raw[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]).permute(3, 2, 0, 1)
+                )
         m.eval()
         out[net] = (m, heads_official)
     return out
@@ -81,7 +83,7 @@ def _structured(h: int, w: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
     chans = []
-    for c in range(3):
+    for _ in range(3):
         f1, f2, ph = (torch.rand(3, generator=g) * torch.tensor([6.0, 6.0, 6.28])).tolist()
         chans.append(0.5 + 0.25 * torch.sin(2 * np.pi * f1 * xx + ph) * torch.cos(2 * np.pi * f2 * yy))
     img = torch.stack(chans)
@@ -129,8 +131,13 @@ def test_heads_equal_official_wheel_heads(official, net):
 @pytest.mark.parametrize(
     "net,size",
     [
-        ("alex", (64, 64)), ("alex", (32, 32)), ("alex", (48, 80)),
-        ("vgg", (64, 64)), ("vgg", (16, 16)), ("vgg", (28, 28)), ("vgg", (40, 24)),
+        ("alex", (64, 64)),
+        ("alex", (32, 32)),
+        ("alex", (48, 80)),
+        ("vgg", (64, 64)),
+        ("vgg", (16, 16)),
+        ("vgg", (28, 28)),
+        ("vgg", (40, 24)),
     ],
 )
 def test_matches_official(official, models, net, size):
@@ -228,7 +235,9 @@ def test_metric_function(cache_dir):
     x.requires_grad_(True)
     d = L.lpips_distance(x, y, net="alex", cache_dir=cache_dir)
     assert d.shape == (len(x),) and not d.requires_grad
-    assert L._cached_model("alex", None, str(cache_dir), "cpu") is L._cached_model("alex", None, str(cache_dir), "cpu")
+    assert L._cached_model("alex", None, str(cache_dir), "cpu") is L._cached_model(
+        "alex", None, str(cache_dir), "cpu"
+    )
 
 
 @pytest.mark.parametrize(
@@ -307,7 +316,10 @@ def test_restricted_unpickler_refuses_code(tmp_path, payload):
 
 
 def test_restricted_unpickler_reads_arrays_and_checks_structure(tmp_path):
-    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.ones(2), {"c": np.zeros((1, 1, 2, 1), np.float32)}]}
+    arrays = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": [np.ones(2), {"c": np.zeros((1, 1, 2, 1), np.float32)}],
+    }
     for proto in (2, 4, 5):
         path = tmp_path / f"p{proto}.ckpt"
         path.write_bytes(pickle.dumps(arrays, protocol=proto))

@@ -28,7 +28,9 @@ def test_mse_known():
     y[1, 0, 0, 0] = 1.0
     torch.testing.assert_close(mse(x, y), torch.tensor([0.01, 1 / 16, 0.0]))
     # raw values, no clamping
-    torch.testing.assert_close(mse(torch.full((1, 1, 2, 2), 2.0), torch.zeros(1, 1, 2, 2)), torch.tensor([4.0]))
+    torch.testing.assert_close(
+        mse(torch.full((1, 1, 2, 2), 2.0), torch.zeros(1, 1, 2, 2)), torch.tensor([4.0])
+    )
 
 
 def test_psnr_known_values():
@@ -67,7 +69,9 @@ def test_psnr_clamps_inputs():
     x = torch.full((1, 1, 4, 4), 1.5)
     y = torch.ones(1, 1, 4, 4)
     assert psnr(x, y).item() == PSNR_MAX
-    torch.testing.assert_close(psnr(torch.full((1, 1, 4, 4), -3.0), torch.full((1, 1, 4, 4), 0.1)), torch.tensor([20.0]))
+    torch.testing.assert_close(
+        psnr(torch.full((1, 1, 4, 4), -3.0), torch.full((1, 1, 4, 4), 0.1)), torch.tensor([20.0])
+    )
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 28, 28), (3, 1, 32, 32), (2, 3, 32, 32), (1, 3, 64, 48)])
@@ -85,8 +89,13 @@ def test_ssim_matches_skimage(shape):
     s = ssim(x, y)
     for i in range(shape[0]):
         ref = structural_similarity(
-            x[i].numpy(), y[i].numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
-            use_sample_covariance=False, channel_axis=0,
+            x[i].numpy(),
+            y[i].numpy(),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=0,
         )
         assert abs(s[i].item() - ref) < 5e-3
 
@@ -107,12 +116,15 @@ def test_mismatched_shapes():
         ssim(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))
 
 
-@pytest.mark.parametrize("task,kw", [
-    ("cs", dict(measurements=100)),
-    ("cs", dict(measurements=100, cs_operator="circulant")),
-    ("inpaint", dict(mask_ratio=0.5)),
-    ("superres", dict(scale=4)),
-])
+@pytest.mark.parametrize(
+    "task,kw",
+    [
+        ("cs", dict(measurements=100)),
+        ("cs", dict(measurements=100, cs_operator="circulant")),
+        ("inpaint", dict(mask_ratio=0.5)),
+        ("superres", dict(scale=4)),
+    ],
+)
 def test_measurement_error(task, kw):
     p = make_physics(task, (1, 32, 32), noise_std=0.3, **kw)
     x, _ = _pair((2, 1, 32, 32))

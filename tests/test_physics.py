@@ -79,7 +79,8 @@ class TestPartialCirculant:
         # over operator draws, ||Ax||^2 / ||x||^2 averages to 1 for a fixed x
         x = torch.rand(1, *shape, dtype=torch.float64)
         ratios = [
-            PartialCirculant(m, shape, seed=s).A(x).pow(2).sum().item() / x.pow(2).sum().item() for s in range(300)
+            PartialCirculant(m, shape, seed=s).A(x).pow(2).sum().item() / x.pow(2).sum().item()
+            for s in range(300)
         ]
         assert abs(np.mean(ratios) - 1.0) < 0.1
 
@@ -101,7 +102,9 @@ class TestPartialCirculant:
         torch.testing.assert_close(a.A(x), b.A(x))
         assert not torch.allclose(a.A(x), c.A(x))
         g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
-        torch.testing.assert_close(PartialCirculant(20, shape, rng=g1).A(x), PartialCirculant(20, shape, rng=g2).A(x))
+        torch.testing.assert_close(
+            PartialCirculant(20, shape, rng=g1).A(x), PartialCirculant(20, shape, rng=g2).A(x)
+        )
         torch.manual_seed(0)
         d = PartialCirculant(20, shape)
         torch.manual_seed(0)
@@ -192,7 +195,11 @@ class TestMakePhysics:
         assert prev.min() >= 0 and prev.max() <= 1
 
     def test_grey_images(self):
-        for task, kw in [("inpaint", dict(mask_ratio=0.3)), ("superres", dict(scale=4)), ("cs", dict(measurements=50))]:
+        for task, kw in [
+            ("inpaint", dict(mask_ratio=0.3)),
+            ("superres", dict(scale=4)),
+            ("cs", dict(measurements=50)),
+        ]:
             p = make_physics(task, (1, 28, 28), **kw)
             y = p(_x((1, 28, 28)))
             assert measurement_preview(y, p, (1, 28, 28)).shape == (2, 1, 28, 28)
@@ -264,11 +271,18 @@ class TestMakePhysics:
         assert bool((prev[:, :, 8:12, 4:20] == 0.5).all())
         torch.testing.assert_close(prev[:, :, :8], x[:, :, :8])
 
-    @pytest.mark.parametrize("box,msg", [
-        ((0, 0, 33, 10), "outside"), ((-1, 0, 5, 5), "outside"), ((5, 5, 5, 10), "empty"),
-        ((6, 5, 4, 10), "empty"), ((0, 0, 32, 32), "observes no pixel"), ((0, 0, 1), "invalid"),
-        ((0.5, 0, 3, 3), "invalid"),
-    ])
+    @pytest.mark.parametrize(
+        "box,msg",
+        [
+            ((0, 0, 33, 10), "outside"),
+            ((-1, 0, 5, 5), "outside"),
+            ((5, 5, 5, 10), "empty"),
+            ((6, 5, 4, 10), "empty"),
+            ((0, 0, 32, 32), "observes no pixel"),
+            ((0, 0, 1), "invalid"),
+            ((0.5, 0, 3, 3), "invalid"),
+        ],
+    )
     def test_bad_box(self, box, msg):
         with pytest.raises(UserError, match=msg):
             make_physics("inpaint", SHAPE, box=box)
@@ -291,8 +305,16 @@ class TestMakePhysics:
         # a constant image stays constant (normalised anti-aliasing filter)
         torch.testing.assert_close(p(torch.full((1, *SHAPE), 0.3)), torch.full((1, 3, 16, 16), 0.3))
 
-    @pytest.mark.parametrize("scale,msg", [(3, "does not divide"), (1, "out of range"), (17, "out of range"),
-                                           (64, "out of range"), (2.5, "whole number")])
+    @pytest.mark.parametrize(
+        "scale,msg",
+        [
+            (3, "does not divide"),
+            (1, "out of range"),
+            (17, "out of range"),
+            (64, "out of range"),
+            (2.5, "whole number"),
+        ],
+    )
     def test_bad_scale(self, scale, msg):
         with pytest.raises(UserError, match=msg):
             make_physics("superres", SHAPE, scale=scale)
@@ -326,8 +348,12 @@ class TestMakePhysics:
 
     def test_noise_on_any_task(self):
         x = _x()
-        for task, kw in [("inpaint", dict(mask_ratio=0.5)), ("superres", {}), ("colorize", {}),
-                         ("cs", dict(measurements=64, cs_operator="circulant"))]:
+        for task, kw in [
+            ("inpaint", dict(mask_ratio=0.5)),
+            ("superres", {}),
+            ("colorize", {}),
+            ("cs", dict(measurements=64, cs_operator="circulant")),
+        ]:
             p = make_physics(task, SHAPE, noise_std=0.05, **kw)
             assert not torch.allclose(p(x), p.A(x))
             q = make_physics(task, SHAPE, **kw)
@@ -386,7 +412,9 @@ class TestMakePhysics:
         y = p(_x())
         prev = measurement_preview(y, p, SHAPE)
         at = p.A_adjoint(y)
-        assert prev.amin(dim=(1, 2, 3)).allclose(torch.zeros(2)) and prev.amax(dim=(1, 2, 3)).allclose(torch.ones(2))
+        assert prev.amin(dim=(1, 2, 3)).allclose(torch.zeros(2)) and prev.amax(dim=(1, 2, 3)).allclose(
+            torch.ones(2)
+        )
         # an affine image of A^T y: correlation 1
         c = torch.corrcoef(torch.stack([prev[0].flatten(), at[0].flatten()]))[0, 1]
         assert c.item() > 0.9999
@@ -394,9 +422,14 @@ class TestMakePhysics:
     @needs_cuda
     def test_cuda_physics(self):
         x = _x().cuda()
-        for task, kw in [("inpaint", dict(mask_ratio=0.5)), ("superres", {}), ("denoise", dict(noise_std=0.1)),
-                         ("cs", dict(measurements=50)), ("cs", dict(measurements=50, cs_operator="circulant")),
-                         ("colorize", dict(noise_std=0.1))]:
+        for task, kw in [
+            ("inpaint", dict(mask_ratio=0.5)),
+            ("superres", {}),
+            ("denoise", dict(noise_std=0.1)),
+            ("cs", dict(measurements=50)),
+            ("cs", dict(measurements=50, cs_operator="circulant")),
+            ("colorize", dict(noise_std=0.1)),
+        ]:
             p = make_physics(task, SHAPE, device="cuda", **kw)
             y = p(x)
             assert y.is_cuda

@@ -269,7 +269,9 @@ def _mixed_radii(x: torch.Tensor) -> torch.Tensor:
 def test_float32_is_the_float64_projection_rounded(shape):
     # same threshold (exact float64 support sums) and one rounding of |v| - theta: bit for bit
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(shape, generator=g) * torch.rand(shape[0], *([1] * (len(shape) - 1)), generator=g).add(0.1)
+    x = torch.randn(shape, generator=g) * torch.rand(shape[0], *([1] * (len(shape) - 1)), generator=g).add(
+        0.1
+    )
     r = _mixed_radii(x)
     p32 = project_l1_ball(x, r)
     p64 = project_l1_ball(x.double(), r)
@@ -324,7 +326,10 @@ def test_project_state_matches_the_projection_of_the_concatenation(dtype):
     from genprior.solvers.ilo import project_state
 
     g = torch.Generator().manual_seed(5)
-    center = (torch.randn(4, 8, 6, 6, generator=g, dtype=dtype), torch.randn(4, 1, 6, 6, generator=g, dtype=dtype))
+    center = (
+        torch.randn(4, 8, 6, 6, generator=g, dtype=dtype),
+        torch.randn(4, 1, 6, 6, generator=g, dtype=dtype),
+    )
     state = tuple(c + torch.randn(c.shape, generator=g, dtype=dtype) for c in center)
     dev = torch.cat([(s - c).flatten(1) for s, c in zip(state, center)], 1)
     l1 = dev.double().abs().sum(1)

@@ -19,8 +19,14 @@ def _spd(d: int, seed: int) -> torch.Tensor:
 
 def test_frechet_diagonal_closed_form() -> None:
     g = torch.Generator().manual_seed(0)
-    mu1, mu2 = torch.randn(7, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)
-    a, b = torch.rand(7, generator=g, dtype=torch.float64) + 0.1, torch.rand(7, generator=g, dtype=torch.float64) + 0.1
+    mu1, mu2 = (
+        torch.randn(7, generator=g, dtype=torch.float64),
+        torch.randn(7, generator=g, dtype=torch.float64),
+    )
+    a, b = (
+        torch.rand(7, generator=g, dtype=torch.float64) + 0.1,
+        torch.rand(7, generator=g, dtype=torch.float64) + 0.1,
+    )
     want = float(((mu1 - mu2) ** 2).sum() + ((a.sqrt() - b.sqrt()) ** 2).sum())
     got = Q.frechet_distance(mu1, torch.diag(a), mu2, torch.diag(b))
     assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
@@ -28,7 +34,9 @@ def test_frechet_diagonal_closed_form() -> None:
 
 def test_frechet_one_dimensional_and_identical() -> None:
     # N(1, 4) vs N(-2, 9): (1 + 2)^2 + (2 - 3)^2 = 10
-    assert Q.frechet_distance(torch.tensor(1.0), torch.tensor(4.0), torch.tensor(-2.0), torch.tensor(9.0)) == pytest.approx(10.0)
+    assert Q.frechet_distance(
+        torch.tensor(1.0), torch.tensor(4.0), torch.tensor(-2.0), torch.tensor(9.0)
+    ) == pytest.approx(10.0)
     s = _spd(6, 1)
     mu = torch.arange(6.0)
     assert Q.frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-9)

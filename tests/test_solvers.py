@@ -3,11 +3,11 @@ import math
 import deepinv as dinv
 import pytest
 import torch
+from toy_generator import ToyGenerator
 
 from genprior.errors import UserError
 from genprior.solvers import CSGM, ILO, CSGMConfig, ILOConfig, lr_schedule
 from genprior.solvers.ilo import project_state
-from toy_generator import ToyGenerator
 
 
 def _problem(seed=1, off_range=0.0, batch=2):

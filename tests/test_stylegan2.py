@@ -114,7 +114,9 @@ def test_layered_reproduces_fixture_in_w_and_gaussian_space(ref, tmp_path):
     fit = Gg.gaussian_fit
     assert fit["mean"].shape == fit["std"].shape == (32,) and bool((fit["std"] > 0).all())
     # v = (leaky_relu(w, 5) - mean) / std is mapped back to w
-    inputs_v = {f"w{i}": (F.leaky_relu(wplus[:, i], 5.0) - fit["mean"]) / fit["std"] for i in range(8)} | noises
+    inputs_v = {
+        f"w{i}": (F.leaky_relu(wplus[:, i], 5.0) - fit["mean"]) / fit["std"] for i in range(8)
+    } | noises
     with torch.no_grad():
         torch.testing.assert_close(Gg.wplus(inputs_v), wplus, rtol=0, atol=1e-5)
         torch.testing.assert_close(Gg(inputs_v), want, rtol=0, atol=ATOL)
@@ -186,8 +188,10 @@ def test_random_models_resume_and_roundtrip(size, channels, style_dim, n_mlp, kw
 def test_lr_mlp_read_from_checkpoint_metadata():
     g = _random_generator(8, {4: 4, 8: 4}, 5, 2, seed=9, lr_mlp=0.1)
     z = torch.randn(2, 5)
-    for ckpt in ({"g_ema": g.state_dict(), "config": {"lr_mlp": 0.1}},
-                 {"g_ema": g.state_dict(), "args": argparse.Namespace(lr_mlp=0.1)}):
+    for ckpt in (
+        {"g_ema": g.state_dict(), "config": {"lr_mlp": 0.1}},
+        {"g_ema": g.state_dict(), "args": argparse.Namespace(lr_mlp=0.1)},
+    ):
         g2, _ = load_stylegan2(ckpt)
         assert g2.lr_mlp == 0.1 and torch.equal(g2.get_latent(z), g.get_latent(z))
     g3, _ = load_stylegan2({"g_ema": g.state_dict()})

@@ -12,7 +12,9 @@ from genprior.generators.stylegan2 import StyleGAN2Layered, load_stylegan2
 from genprior.generators.stylegan2_disc import StyleGAN2Discriminator
 from genprior.training.stylegan2 import SG2TrainConfig, export_model, load_checkpoint, train_stylegan2
 
-BUNDLED = Path(__file__).resolve().parents[1] / "src" / "genprior" / "assets" / "models" / "fmnist-stylegan2-32.pt"
+BUNDLED = (
+    Path(__file__).resolve().parents[1] / "src" / "genprior" / "assets" / "models" / "fmnist-stylegan2-32.pt"
+)
 
 
 def tiny_config(steps: int) -> SG2TrainConfig:
@@ -25,7 +27,9 @@ def tiny_config(steps: int) -> SG2TrainConfig:
 
 def tiny_images() -> torch.Tensor:
     # 10 images, batch 4: 2 batches per epoch, so 4 steps cross two epoch boundaries
-    return torch.randint(0, 256, (10, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.int64).to(torch.uint8)
+    return torch.randint(
+        0, 256, (10, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.int64
+    ).to(torch.uint8)
 
 
 def _same_state(a: dict, b: dict) -> None:

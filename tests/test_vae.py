@@ -90,8 +90,13 @@ def test_training_resumes_bit_for_bit(tmp_path, digits):
     on_disk = torch.load(tmp_path / "b.pt", weights_only=True)
     assert torch.equal(on_disk["state_dict"]["decoder.fc1.weight"], _params(resumed)["decoder.fc1.weight"])
     # a different seed gives a different run
-    other = train_vae(tmp_path / "c.pt", VAETrainConfig(epochs=2, batch_size=50, seed=8), images=digits,
-                      max_steps=6, progress=False)
+    other = train_vae(
+        tmp_path / "c.pt",
+        VAETrainConfig(epochs=2, batch_size=50, seed=8),
+        images=digits,
+        max_steps=6,
+        progress=False,
+    )
     assert not torch.equal(_params(other)["decoder.fc1.weight"], _params(straight)["decoder.fc1.weight"])
 
 

@@ -24,7 +24,9 @@ def test_list_models():
         assert {"name", "description", "source", "installed", "image_shape", "install_hint"} <= set(m)
         assert isinstance(m["installed"], bool) and m["description"] and m["source"]
     by_name = {m["name"]: m for m in models}
-    assert by_name["dcgan-faces-64"]["installed"] == (importlib.util.find_spec("gan_face_generate") is not None)
+    assert by_name["dcgan-faces-64"]["installed"] == (
+        importlib.util.find_spec("gan_face_generate") is not None
+    )
     assert by_name["mnist-vae-20"]["installed"] == (zoo.ASSETS_MODELS / "mnist-vae-20.pt").is_file()
 
 
@@ -56,7 +58,9 @@ def test_unbundled_stylegan2_says_how_to_train(monkeypatch, tmp_path):
     assert {m["name"]: m["installed"] for m in zoo.list_models()}["fmnist-stylegan2-32"] is False
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gan_face_generate") is None, reason="gan-face-generate not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gan_face_generate") is None, reason="gan-face-generate not installed"
+)
 def test_dcgan_faces_by_name():
     gen = zoo.load_generator("dcgan-faces-64")
     assert isinstance(gen, DCGANLayered) and gen.image_shape == (3, 64, 64)
@@ -121,7 +125,9 @@ def test_real_stylegan2_checkpoint_round_trip(tmp_path, monkeypatch):
     torch.manual_seed(0)
     g = sg.StyleGAN2Generator(8, style_dim=16, n_mlp=2, channels={4: 8, 8: 8}, img_channels=1)
     fit = {"mean": torch.zeros(16), "std": torch.ones(16)}
-    torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(16), "gaussian_fit": fit}, tmp_path / "s.pt")
+    torch.save(
+        {"g_ema": g.state_dict(), "latent_avg": torch.zeros(16), "gaussian_fit": fit}, tmp_path / "s.pt"
+    )
     gen = zoo.load_generator(tmp_path / "s.pt")
     assert isinstance(gen, sg.StyleGAN2Layered) and gen.image_shape == (1, 8, 8)
     assert not any(p.requires_grad for p in gen.parameters())

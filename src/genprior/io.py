@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,9 @@ def load_image(
     except UserError:
         raise
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable image ({e.__class__.__name__}): give a PNG or JPEG file") from None
+        raise UserError(
+            f"{path} is not a readable image ({e.__class__.__name__}): give a PNG or JPEG file"
+        ) from None
     if arr.ndim == 2:
         arr = arr[..., None]
     t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()

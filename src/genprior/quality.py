@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,7 +139,11 @@ def accuracy(model: SmallCNN, images: Tensor, labels: Tensor, batch_size: int = 
 def save_classifier(path: str | os.PathLike, model: SmallCNN, info: dict[str, Any]) -> None:
     from .io import atomic_path
 
-    blob = {"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "config": dict(model.config), "info": info}
+    blob = {
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "config": dict(model.config),
+        "info": info,
+    }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
         os.chmod(tmp, 0o644)  # package data: readable by everyone
@@ -151,10 +156,14 @@ def load_classifier(name_or_path: str | os.PathLike) -> SmallCNN:
     key = str(name_or_path)
     path = MODELS_DIR / CLASSIFIERS[key] if key in CLASSIFIERS else Path(name_or_path)
     if key in CLASSIFIERS and not path.is_file():
-        raise UserError(f"the bundled classifier {path.name} is missing: run `python benchmarks/quality.py --train-classifiers`")
+        raise UserError(
+            f"the bundled classifier {path.name} is missing: run `python benchmarks/quality.py --train-classifiers`"
+        )
     blob = safe_load(path)
     if not isinstance(blob, dict) or "state_dict" not in blob:
-        raise UserError(f"{path} is not a genprior classifier file: give one written by genprior.quality.save_classifier")
+        raise UserError(
+            f"{path} is not a genprior classifier file: give one written by genprior.quality.save_classifier"
+        )
     cfg = blob.get("config", {})
     model = SmallCNN(**{k: int(v) for k, v in cfg.items()})
     model.load_state_dict(blob["state_dict"])

@@ -24,9 +24,10 @@ Experiments (see :data:`EXPERIMENTS` and the ``*_experiment`` builders):
 * ``noise``: latent error vs the noise level ``nu``: ``y = G(z*) + nu * rms(G(z*)) * xi``;
   l-infinity LP, l1 LP (each naive, and with the known noise level: outputs below ``3 nu rms``
   read as inactive, ``-3s``), gradient descent.
-* ``langevin``: Langevin posterior sampling (unadjusted, and with the Metropolis correction) at noise ``sigma`` (absolute, ``y = G(z*) + sigma xi``):
-  error of the posterior mean, the posterior spread ``||std|| / ||z*||`` (comparable with the
-  relative error), and the coverage of ``z*`` by the mean +- 2 std intervals; least-squares gradient descent as the comparison.
+* ``langevin``: Langevin posterior sampling (unadjusted, and with the Metropolis correction) at
+  noise ``sigma`` (absolute, ``y = G(z*) + sigma xi``): error of the posterior mean, the
+  posterior spread ``||std|| / ||z*||`` (comparable with the relative error), and the coverage of
+  ``z*`` by the mean +- 2 std intervals; least-squares gradient descent as the comparison.
 
 Outputs (in ``out_dir``; every file written atomically): ``theory_<name>.csv`` (one row per
 method and trial), ``theory_<name>_summary.csv`` (one row per method and cell),
@@ -46,9 +47,10 @@ import math
 import os
 import platform
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,7 +155,9 @@ def _check_methods(methods: Sequence[str], allowed: Sequence[str], name: str) ->
     methods = tuple(methods)
     bad = [m for m in methods if m not in allowed]
     if bad or not methods:
-        raise UserError(f"unknown method(s) {', '.join(bad) or '(none)'} for {name}: use {', '.join(allowed)}")
+        raise UserError(
+            f"unknown method(s) {', '.join(bad) or '(none)'} for {name}: use {', '.join(allowed)}"
+        )
     return methods
 
 
@@ -183,10 +187,24 @@ def expansion_experiment(
         rows += _gd_methods(methods, G, z, x, None, gd_steps, s)[0]
         return rows
 
-    cfg = dict(k=k, depth=depth, factors=[float(f) for f in factors], log_c=[float(c) for c in log_c],
-               methods=list(methods), gd_steps=gd_steps)
-    return Experiment("expansion", cells, methods, cfg, trial, _plot_expansion,
-                      ("schedule", "param", "eff_factor", "widths"), ("determined", "flips"))
+    cfg = dict(
+        k=k,
+        depth=depth,
+        factors=[float(f) for f in factors],
+        log_c=[float(c) for c in log_c],
+        methods=list(methods),
+        gd_steps=gd_steps,
+    )
+    return Experiment(
+        "expansion",
+        cells,
+        methods,
+        cfg,
+        trial,
+        _plot_expansion,
+        ("schedule", "param", "eff_factor", "widths"),
+        ("determined", "flips"),
+    )
 
 
 def depth_experiment(
@@ -201,8 +219,14 @@ def depth_experiment(
     cells = []
     for f in factors:
         for d in depths:
-            cells.append({"cell": f"f{f:g}-d{d}", "factor": float(f), "depth": int(d),
-                          "widths": expansive_widths(k, int(d), factor=float(f))})
+            cells.append(
+                {
+                    "cell": f"f{f:g}-d{d}",
+                    "factor": float(f),
+                    "depth": int(d),
+                    "widths": expansive_widths(k, int(d), factor=float(f)),
+                }
+            )
 
     def trial(cell, s):
         G, z, x = make_instance(cell["widths"], s)
@@ -210,10 +234,23 @@ def depth_experiment(
         rows += _gd_methods(methods, G, z, x, None, gd_steps, s)[0]
         return rows
 
-    cfg = dict(k=k, depths=[int(d) for d in depths], factors=[float(f) for f in factors],
-               methods=list(methods), gd_steps=gd_steps)
-    return Experiment("depth", cells, methods, cfg, trial, _plot_depth, ("factor", "depth", "widths"),
-                      ("determined", "flips"))
+    cfg = dict(
+        k=k,
+        depths=[int(d) for d in depths],
+        factors=[float(f) for f in factors],
+        methods=list(methods),
+        gd_steps=gd_steps,
+    )
+    return Experiment(
+        "depth",
+        cells,
+        methods,
+        cfg,
+        trial,
+        _plot_depth,
+        ("factor", "depth", "widths"),
+        ("determined", "flips"),
+    )
 
 
 def measurements_experiment(
@@ -266,10 +303,24 @@ def measurements_experiment(
             rows.append(_row("gd+plp", err, LP_EXACT, g.time_s + r.time_s, r.success, determined=det))
         return rows
 
-    cfg = dict(k=k, depth=depth, factor=float(factor), ratios=[float(r) for r in ratios],
-               methods=list(methods), gd_steps=gd_steps)
-    return Experiment("measurements", cells, methods, cfg, trial, _plot_measurements,
-                      ("ratio", "m", "widths"), ("determined", "flips"))
+    cfg = dict(
+        k=k,
+        depth=depth,
+        factor=float(factor),
+        ratios=[float(r) for r in ratios],
+        methods=list(methods),
+        gd_steps=gd_steps,
+    )
+    return Experiment(
+        "measurements",
+        cells,
+        methods,
+        cfg,
+        trial,
+        _plot_measurements,
+        ("ratio", "m", "widths"),
+        ("determined", "flips"),
+    )
 
 
 def noise_experiment(
@@ -284,7 +335,9 @@ def noise_experiment(
 
     ``lp-*-3s`` use the known noise level: outputs below ``3 nu rms(x)`` count as inactive.
     """
-    methods = _check_methods(methods, ("lp-linf", "lp-l1", "lp-linf-3s", "lp-l1-3s", "gd", "gd-noflip"), "noise")
+    methods = _check_methods(
+        methods, ("lp-linf", "lp-l1", "lp-linf-3s", "lp-l1-3s", "gd", "gd-noflip"), "noise"
+    )
     widths = expansive_widths(k, depth, factor=float(factor))
     cells = [{"cell": f"nu{v:g}", "level": float(v), "widths": widths} for v in levels]
 
@@ -295,18 +348,30 @@ def noise_experiment(
         noise_std = cell["level"] * rms
         y = x + noise_std * torch.randn(x.shape, generator=g, dtype=x.dtype)
         rows = []
-        for mth, nm, thr in (("lp-linf", "linf", None), ("lp-l1", "l1", None),
-                             ("lp-linf-3s", "linf", 3 * noise_std), ("lp-l1-3s", "l1", 3 * noise_std)):
+        for mth, nm, thr in (
+            ("lp-linf", "linf", None),
+            ("lp-l1", "l1", None),
+            ("lp-linf-3s", "linf", 3 * noise_std),
+            ("lp-l1-3s", "l1", 3 * noise_std),
+        ):
             if mth in methods:
-                rows.append(_run_lp(G, z, y, name=mth, norm=nm, tol=None,
-                                    active_threshold=thr if thr else None))
+                rows.append(
+                    _run_lp(G, z, y, name=mth, norm=nm, tol=None, active_threshold=thr if thr else None)
+                )
         rows += _gd_methods(methods, G, z, y, None, gd_steps, s)[0]
         return rows
 
-    cfg = dict(k=k, depth=depth, factor=float(factor), levels=[float(v) for v in levels],
-               methods=list(methods), gd_steps=gd_steps)
-    return Experiment("noise", cells, methods, cfg, trial, _plot_noise, ("level", "widths"),
-                      ("determined", "flips"))
+    cfg = dict(
+        k=k,
+        depth=depth,
+        factor=float(factor),
+        levels=[float(v) for v in levels],
+        methods=list(methods),
+        gd_steps=gd_steps,
+    )
+    return Experiment(
+        "noise", cells, methods, cfg, trial, _plot_noise, ("level", "widths"), ("determined", "flips")
+    )
 
 
 def langevin_experiment(
@@ -337,22 +402,57 @@ def langevin_experiment(
         for mth in ("langevin", "mala"):
             if mth not in methods:
                 continue
-            L = langevin_sample(G, y, sigma=sig, seed=s, burn_in=burn_in, n_samples=n_samples, thin=5, chains=4,
-                                metropolis=mth == "mala")
+            L = langevin_sample(
+                G,
+                y,
+                sigma=sig,
+                seed=s,
+                burn_in=burn_in,
+                n_samples=n_samples,
+                thin=5,
+                chains=4,
+                metropolis=mth == "mala",
+            )
             err = relative_error(L.mean, z)
             cover = float(((L.mean - z).abs() <= 2 * L.std).double().mean())
             spread = float(L.std.norm() / z.norm())
-            rows.append(_row(mth, err, GD_EXACT, L.time_s, True, post_spread=spread, coverage=cover,
-                             accept_rate=L.accept_rate))
+            rows.append(
+                _row(
+                    mth,
+                    err,
+                    GD_EXACT,
+                    L.time_s,
+                    True,
+                    post_spread=spread,
+                    coverage=cover,
+                    accept_rate=L.accept_rate,
+                )
+            )
         if "gd" in methods:
             row, _ = _run_gd(G, z, y, None, "gd", gd_steps, s)
             rows.append(row)
         return rows
 
-    cfg = dict(k=k, depth=depth, factor=float(factor), sigmas=[float(s) for s in sigmas],
-               methods=list(methods), burn_in=burn_in, n_samples=n_samples, gd_steps=gd_steps)
-    return Experiment("langevin", cells, methods, cfg, trial, _plot_langevin, ("sigma", "widths"),
-                      ("post_spread", "coverage", "accept_rate", "flips"))
+    cfg = dict(
+        k=k,
+        depth=depth,
+        factor=float(factor),
+        sigmas=[float(s) for s in sigmas],
+        methods=list(methods),
+        burn_in=burn_in,
+        n_samples=n_samples,
+        gd_steps=gd_steps,
+    )
+    return Experiment(
+        "langevin",
+        cells,
+        methods,
+        cfg,
+        trial,
+        _plot_langevin,
+        ("sigma", "widths"),
+        ("post_spread", "coverage", "accept_rate", "flips"),
+    )
 
 
 BUILDERS: dict[str, Callable[..., Experiment]] = {
@@ -416,8 +516,19 @@ def _fmt(v: Any) -> Any:
 
 
 def _fields(exp: Experiment, rows: list[dict[str, Any]]) -> list[str]:
-    base = ["config", "experiment", "cell", *exp.cell_keys, "trial", "seed", "method",
-            "rel_err", "exact", "solver_success", "time_s"]
+    base = [
+        "config",
+        "experiment",
+        "cell",
+        *exp.cell_keys,
+        "trial",
+        "seed",
+        "method",
+        "rel_err",
+        "exact",
+        "solver_success",
+        "time_s",
+    ]
     extra = [k for k in exp.extra_metrics if any(k in r for r in rows)]
     return base + extra
 
@@ -432,12 +543,19 @@ def summarise(exp: Experiment, rows: list[dict[str, Any]]) -> list[dict[str, Any
                 continue
             err = np.array([float(r["rel_err"]) for r in rs])
             t = np.array([float(r["time_s"]) for r in rs])
-            s = {"cell": cell["cell"], **{k: cell[k] for k in exp.cell_keys}, "method": m, "trials": len(rs),
-                 "exact_rate": float(np.mean([int(r["exact"]) for r in rs])),
-                 "success_rate": float(np.mean([int(r["solver_success"]) for r in rs])),
-                 "err_median": float(np.median(err)),
-                 "err_q25": float(np.quantile(err, 0.25)), "err_q75": float(np.quantile(err, 0.75)),
-                 "time_median_s": float(np.median(t)), "time_mean_s": float(np.mean(t))}
+            s = {
+                "cell": cell["cell"],
+                **{k: cell[k] for k in exp.cell_keys},
+                "method": m,
+                "trials": len(rs),
+                "exact_rate": float(np.mean([int(r["exact"]) for r in rs])),
+                "success_rate": float(np.mean([int(r["solver_success"]) for r in rs])),
+                "err_median": float(np.median(err)),
+                "err_q25": float(np.quantile(err, 0.25)),
+                "err_q75": float(np.quantile(err, 0.75)),
+                "time_median_s": float(np.median(t)),
+                "time_mean_s": float(np.mean(t)),
+            }
             for key in exp.extra_metrics:
                 vals = [float(r[key]) for r in rs if r.get(key) is not None]
                 if vals:
@@ -479,8 +597,11 @@ def run_experiment(
     h = config_hash(exp, seed)
     csv_path = out_dir / f"theory_{exp.name}.csv"
     cell_ids = {c["cell"] for c in exp.cells}
-    same = [r for r in _read_rows(csv_path) if r.get("config") == h and r.get("cell") in cell_ids
-            and isinstance(r.get("trial"), int)]
+    same = [
+        r
+        for r in _read_rows(csv_path)
+        if r.get("config") == h and r.get("cell") in cell_ids and isinstance(r.get("trial"), int)
+    ]
     old = [r for r in same if r["trial"] < trials]
     spare = [r for r in same if r["trial"] >= trials]  # from a run with more trials: kept in the CSV
     done: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -503,8 +624,17 @@ def run_experiment(
             last_cell = c["cell"]
             s = instance_seed(seed, exp.name, c["cell"], t)
             for r in exp.run_trial(c, s):
-                rows.append({"config": h, "experiment": exp.name, "cell": c["cell"],
-                             **{k: c[k] for k in exp.cell_keys}, "trial": t, "seed": s, **r})
+                rows.append(
+                    {
+                        "config": h,
+                        "experiment": exp.name,
+                        "cell": c["cell"],
+                        **{k: c[k] for k in exp.cell_keys},
+                        "trial": t,
+                        "seed": s,
+                        **r,
+                    }
+                )
             bar.update(1)
     finally:
         bar.close()
@@ -525,14 +655,28 @@ def run_experiment(
         sfields += [k for k in s if k not in sfields]
     write_text_atomic(sum_path, _csv_text(summary, sfields))
     json_path = out_dir / f"theory_{exp.name}.json"
-    meta = {"experiment": exp.name, "config_hash": h, "seed": seed, "trials": trials, **exp.config,
-            "thresholds": {"lp": LP_EXACT, "gd": GD_EXACT}, "machine": machine_info(),
-            "trials_run": len(todo), "trials_reused": reused, "summary": summary}
+    meta = {
+        "experiment": exp.name,
+        "config_hash": h,
+        "seed": seed,
+        "trials": trials,
+        **exp.config,
+        "thresholds": {"lp": LP_EXACT, "gd": GD_EXACT},
+        "machine": machine_info(),
+        "trials_run": len(todo),
+        "trials_reused": reused,
+        "summary": summary,
+    }
     write_json_atomic(json_path, meta)
     png_path = fig_dir / f"theory_{exp.name}.png"
     exp.plot(summary, png_path, {"trials": trials, **exp.config})
-    return ExperimentOutput(rows, summary, {"csv": csv_path, "summary": sum_path, "json": json_path,
-                                            "png": png_path}, len(todo), reused)
+    return ExperimentOutput(
+        rows,
+        summary,
+        {"csv": csv_path, "summary": sum_path, "json": json_path, "png": png_path},
+        len(todo),
+        reused,
+    )
 
 
 def _write_rows(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> None:
@@ -542,7 +686,9 @@ def _write_rows(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> None
 def format_summary(summary: list[dict[str, Any]], keys: Sequence[str]) -> str:
     """A fixed-width text table of a summary (for the terminal and the docs)."""
     cols = [*keys, "method", "trials", "exact_rate", "err_median", "time_median_s"]
-    extra = [k for k in ("post_spread_mean", "coverage_mean", "accept_rate_mean") if any(k in s for s in summary)]
+    extra = [
+        k for k in ("post_spread_mean", "coverage_mean", "accept_rate_mean") if any(k in s for s in summary)
+    ]
     cols += extra
     lines = [" | ".join(cols)]
     for s in summary:
@@ -579,9 +725,20 @@ def _figure(ncols: int):
     return fig, np.atleast_1d(axes)
 
 
-_MARK = {"lp": "o", "gd": "s", "gd-noflip": "x", "lp-inpaint": "o", "gd+lp": "^", "gd+plp": "P", "lp-linf": "o",
-         "lp-l1": "D", "lp-linf-3s": "<", "lp-l1-3s": ">", "langevin": "v", "mala": "*"}
-
+_MARK = {
+    "lp": "o",
+    "gd": "s",
+    "gd-noflip": "x",
+    "lp-inpaint": "o",
+    "gd+lp": "^",
+    "gd+plp": "P",
+    "lp-linf": "o",
+    "lp-l1": "D",
+    "lp-linf-3s": "<",
+    "lp-l1-3s": ">",
+    "langevin": "v",
+    "mala": "*",
+}
 
 
 def _plain_log_ticks(ax, values, zero_at: float | None = None) -> None:
@@ -601,8 +758,10 @@ def _plot_expansion(summary, path, cfg):
     fig, (a, b) = _figure(2)
     for m in cfg["methods"]:
         for sched, ls in (("constant", "-"), ("log", ":")):
-            ss = sorted([s for s in summary if s["method"] == m and s["schedule"] == sched],
-                        key=lambda s: s["eff_factor"])
+            ss = sorted(
+                [s for s in summary if s["method"] == m and s["schedule"] == sched],
+                key=lambda s: s["eff_factor"],
+            )
             if not ss:
                 continue
             x = [s["eff_factor"] for s in ss]
@@ -611,11 +770,23 @@ def _plot_expansion(summary, path, cfg):
             b.plot(x, [s["time_median_s"] for s in ss], ls, marker=_MARK.get(m, "o"), label=lab)
             if sched == "log":
                 for s in ss:
-                    a.annotate(f"c={s['param']:g}", (s["eff_factor"], s["exact_rate"]), fontsize=7,
-                               xytext=(3, -9), textcoords="offset points")
-    a.set(xscale="log", xlabel="effective expansion factor (n / k)^(1/d)", ylabel="exact-recovery rate",
-          title=f"k={cfg['k']}, depth {cfg['depth']}, {cfg['trials']} trials/cell", ylim=(-0.03, 1.03))
-    b.set(xscale="log", yscale="log", xlabel="effective expansion factor", ylabel="median time per instance [s]")
+                    a.annotate(
+                        f"c={s['param']:g}",
+                        (s["eff_factor"], s["exact_rate"]),
+                        fontsize=7,
+                        xytext=(3, -9),
+                        textcoords="offset points",
+                    )
+    a.set(
+        xscale="log",
+        xlabel="effective expansion factor (n / k)^(1/d)",
+        ylabel="exact-recovery rate",
+        title=f"k={cfg['k']}, depth {cfg['depth']}, {cfg['trials']} trials/cell",
+        ylim=(-0.03, 1.03),
+    )
+    b.set(
+        xscale="log", yscale="log", xlabel="effective expansion factor", ylabel="median time per instance [s]"
+    )
     for ax in (a, b):
         ax.grid(True, which="both", alpha=0.3)
         _plain_log_ticks(ax, [1.5, 2, 3, 4, 6, 8])
@@ -628,14 +799,20 @@ def _plot_depth(summary, path, cfg):
     fig, (a, b) = _figure(2)
     for m in cfg["methods"]:
         for f in cfg["factors"]:
-            ss = sorted([s for s in summary if s["method"] == m and s["factor"] == f], key=lambda s: s["depth"])
+            ss = sorted(
+                [s for s in summary if s["method"] == m and s["factor"] == f], key=lambda s: s["depth"]
+            )
             if not ss:
                 continue
             d = [s["depth"] for s in ss]
             a.plot(d, [s["exact_rate"] for s in ss], marker=_MARK.get(m, "o"), label=f"{m}, factor {f:g}")
             b.plot(d, [s["time_median_s"] for s in ss], marker=_MARK.get(m, "o"), label=f"{m}, factor {f:g}")
-    a.set(xlabel="depth d", ylabel="exact-recovery rate", ylim=(-0.03, 1.03),
-          title=f"k={cfg['k']}, {cfg['trials']} trials/cell")
+    a.set(
+        xlabel="depth d",
+        ylabel="exact-recovery rate",
+        ylim=(-0.03, 1.03),
+        title=f"k={cfg['k']}, {cfg['trials']} trials/cell",
+    )
     b.set(yscale="log", xlabel="depth d", ylabel="median time per instance [s]")
     for ax in (a, b):
         ax.grid(True, alpha=0.3)
@@ -652,13 +829,25 @@ def _plot_measurements(summary, path, cfg):
             continue
         r = [s["ratio"] for s in ss]
         a.plot(r, [s["exact_rate"] for s in ss], marker=_MARK.get(m, "o"), label=m)
-        b.errorbar(r, [max(s["err_median"], 1e-17) for s in ss],
-                   yerr=[[max(s["err_median"] - s["err_q25"], 0) for s in ss],
-                         [max(s["err_q75"] - s["err_median"], 0) for s in ss]],
-                   marker=_MARK.get(m, "o"), capsize=2, label=m)
+        b.errorbar(
+            r,
+            [max(s["err_median"], 1e-17) for s in ss],
+            yerr=[
+                [max(s["err_median"] - s["err_q25"], 0) for s in ss],
+                [max(s["err_q75"] - s["err_median"], 0) for s in ss],
+            ],
+            marker=_MARK.get(m, "o"),
+            capsize=2,
+            label=m,
+        )
     w = expansive_widths(cfg["k"], cfg["depth"], factor=cfg["factor"])
-    a.set(xscale="log", xlabel="m / k", ylabel="exact-recovery rate", ylim=(-0.03, 1.03),
-          title=f"widths {'-'.join(map(str, w))}, {cfg['trials']} trials/cell")
+    a.set(
+        xscale="log",
+        xlabel="m / k",
+        ylabel="exact-recovery rate",
+        ylim=(-0.03, 1.03),
+        title=f"widths {'-'.join(map(str, w))}, {cfg['trials']} trials/cell",
+    )
     b.set(xscale="log", yscale="log", xlabel="m / k", ylabel="relative latent error (median, IQR)")
     for ax in (a, b):
         ax.grid(True, which="both", alpha=0.3)
@@ -675,15 +864,26 @@ def _plot_noise(summary, path, cfg):
     for m in cfg["methods"]:
         ss = sorted([s for s in summary if s["method"] == m], key=lambda s: s["level"])
         x = [s["level"] if s["level"] > 0 else zero_x for s in ss]
-        a.errorbar(x, [max(s["err_median"], 1e-17) for s in ss],
-                   yerr=[[max(s["err_median"] - s["err_q25"], 0) for s in ss],
-                         [max(s["err_q75"] - s["err_median"], 0) for s in ss]],
-                   marker=_MARK.get(m, "o"), capsize=2, label=m)
+        a.errorbar(
+            x,
+            [max(s["err_median"], 1e-17) for s in ss],
+            yerr=[
+                [max(s["err_median"] - s["err_q25"], 0) for s in ss],
+                [max(s["err_q75"] - s["err_median"], 0) for s in ss],
+            ],
+            marker=_MARK.get(m, "o"),
+            capsize=2,
+            label=m,
+        )
     if pos:
         a.plot(pos, pos, "k--", lw=0.8, label="error = noise level")
-    a.set(xscale="log", yscale="log", xlabel="relative noise level nu",
-          ylabel="relative latent error (median, IQR)",
-          title=f"k={cfg['k']}, depth {cfg['depth']}, factor {cfg['factor']:g}, {cfg['trials']} trials/cell")
+    a.set(
+        xscale="log",
+        yscale="log",
+        xlabel="relative noise level nu",
+        ylabel="relative latent error (median, IQR)",
+        title=f"k={cfg['k']}, depth {cfg['depth']}, factor {cfg['factor']:g}, {cfg['trials']} trials/cell",
+    )
     a.grid(True, which="both", alpha=0.3)
     _plain_log_ticks(a, pos, zero_x if any(s["level"] == 0 for s in summary) else None)
     a.legend(fontsize=8)
@@ -695,16 +895,34 @@ def _plot_langevin(summary, path, cfg):
     for m in cfg["methods"]:
         ss = sorted([s for s in summary if s["method"] == m], key=lambda s: s["sigma"])
         x = [s["sigma"] for s in ss]
-        a.plot(x, [s["err_median"] for s in ss], marker=_MARK.get(m, "o"),
-               label=f"{m}: {'least squares' if m == 'gd' else 'posterior mean'} error")
+        a.plot(
+            x,
+            [s["err_median"] for s in ss],
+            marker=_MARK.get(m, "o"),
+            label=f"{m}: {'least squares' if m == 'gd' else 'posterior mean'} error",
+        )
         if m != "gd":
-            a.plot(x, [s.get("post_spread_mean", np.nan) for s in ss], "--", marker=".",
-                   label=f"{m}: posterior spread ||std|| / ||z*||")
-            b.plot(x, [s.get("coverage_mean", np.nan) for s in ss], marker=_MARK.get(m, "o"),
-                   label=f"{m}: coverage of z* by mean +- 2 std")
+            a.plot(
+                x,
+                [s.get("post_spread_mean", np.nan) for s in ss],
+                "--",
+                marker=".",
+                label=f"{m}: posterior spread ||std|| / ||z*||",
+            )
+            b.plot(
+                x,
+                [s.get("coverage_mean", np.nan) for s in ss],
+                marker=_MARK.get(m, "o"),
+                label=f"{m}: coverage of z* by mean +- 2 std",
+            )
     b.axhline(0.954, color="k", ls=":", lw=0.8, label="Gaussian 2-sigma: 0.954")
-    a.set(xscale="log", yscale="log", xlabel="noise sigma", ylabel="relative latent error / std",
-          title=f"k={cfg['k']}, depth {cfg['depth']}, factor {cfg['factor']:g}, {cfg['trials']} trials/cell")
+    a.set(
+        xscale="log",
+        yscale="log",
+        xlabel="noise sigma",
+        ylabel="relative latent error / std",
+        title=f"k={cfg['k']}, depth {cfg['depth']}, factor {cfg['factor']:g}, {cfg['trials']} trials/cell",
+    )
     b.set(xscale="log", xlabel="noise sigma", ylabel="coverage", ylim=(0, 1.05))
     for ax in (a, b):
         ax.grid(True, which="both", alpha=0.3)

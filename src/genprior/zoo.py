@@ -18,9 +18,10 @@ checkpoints are untrusted.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -84,7 +85,9 @@ def _load_fmnist_stylegan2(device: torch.device | str) -> LayeredGenerator:
     return _stylegan2_from_checkpoint(_read_checkpoint(path), device, str(path))
 
 
-def _stylegan2_from_checkpoint(ckpt: Mapping[str, Any], device: torch.device | str, source: str) -> LayeredGenerator:
+def _stylegan2_from_checkpoint(
+    ckpt: Mapping[str, Any], device: torch.device | str, source: str
+) -> LayeredGenerator:
     from .generators.stylegan2 import StyleGAN2Layered, load_stylegan2
 
     gen, latent_avg = load_stylegan2(ckpt, device)
@@ -217,7 +220,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 
         sd = _dcgan_state_dict(ckpt)
         if sd is None:
-            raise UserError(f"{path} says it is a DCGAN checkpoint but has no main.* state dict: give a DCGAN generator checkpoint")
+            raise UserError(
+                f"{path} says it is a DCGAN checkpoint but has no main.* state dict: give a DCGAN generator checkpoint"
+            )
         gen = dcgan_from_state_dict(sd, device=device, source=str(path))
         for p in gen.parameters():
             p.requires_grad_(False)

@@ -20,10 +20,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", type=Path, help="benchmark config (.toml or .json)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--workers", type=int, default=1, help="run cells in N processes (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1; results do not depend on --workers)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per cell (default 1; results do not depend on --workers)",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", dest="resume", action="store_true", default=True,
-                   help="keep the cells already finished in --out (default, same config only)")
+    g.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="keep the cells already finished in --out (default, same config only)",
+    )
     g.add_argument("--no-resume", dest="resume", action="store_false", help="run every cell again")
     p.add_argument("--device", default=None, help="override the config's device (cpu, cuda, auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -44,8 +54,15 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_device(args.device)
         cfg.device = args.device
-    res = run_bench(cfg, args.out, workers=args.workers, resume=args.resume, threads=args.threads,
-                    progress=not args.quiet, config_text=text)
+    res = run_bench(
+        cfg,
+        args.out,
+        workers=args.workers,
+        resume=args.resume,
+        threads=args.threads,
+        progress=not args.quiet,
+        config_text=text,
+    )
     stale = f" ({res.stale} of them again: their code changed)" if res.stale else ""
     print(
         f"bench {cfg.name}: {res.executed} cell(s) run{stale}, {res.skipped} resumed, {len(res.rows)} rows; "

@@ -16,9 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "denoising, compressed sensing and colorization; write galleries and a PSNR/SSIM table.",
     )
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default demo-out)")
-    p.add_argument("--models", type=lambda s: tuple(v for v in s.split(",") if v), help="comma list of zoo names")
+    p.add_argument(
+        "--models", type=lambda s: tuple(v for v in s.split(",") if v), help="comma list of zoo names"
+    )
     p.add_argument("--images", type=int, default=None, help="images per model (default 4)")
-    p.add_argument("--ilo-steps", type=int_list, help="ILO steps per round, round 0 first (default 150,100,100)")
+    p.add_argument(
+        "--ilo-steps", type=int_list, help="ILO steps per round, round 0 first (default 150,100,100)"
+    )
     p.add_argument("--csgm-steps", type=int, help="CSGM steps (default: ILO's total)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .common import add_device_argument, int_list, float_list, resolve_device
+from .common import add_device_argument, float_list, int_list, resolve_device
 
 TASKS = ("inpaint", "superres", "denoise", "cs", "colorize")
 
@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Simulate measurements of --input (or take them as given with --measured) and "
         "reconstruct the image with a generative prior.",
     )
-    p.add_argument("--model", required=True, help="zoo name (see `genprior solve --list-models`) or checkpoint path")
+    p.add_argument(
+        "--model", required=True, help="zoo name (see `genprior solve --list-models`) or checkpoint path"
+    )
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--input", required=True, type=Path, help="clean image (PNG/JPEG/.npy in [0,1])")
     p.add_argument("--measured", action="store_true", help="--input is already the degraded measurement")
@@ -35,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=4, help="super-resolution factor (2..16)")
     p.add_argument("--measurements", type=int, help="compressed sensing: number of measurements M")
     p.add_argument("--cs-operator", choices=("gaussian", "circulant"), default="gaussian")
-    p.add_argument("--noise-std", type=float, default=None, help="Gaussian noise std on y (denoise: default 0.1)")
+    p.add_argument(
+        "--noise-std", type=float, default=None, help="Gaussian noise std on y (denoise: default 0.1)"
+    )
     p.add_argument("--method", choices=("ilo", "csgm"), default="ilo")
     p.add_argument("--steps", type=int_list, help="steps per round (ILO: comma list, round 0 first)")
     p.add_argument("--stages", type=int_list, help="ILO: stages of rounds 1, 2, ... (comma list)")
@@ -69,7 +73,9 @@ def _load_input(path: Path, channels: int, size: tuple[int, int] | None, resize:
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise UserError(f"{path} is not a readable .npy array ({e.__class__.__name__}): save it with numpy.save") from None
+            raise UserError(
+                f"{path} is not a readable .npy array ({e.__class__.__name__}): save it with numpy.save"
+            ) from None
         t = torch.as_tensor(np.asarray(arr, dtype=np.float32))
         if not torch.isfinite(t).all():
             raise UserError(f"{path} holds NaN or infinite values: give a finite image")
@@ -93,11 +99,15 @@ def _load_input(path: Path, channels: int, size: tuple[int, int] | None, resize:
     return load_image(path, channels=channels, size=size, resize=resize)
 
 
-def _measured_to_y(img: torch.Tensor, args: argparse.Namespace, physics: Any, shape: tuple[int, int, int]) -> torch.Tensor:
+def _measured_to_y(
+    img: torch.Tensor, args: argparse.Namespace, physics: Any, shape: tuple[int, int, int]
+) -> torch.Tensor:
     """Turn an already-degraded image into the measurement vector of ``physics``."""
     c, h, w = shape
     if args.task == "cs":
-        raise UserError("--measured is not supported for --task cs: give the clean image and let genprior simulate y")
+        raise UserError(
+            "--measured is not supported for --task cs: give the clean image and let genprior simulate y"
+        )
     if args.task == "superres":
         want = (h // args.scale, w // args.scale)
         if tuple(img.shape[-2:]) != want:

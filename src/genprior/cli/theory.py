@@ -46,7 +46,9 @@ def _num(text: str, kind, lo, inclusive, opt: str):
     try:
         v = kind(text) if kind is float else int(text, 10)
     except (TypeError, ValueError):
-        raise UserError(f"--{opt.replace('_', '-')} {text!r}: give {'an integer' if kind is int else 'a number'}") from None
+        raise UserError(
+            f"--{opt.replace('_', '-')} {text!r}: give {'an integer' if kind is int else 'a number'}"
+        ) from None
     if kind is float and not math.isfinite(v):
         raise UserError(f"--{opt.replace('_', '-')} {text!r}: give a finite number")
     if v < lo or (v == lo and not inclusive):
@@ -115,10 +117,18 @@ _DESCR = {
 def _common(p: argparse.ArgumentParser, name: str | None) -> None:
     from ..theory import DEFAULT_TRIALS
 
-    tr = f"trials per cell (default {DEFAULT_TRIALS[name]})" if name else "trials per cell (default: each experiment's)"
+    tr = (
+        f"trials per cell (default {DEFAULT_TRIALS[name]})"
+        if name
+        else "trials per cell (default: each experiment's)"
+    )
     p.add_argument("--trials", default=None, metavar="N", help=tr)
-    p.add_argument("--out", default="runs/theory", metavar="DIR", help="folder of the tables (default runs/theory)")
-    p.add_argument("--figures", default=None, metavar="DIR", help="folder of the PNG figures (default: --out)")
+    p.add_argument(
+        "--out", default="runs/theory", metavar="DIR", help="folder of the tables (default runs/theory)"
+    )
+    p.add_argument(
+        "--figures", default=None, metavar="DIR", help="folder of the PNG figures (default: --out)"
+    )
     p.add_argument("--seed", default="0", metavar="S", help="base seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -171,7 +181,9 @@ def _run(args: argparse.Namespace) -> int:
         kw = _kwargs(name, args) if args.experiment != "all" else {}
         exp = theory.BUILDERS[name](**kw)
         n_trials = trials if trials is not None else theory.DEFAULT_TRIALS[name]
-        res = theory.run_experiment(exp, args.out, n_trials, seed, args.figures, progress=not args.no_progress)
+        res = theory.run_experiment(
+            exp, args.out, n_trials, seed, args.figures, progress=not args.no_progress
+        )
         keys = [k for k in exp.cell_keys if k != "widths"] + ["widths"]
         print(f"== theory {name}: {res.ran} trials run, {res.reused} reused ==")
         print(theory.format_summary(res.summary, keys))

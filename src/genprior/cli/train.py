@@ -36,15 +36,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Needs MNIST: run scripts/fetch_data.sh first."
         ),
     )
-    vae.add_argument("--epochs", type=int, default=200,
-                     help="total number of epochs to reach (default 200, as the bundled mnist-vae-20)")
-    vae.add_argument("--out", type=Path, default=Path("mnist-vae-20.pt"), help="checkpoint path (default mnist-vae-20.pt)")
+    vae.add_argument(
+        "--epochs",
+        type=int,
+        default=200,
+        help="total number of epochs to reach (default 200, as the bundled mnist-vae-20)",
+    )
+    vae.add_argument(
+        "--out", type=Path, default=Path("mnist-vae-20.pt"), help="checkpoint path (default mnist-vae-20.pt)"
+    )
     vae.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     vae.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     vae.add_argument("--batch-size", type=int, default=100, help="batch size (default 100)")
     vae.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    vae.add_argument("--export", type=Path, default=None, metavar="PATH",
-                     help="also write the inference-only weights (no optimiser state) to PATH at the end")
+    vae.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the inference-only weights (no optimiser state) to PATH at the end",
+    )
     vae.add_argument("--no-progress", action="store_true", help="no progress bar")
     vae.set_defaults(func=run_vae)
 
@@ -100,7 +111,9 @@ def run_vae(args: argparse.Namespace) -> int:
     cfg = VAETrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     from ..data import heldout
 
-    ck = train_vae(args.out, cfg, resume=args.resume, progress=not args.no_progress, eval_images=heldout("mnist")[0])
+    ck = train_vae(
+        args.out, cfg, resume=args.resume, progress=not args.no_progress, eval_images=heldout("mnist")[0]
+    )
     tr = ck["train"]
     last = tr["history"][-1] if tr["history"] else None
     msg = f"wrote {args.out}: epoch {tr['epoch']}, step {tr['step']}"

@@ -125,9 +125,7 @@ class LayeredGenerator(nn.Module):
 
     def check_stage(self, k: int) -> None:
         if not 0 <= k <= self.num_stages:
-            raise UserError(
-                f"stage {k} is out of range for {type(self).__name__}: use 0..{self.num_stages}"
-            )
+            raise UserError(f"stage {k} is out of range for {type(self).__name__}: use 0..{self.num_stages}")
 
     def check_span(self, k_from: int, k_to: int) -> None:
         """Validate the stages of an ``advance(k_from, k_to, ...)`` call."""

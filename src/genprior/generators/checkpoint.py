@@ -47,7 +47,9 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                 f"checkpoint {p} needs Python objects that genprior does not load for safety "
                 f"({what}): re-save it with plain tensors only, e.g. torch.save({{'g_ema': G.state_dict()}}, path)"
             ) from None
-        raise UserError(f"{p} is not a PyTorch checkpoint ({_first_line(msg)}): give a .pt/.pth file written by torch.save") from None
+        raise UserError(
+            f"{p} is not a PyTorch checkpoint ({_first_line(msg)}): give a .pt/.pth file written by torch.save"
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError, TypeError) as e:
         detail = _first_line(str(e)) if isinstance(e, (RuntimeError, OSError)) else ""
         why = f"{e.__class__.__name__}: {detail}" if detail else "truncated or not written by torch.save"

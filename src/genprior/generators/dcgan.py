@@ -14,8 +14,9 @@ package; it only locates its folder and reads the tensors with ``weights_only=Tr
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +72,7 @@ class DCGANLayered(LayeredGenerator):
         self.eval()
 
     # BatchNorm must use its running statistics: keep every module in eval mode.
-    def train(self, mode: bool = True) -> "DCGANLayered":
+    def train(self, mode: bool = True) -> DCGANLayered:
         return super().train(False)
 
     def config(self) -> dict[str, Any]:
@@ -152,11 +153,15 @@ def dcgan_from_state_dict(
         w0 = state_dict["main.0.weight"]
         w12 = state_dict["main.12.weight"]
     except KeyError as e:
-        raise UserError(f"{source} is not a DCGAN generator state dict (no {e.args[0]}): give a DCGAN checkpoint") from None
+        raise UserError(
+            f"{source} is not a DCGAN generator state dict (no {e.args[0]}): give a DCGAN checkpoint"
+        ) from None
     nz, ngf8 = int(w0.shape[0]), int(w0.shape[1])
     ngf, nc = int(w12.shape[0]), int(w12.shape[1])
     if ngf8 != 8 * ngf:
-        raise UserError(f"{source} has inconsistent DCGAN widths ({ngf8} vs 8x{ngf}): give a 64x64 DCGAN checkpoint")
+        raise UserError(
+            f"{source} has inconsistent DCGAN widths ({ngf8} vs 8x{ngf}): give a 64x64 DCGAN checkpoint"
+        )
     gen = DCGANLayered(nz=nz, ngf=ngf, nc=nc)
     sd = {k: v for k, v in state_dict.items() if k.startswith("main.")}
     try:

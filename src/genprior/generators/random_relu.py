@@ -29,14 +29,15 @@ stage ``l``.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .base import InputSpec, Inputs, LayeredGenerator, State
+from .base import Inputs, InputSpec, LayeredGenerator, State
 
 Activation = Literal["relu", "leaky_relu", "linear"]
 _ACTIVATIONS = ("relu", "leaky_relu", "linear")
@@ -114,7 +115,7 @@ class RandomReLUGenerator(LayeredGenerator):
         else:
             for w, b in _weights:
                 ws.append(w.to(dtype))
-                bs.append((torch.zeros(w.shape[0], dtype=dtype) if b is None else b.to(dtype)))
+                bs.append(torch.zeros(w.shape[0], dtype=dtype) if b is None else b.to(dtype))
         self.weights = nn.ParameterList([nn.Parameter(w, requires_grad=False) for w in ws])
         self.biases = nn.ParameterList([nn.Parameter(b, requires_grad=False) for b in bs])
 
@@ -128,7 +129,7 @@ class RandomReLUGenerator(LayeredGenerator):
         negative_slope: float = 0.2,
         output_activation: Activation | None = None,
         dtype: torch.dtype = torch.float64,
-    ) -> "RandomReLUGenerator":
+    ) -> RandomReLUGenerator:
         """The same structure with given weights: ``[(W_1, b_1), ..., (W_d, b_d)]``.
 
         ``W_i`` has shape ``(n_i, n_{i-1})`` (the ``torch.nn.Linear.weight`` layout), ``b_i`` shape
@@ -144,9 +145,13 @@ class RandomReLUGenerator(LayeredGenerator):
                 w, b = wb
             except (TypeError, ValueError):
                 raise UserError(f"layer {i + 1}: give a (W, b) pair, b may be None") from None
-            w = torch.as_tensor(np.asarray(w.detach().cpu() if isinstance(w, Tensor) else w), dtype=torch.float64)
+            w = torch.as_tensor(
+                np.asarray(w.detach().cpu() if isinstance(w, Tensor) else w), dtype=torch.float64
+            )
             if w.dim() != 2:
-                raise UserError(f"layer {i + 1}: W must be a matrix (n_out, n_in), got shape {tuple(w.shape)}")
+                raise UserError(
+                    f"layer {i + 1}: W must be a matrix (n_out, n_in), got shape {tuple(w.shape)}"
+                )
             if b is not None:
                 b = torch.as_tensor(
                     np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b), dtype=torch.float64
@@ -202,8 +207,10 @@ class RandomReLUGenerator(LayeredGenerator):
         ]
 
     def extra_repr(self) -> str:
-        acts = self.activation if self.output_activation == self.activation else (
-            f"{self.activation}, output {self.output_activation}"
+        acts = (
+            self.activation
+            if self.output_activation == self.activation
+            else (f"{self.activation}, output {self.output_activation}")
         )
         return f"widths={self.widths}, activation={acts}, bias={self.has_bias}, seed={self.seed}"
 

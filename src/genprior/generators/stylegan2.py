@@ -34,8 +34,9 @@ import hashlib
 import math
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -476,7 +477,9 @@ class StyleGAN2Generator(nn.Module):
             raise ValueError(f"noise must hold {self.num_layers} maps, got {len(noise)}")
         if truncation < 1:
             if truncation_latent is None:
-                raise ValueError("truncation < 1 needs truncation_latent (e.g. latent_avg or mean_latent(4096))")
+                raise ValueError(
+                    "truncation < 1 needs truncation_latent (e.g. latent_avg or mean_latent(4096))"
+                )
             styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
 
         if len(styles) == 1:
@@ -505,7 +508,7 @@ class StyleGAN2Generator(nn.Module):
     @classmethod
     def from_state_dict(
         cls, state_dict: Mapping[str, Tensor], lr_mlp: float = 0.01, source: str = "state dict"
-    ) -> "StyleGAN2Generator":
+    ) -> StyleGAN2Generator:
         """Build a generator whose configuration is read from the tensors' shapes, then load
         ``state_dict`` strictly. Raises :class:`UserError` when it is not a rosinality StyleGAN2."""
         sd = dict(state_dict)
@@ -607,7 +610,8 @@ def load_stylegan2(
     if latent_avg is not None:
         if not isinstance(latent_avg, Tensor) or latent_avg.numel() != gen.style_dim:
             raise UserError(
-                f"{source} has a latent_avg that is not a {gen.style_dim}-vector: re-save it with latent_avg of shape ({gen.style_dim},)"
+                f"{source} has a latent_avg that is not a {gen.style_dim}-vector: "
+                f"re-save it with latent_avg of shape ({gen.style_dim},)"
             )
         latent_avg = latent_avg.detach().reshape(gen.style_dim).float().to(device)
     return gen.to(device), latent_avg
@@ -749,7 +753,9 @@ class StyleGAN2Layered(LayeredGenerator):
     ) -> None:
         super().__init__()
         if latent_space not in LATENT_SPACES:
-            raise UserError(f"unknown StyleGAN2 latent space {latent_space!r}: use one of {', '.join(LATENT_SPACES)}")
+            raise UserError(
+                f"unknown StyleGAN2 latent space {latent_space!r}: use one of {', '.join(LATENT_SPACES)}"
+            )
         self.net = generator
         self.latent_space = latent_space
         if freeze:
@@ -791,7 +797,7 @@ class StyleGAN2Layered(LayeredGenerator):
         device: torch.device | str = "cpu",
         prefer: str = "g_ema",
         **kwargs: Any,
-    ) -> "StyleGAN2Layered":
+    ) -> StyleGAN2Layered:
         """:func:`load_stylegan2` then wrap (keyword arguments go to the constructor)."""
         gen, latent_avg = load_stylegan2(path_or_dict, device=device, prefer=prefer)
         kwargs.setdefault("latent_avg", latent_avg)

@@ -17,8 +17,9 @@ dict that ``torch.load(..., weights_only=True)`` reads::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +170,13 @@ class VAELayered(LayeredGenerator):
 def vae_checkpoint(model: MNISTVAE, **extra: Any) -> dict[str, Any]:
     """The plain dict that :func:`save` writes (tensors + a config of ints/strings)."""
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"format": VAE_FORMAT, "version": VAE_FORMAT_VERSION, "config": model.config(), "state_dict": sd, **extra}
+    return {
+        "format": VAE_FORMAT,
+        "version": VAE_FORMAT_VERSION,
+        "config": model.config(),
+        "state_dict": sd,
+        **extra,
+    }
 
 
 def is_vae_checkpoint(ckpt: Any) -> bool:
@@ -179,7 +186,9 @@ def is_vae_checkpoint(ckpt: Any) -> bool:
 def vae_from_checkpoint(ckpt: Mapping[str, Any], source: str = "checkpoint") -> MNISTVAE:
     """Rebuild the full :class:`MNISTVAE` from a ``genprior-vae`` checkpoint dict."""
     if not is_vae_checkpoint(ckpt):
-        raise UserError(f"{source} is not a genprior VAE checkpoint: give a file written by `genprior train vae`")
+        raise UserError(
+            f"{source} is not a genprior VAE checkpoint: give a file written by `genprior train vae`"
+        )
     cfg = ckpt.get("config") or {}
     try:
         model = MNISTVAE(
@@ -196,18 +205,24 @@ def vae_from_checkpoint(ckpt: Mapping[str, Any], source: str = "checkpoint") -> 
     return model.eval()
 
 
-def load_vae(path_or_dict: str | os.PathLike | Mapping[str, Any], device: torch.device | str = "cpu") -> VAELayered:
+def load_vae(
+    path_or_dict: str | os.PathLike | Mapping[str, Any], device: torch.device | str = "cpu"
+) -> VAELayered:
     """A :class:`VAELayered` (frozen, eval mode) from a checkpoint path or an already loaded dict."""
     if isinstance(path_or_dict, Mapping):
         ckpt, source = path_or_dict, "checkpoint"
     else:
         path = Path(path_or_dict)
         if not path.is_file():
-            raise UserError(f"VAE checkpoint {path} does not exist: train one with `genprior train vae --out {path}`")
+            raise UserError(
+                f"VAE checkpoint {path} does not exist: train one with `genprior train vae --out {path}`"
+            )
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-            raise UserError(f"cannot read {path} as a checkpoint ({type(e).__name__}): give a .pt file written by genprior") from None
+        except Exception as e:
+            raise UserError(
+                f"cannot read {path} as a checkpoint ({type(e).__name__}): give a .pt file written by genprior"
+            ) from None
         source = str(path)
     model = vae_from_checkpoint(ckpt, source=source)
     gen = VAELayered(model.decoder, image_size=model.image_size).to(device).eval()

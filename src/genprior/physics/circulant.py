@@ -28,7 +28,7 @@ by the conjugate spectrum). ``A_dagger`` falls back on deepinv's iterative least
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from deepinv.physics import LinearPhysics
@@ -72,7 +72,9 @@ class PartialCirculant(LinearPhysics):
             raise UserError(f"image size {img_size} is invalid: give positive dimensions such as (C, H, W)")
         n = math.prod(img_size)
         if isinstance(m, bool) or int(m) != m or not 1 <= int(m) <= n:
-            raise UserError(f"{m} measurements is out of range for a signal of {n} entries: give 1 <= m <= {n}")
+            raise UserError(
+                f"{m} measurements is out of range for a signal of {n} entries: give 1 <= m <= {n}"
+            )
         m = int(m)
         super().__init__(img_size=img_size, noise_model=noise_model, device=device, **kwargs)
         self.m = m
@@ -102,7 +104,9 @@ class PartialCirculant(LinearPhysics):
 
     def _flat(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.img_size:
-            raise ValueError(f"PartialCirculant expects inputs of shape (B, {self.img_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"PartialCirculant expects inputs of shape (B, {self.img_size}), got {tuple(x.shape)}"
+            )
         return x.reshape(x.shape[0], self.n)
 
     def A(self, x: Tensor, **kwargs) -> Tensor:
@@ -115,9 +119,13 @@ class PartialCirculant(LinearPhysics):
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         if y.dim() != 2 or y.shape[1] != self.m:
-            raise ValueError(f"PartialCirculant expects measurements of shape (B, {self.m}), got {tuple(y.shape)}")
+            raise ValueError(
+                f"PartialCirculant expects measurements of shape (B, {self.m}), got {tuple(y.shape)}"
+            )
         dtype = y.dtype if y.dtype in (torch.float32, torch.float64) else torch.float32
-        w = torch.zeros(y.shape[0], self.n, dtype=dtype, device=y.device).index_copy(1, self.indices, y.to(dtype))
+        w = torch.zeros(y.shape[0], self.n, dtype=dtype, device=y.device).index_copy(
+            1, self.indices, y.to(dtype)
+        )
         spec = torch.fft.rfft(w, dim=-1) * self.filter_fft.to(_complex_dtype(dtype)).conj()
         z = torch.fft.irfft(spec, n=self.n, dim=-1) * self.signs.to(dtype)
         return (z * self.scale).reshape(y.shape[0], *self.img_size)

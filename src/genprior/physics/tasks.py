@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,14 @@ from torch import Tensor
 from ..errors import UserError
 from .circulant import PartialCirculant
 
-__all__ = ["TASKS", "CS_OPERATORS", "make_physics", "load_mask", "measurement_preview", "MAX_DENSE_CS_ENTRIES"]
+__all__ = [
+    "TASKS",
+    "CS_OPERATORS",
+    "make_physics",
+    "load_mask",
+    "measurement_preview",
+    "MAX_DENSE_CS_ENTRIES",
+]
 
 TASKS: tuple[str, ...] = ("inpaint", "superres", "denoise", "cs", "colorize")
 CS_OPERATORS: tuple[str, ...] = ("gaussian", "circulant")
@@ -77,7 +85,9 @@ def _check_noise(noise_std: Any) -> float:
     try:
         s = float(noise_std)
     except (TypeError, ValueError):
-        raise UserError(f"noise_std {noise_std!r} is not a number: give a noise level >= 0 such as 0.05") from None
+        raise UserError(
+            f"noise_std {noise_std!r} is not a number: give a noise level >= 0 such as 0.05"
+        ) from None
     if not math.isfinite(s) or s < 0:
         raise UserError(f"noise_std {noise_std!r} is invalid: give a finite noise level >= 0 such as 0.05")
     return s
@@ -93,7 +103,9 @@ def _mask_from_tensor(mask: Any, h: int, w: int) -> Tensor:
     if isinstance(mask, np.ndarray):
         mask = torch.from_numpy(mask)
     if not isinstance(mask, Tensor):
-        raise UserError(f"mask of type {type(mask).__name__} is not supported: give a tensor (H, W) or a PNG path")
+        raise UserError(
+            f"mask of type {type(mask).__name__} is not supported: give a tensor (H, W) or a PNG path"
+        )
     mask = mask.detach().cpu()
     if mask.dim() == 2:
         mask = mask.unsqueeze(0)
@@ -109,7 +121,9 @@ def _mask_from_tensor(mask: Any, h: int, w: int) -> Tensor:
         )
     mask = mask.to(torch.float32)
     if not bool(((mask == 0) | (mask == 1)).all()):
-        raise UserError("mask holds values other than 0 and 1: give a binary mask (1 = observed, 0 = missing)")
+        raise UserError(
+            "mask holds values other than 0 and 1: give a binary mask (1 = observed, 0 = missing)"
+        )
     return mask
 
 
@@ -131,9 +145,13 @@ def _inpaint_mask(
         try:
             r = float(mask_ratio)
         except (TypeError, ValueError):
-            raise UserError(f"mask_ratio {mask_ratio!r} is not a number: give the fraction of missing pixels in [0, 1)") from None
+            raise UserError(
+                f"mask_ratio {mask_ratio!r} is not a number: give the fraction of missing pixels in [0, 1)"
+            ) from None
         if not (0.0 <= r < 1.0):
-            raise UserError(f"mask_ratio {mask_ratio!r} is out of range: give the fraction of missing pixels in [0, 1)")
+            raise UserError(
+                f"mask_ratio {mask_ratio!r} is out of range: give the fraction of missing pixels in [0, 1)"
+            )
         k = int(round(r * h * w))
         flat = torch.ones(h * w)
         flat[torch.randperm(h * w, generator=gen)[:k]] = 0.0
@@ -144,11 +162,17 @@ def _inpaint_mask(
             if any(int(v) != v for v in box):
                 raise ValueError
         except (TypeError, ValueError):
-            raise UserError(f"box {box!r} is invalid: give four whole numbers x0,y0,x1,y1 (missing columns x0..x1-1, rows y0..y1-1)") from None
+            raise UserError(
+                f"box {box!r} is invalid: give four whole numbers x0,y0,x1,y1 (missing columns x0..x1-1, rows y0..y1-1)"
+            ) from None
         if not (0 <= x0 <= w and 0 <= x1 <= w and 0 <= y0 <= h and 0 <= y1 <= h):
-            raise UserError(f"box {tuple(box)} lies outside the {w}x{h} image: give 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}")
+            raise UserError(
+                f"box {tuple(box)} lies outside the {w}x{h} image: give 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}"
+            )
         if x1 <= x0 or y1 <= y0:
-            raise UserError(f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1 (missing columns x0..x1-1, rows y0..y1-1)")
+            raise UserError(
+                f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1 (missing columns x0..x1-1, rows y0..y1-1)"
+            )
         m = torch.ones(1, h, w)
         m[:, y0:y1, x0:x1] = 0.0
     if not bool(m.any()):
@@ -195,7 +219,9 @@ def make_physics(
         if not 2 <= s <= 16:
             raise UserError(f"super-resolution scale {s} is out of range: give a factor between 2 and 16")
         if h % s or w % s:
-            raise UserError(f"super-resolution scale {s} does not divide the {w}x{h} image: pick a factor dividing both sides")
+            raise UserError(
+                f"super-resolution scale {s} does not divide the {w}x{h} image: pick a factor dividing both sides"
+            )
         physics = Downsampling(img_size=shape, filter="bicubic", factor=s, device=device, padding="circular")
     elif name == "denoise":
         if sigma <= 0:
@@ -207,7 +233,9 @@ def make_physics(
             raise UserError(f"cs needs a number of measurements: pass measurements between 1 and {n}")
         m_ = _check_int("measurements", measurements, f"give a number of measurements between 1 and {n}")
         if not 1 <= m_ <= n:
-            raise UserError(f"{m_} measurements is out of range for a {c}x{h}x{w} signal: give between 1 and {n}")
+            raise UserError(
+                f"{m_} measurements is out of range for a {c}x{h}x{w} signal: give between 1 and {n}"
+            )
         op = str(cs_operator).strip().lower()
         if op not in CS_OPERATORS:
             raise UserError(f"unknown cs_operator {cs_operator!r}: choose one of {', '.join(CS_OPERATORS)}")
@@ -222,7 +250,9 @@ def make_physics(
             physics = PartialCirculant(m_, shape, device=device, rng=gen)
     else:  # colorize
         if c != 3:
-            raise UserError(f"colorize needs a colour image but this one has {c} channel(s): use a 3-channel (RGB) generator")
+            raise UserError(
+                f"colorize needs a colour image but this one has {c} channel(s): use a 3-channel (RGB) generator"
+            )
         physics = Decolorize(channels=3, device=device)
 
     if sigma > 0:
@@ -251,9 +281,13 @@ def load_mask(path: str | os.PathLike, image_shape: Sequence[int]) -> Tensor:
                 im = Image.alpha_composite(bg, im)
             arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"mask {path} is not a readable image ({e.__class__.__name__}): give a PNG mask (white = observed)") from None
+        raise UserError(
+            f"mask {path} is not a readable image ({e.__class__.__name__}): give a PNG mask (white = observed)"
+        ) from None
     if arr.shape != (h, w):
-        raise UserError(f"mask {path} is {arr.shape[1]}x{arr.shape[0]} but the image is {w}x{h}: give a mask of the image's size")
+        raise UserError(
+            f"mask {path} is {arr.shape[1]}x{arr.shape[0]} but the image is {w}x{h}: give a mask of the image's size"
+        )
     return torch.from_numpy((arr >= 0.5).astype(np.float32)).unsqueeze(0)
 
 

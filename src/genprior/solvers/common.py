@@ -83,7 +83,9 @@ class BestTracker:
             cand = x.detach().view(groups, self.n, *x.shape[1:])[g, torch.arange(self.n, device=x.device)]
         score = e if floor is None else torch.maximum(e, floor)
         if self.x is None:
-            self.err, self.round, self.restart = (t.to(err.device) for t in (self.err, self.round, self.restart))
+            self.err, self.round, self.restart = (
+                t.to(err.device) for t in (self.err, self.round, self.restart)
+            )
             self.score = torch.full_like(self.err, math.inf)
             self.x = cand.clone()
         better = score < self.score
@@ -182,7 +184,7 @@ class GenerativeSolver(Reconstructor):
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.t0 = time.perf_counter()
         return self
 

@@ -20,8 +20,9 @@ deepinv. The output is the last iterate (``output="best"``: the one of lowest me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from deepinv.models import ConvDecoder
@@ -88,7 +89,9 @@ class DeepImagePrior(GeneratorFreeSolver):
         cfg: DIPConfig = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = ConvDecoder(self.image_shape, in_size=tuple(cfg.in_size), layers=cfg.layers, channels=cfg.channels)
+            net = ConvDecoder(
+                self.image_shape, in_size=tuple(cfg.in_size), layers=cfg.layers, channels=cfg.channels
+            )
         g = torch.Generator().manual_seed(seed)
         z = torch.randn((1, cfg.channels, *cfg.in_size), generator=g)
         return net.to(device), z.to(device)

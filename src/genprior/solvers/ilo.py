@@ -21,8 +21,9 @@ Where genprior differs from the paper's reference code (all four are bugs there)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,11 +32,11 @@ from ..errors import UserError
 from ..generators.base import LayeredGenerator, State
 from ..losses import fidelity, geocross
 from .common import (
-    apply_overrides,
     BestTracker,
     GenerativeSolver,
     RunRecord,
     Timer,
+    apply_overrides,
     batch_norms,
     lr_schedule,
     project_to_norm,
@@ -222,7 +223,9 @@ class ILO(GenerativeSolver):
                     if k not in fixed
                 }
                 # geocross only on groups with at least two members still free in this round
-                gx_groups = [u for u in ([n for n in names if n in free] for names in groups.values()) if len(u) >= 2]
+                gx_groups = [
+                    u for u in ([n for n in names if n in free] for names in groups.values()) if len(u) >= 2
+                ]
                 use_gx = cfg.geocross_weight > 0 and bool(gx_groups)
                 state = tuple(s.clone().requires_grad_(True) for s in state0)
                 param_groups = [{"params": list(free.values()), "lr": cfg.lr, "base": cfg.lr}]
@@ -230,7 +233,11 @@ class ILO(GenerativeSolver):
                     param_groups.append({"params": list(state), "lr": cfg.state_lr, "base": cfg.state_lr})
                 opt = torch.optim.Adam(param_groups, betas=(0.9, 0.999), foreach=True)
                 rel = float(radii[r - 1]) if state else math.inf
-                radius = rel * sum(s.reshape(batch, -1).abs().sum(1, dtype=torch.float64) for s in state0) if math.isfinite(rel) else None
+                radius = (
+                    rel * sum(s.reshape(batch, -1).abs().sum(1, dtype=torch.float64) for s in state0)
+                    if math.isfinite(rel)
+                    else None
+                )
                 errs = []  # per-step measurement errors, kept on the device until the round ends
                 for t in range(steps[r] + 1):
                     cur = {**inputs, **free}
@@ -239,8 +246,10 @@ class ILO(GenerativeSolver):
                         x = G(cur) if r == 0 else G.tail(stage, state, cur)
                         ax = physics.A(x)
                         err = fidelity(ax, y, "mse")
-                        loss = err if cfg.fidelity == "mse" and cfg.deadzone == 0 else fidelity(
-                            ax, y, cfg.fidelity, cfg.deadzone
+                        loss = (
+                            err
+                            if cfg.fidelity == "mse" and cfg.deadzone == 0
+                            else fidelity(ax, y, cfg.fidelity, cfg.deadzone)
                         )
                         if cfg.perceptual is not None and cfg.perceptual_weight > 0:
                             loss = loss + cfg.perceptual_weight * cfg.perceptual(ax, y)

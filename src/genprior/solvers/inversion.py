@@ -44,8 +44,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -105,7 +106,7 @@ def relative_error(z_hat: Any, z_true: Any) -> float:
 
 
 def _is_physics(A: Any) -> bool:
-    return hasattr(A, "A") and hasattr(A, "A_adjoint") and callable(getattr(A, "A"))
+    return hasattr(A, "A") and hasattr(A, "A_adjoint") and callable(A.A)
 
 
 class _Operator:
@@ -116,7 +117,9 @@ class _Operator:
         self.dtype = dtype
         self.x_shape = tuple(x_shape) if x_shape is not None else (1, 1, n)
         if int(np.prod(self.x_shape)) != n:
-            raise UserError(f"x_shape {self.x_shape} holds {int(np.prod(self.x_shape))} values, the generator gives {n}")
+            raise UserError(
+                f"x_shape {self.x_shape} holds {int(np.prod(self.x_shape))} values, the generator gives {n}"
+            )
         self.physics = None
         self.mat: Tensor | None = None
         if A is None:
@@ -131,7 +134,9 @@ class _Operator:
         else:
             mat = torch.as_tensor(np.asarray(A.detach().cpu() if isinstance(A, Tensor) else A), dtype=dtype)
             if mat.dim() != 2 or mat.shape[1] != n:
-                raise UserError(f"A must be a matrix with {n} columns (the output size), got shape {tuple(mat.shape)}")
+                raise UserError(
+                    f"A must be a matrix with {n} columns (the output size), got shape {tuple(mat.shape)}"
+                )
             if not torch.isfinite(mat).all():
                 raise UserError("A holds NaN or infinite values")
             self.kind = "dense"
@@ -325,7 +330,9 @@ def _solve_rows(
         t_min = float(max(floor.max(initial=0.0), 0.0))
         obj = np.zeros(p + 1)
         obj[-1] = 1.0
-        res = linprog(obj, A_ub=A_ub, b_ub=b_ub, bounds=z_bounds + [(t_min, None)], method="highs", options=opts)
+        res = linprog(
+            obj, A_ub=A_ub, b_ub=b_ub, bounds=z_bounds + [(t_min, None)], method="highs", options=opts
+        )
         if res.x is None:
             return None, int(res.status), str(res.message), math.inf, math.inf
         return res.x[:p], int(res.status), str(res.message), float(res.x[-1]), float(res.x[-1])
@@ -575,8 +582,16 @@ def lp_invert(
         rows_i = rows if i == d else None
         if act == "relu" and not slack and (x_next < -active_tol * np.abs(x_next).max(initial=0.0)).any():
             layers.append(
-                LayerReport(i, 2, "negative target entries: a ReLU layer cannot output them", math.inf,
-                            math.inf, 0, len(x_next), W.shape[1])
+                LayerReport(
+                    i,
+                    2,
+                    "negative target entries: a ReLU layer cannot output them",
+                    math.inf,
+                    math.inf,
+                    0,
+                    len(x_next),
+                    W.shape[1],
+                )
             )
             return fail(f"layer {i}: infeasible: the target has negative entries, which a ReLU cannot output")
         if i == d and general is None:
@@ -585,7 +600,9 @@ def lp_invert(
             above = layers[-1].max_violation if layers else 0.0
             xmax = float(np.abs(x_next).max(initial=0.0))
             thr = max(active_tol * xmax, min(hidden_threshold * above, hidden_cap * xmax))
-        M, c, tgt, G, h, hg, floor = _layer_rows(W, b, act, net.negative_slope, x_next, rows_i, active_tol, thr)
+        M, c, tgt, G, h, hg, floor = _layer_rows(
+            W, b, act, net.negative_slope, x_next, rows_i, active_tol, thr
+        )
         nonneg = i > 1 and net.layer_activation(i - 1) == "relu"
         tl = time.perf_counter()
         scale = max(float(np.abs(x_next).max(initial=0.0)), 1.0)
@@ -593,15 +610,27 @@ def lp_invert(
         if z is not None:
             viol = _violation(M, c, tgt, G, h, hg, z)
             obj = _objective(M, c, tgt, G, h, hg, floor, z, norm)
-            rep = LayerReport(i, 0, "presolved: the layer's equations determine its input and every "
-                              "constraint holds (least squares); LP not needed", obj, viol,
-                              M.shape[0], M.shape[0] + G.shape[0], W.shape[1], determined=True, presolved=True)
+            rep = LayerReport(
+                i,
+                0,
+                "presolved: the layer's equations determine its input and every "
+                "constraint holds (least squares); LP not needed",
+                obj,
+                viol,
+                M.shape[0],
+                M.shape[0] + G.shape[0],
+                W.shape[1],
+                determined=True,
+                presolved=True,
+            )
             rep.time_s = time.perf_counter() - tl
             layers.append(rep)
             acts_rev.append(z)
             x_next = z
             continue
-        z, status, message, obj, viol = _solve_rows(M, c, tgt, G, h, hg, floor, nonneg, norm, slack, time_limit)
+        z, status, message, obj, viol = _solve_rows(
+            M, c, tgt, G, h, hg, floor, nonneg, norm, slack, time_limit
+        )
         rep = LayerReport(i, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], W.shape[1])
         if z is None or status != 0:
             rep.time_s = time.perf_counter() - tl
@@ -635,7 +664,9 @@ def lp_invert(
     )
 
 
-def _last_layer_general(net, wbs, Amat, y, norm, tol, slack, init_z, pattern_iters, gd_kwargs, time_limit, seed, op):
+def _last_layer_general(
+    net, wbs, Amat, y, norm, tol, slack, init_z, pattern_iters, gd_kwargs, time_limit, seed, op
+):
     """Last layer with a general ``A`` (m < n): pattern LPs ``A D (W z + b) ~ y``.
 
     Returns ``(report, x_{d-1} or None, message)``; message empty on success.
@@ -657,7 +688,11 @@ def _last_layer_general(net, wbs, Amat, y, norm, tol, slack, init_z, pattern_ite
         rep.time_s = time.perf_counter() - tl
         if z is None or status != 0:
             return rep, None, f"layer {d}: LP failed (status {status}): {message}"
-        bad = "" if tol is None or viol <= tol * scale else f"layer {d}: measurements not matched (slack {viol:.3g})"
+        bad = (
+            ""
+            if tol is None or viol <= tol * scale
+            else f"layer {d}: measurements not matched (slack {viol:.3g})"
+        )
         return rep, z, bad
     # warm start for the pattern
     if init_z is None:
@@ -674,7 +709,7 @@ def _last_layer_general(net, wbs, Amat, y, norm, tol, slack, init_z, pattern_ite
     seen: set[bytes] = set()
     best = None
     its = 0
-    for its in range(1, pattern_iters + 1):
+    for its in range(1, pattern_iters + 1):  # noqa: B007 (its: the count, read after the loop)
         key = on.tobytes()
         if key in seen:
             break
@@ -706,7 +741,9 @@ def _last_layer_general(net, wbs, Amat, y, norm, tol, slack, init_z, pattern_ite
     z, viol, obj, status, message, on, M, c, G, h = best
     rep = LayerReport(d, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], W.shape[1])
     rep.pattern_iters = its
-    z_new, rep.determined = _polish(M, c, y, G, h, np.zeros(len(h)), np.zeros(len(h)), z, nonneg, norm, obj, scale)
+    z_new, rep.determined = _polish(
+        M, c, y, G, h, np.zeros(len(h)), np.zeros(len(h)), z, nonneg, norm, obj, scale
+    )
     if z_new is not None:
         z = z_new
         rep.polished = True
@@ -801,10 +838,13 @@ def pattern_lp_refine(
         zn, status, message, obj, viol = _solve_rows(
             M, c, yv, G, h, np.zeros(len(h)), np.zeros(len(h)), False, norm, True, time_limit
         )
-        rep = LayerReport(0, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], k, pattern_iters=its)
+        rep = LayerReport(
+            0, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], k, pattern_iters=its
+        )
         if zn is not None and status == 0:
-            z_pol, rep.determined = _polish(M, c, yv, G, h, np.zeros(len(h)), np.zeros(len(h)), zn, False, norm,
-                                            obj, scale)
+            z_pol, rep.determined = _polish(
+                M, c, yv, G, h, np.zeros(len(h)), np.zeros(len(h)), zn, False, norm, obj, scale
+            )
             if z_pol is not None:
                 zn, rep.polished = z_pol, True
                 rep.max_violation = _violation(M, c, yv, G, h, np.zeros(len(h)), zn)
@@ -827,8 +867,11 @@ def pattern_lp_refine(
         out = net.vector(torch.as_tensor(z, dtype=net.dtype)[None])
         resid = float(np.abs(op.apply(out).double().numpy().reshape(-1) - yv).max(initial=0.0))
     ok = tol is None or (viol <= tol * scale and resid <= tol * scale)
-    msg = (f"ok: pattern LP fits within tolerance after {len(reports)} pattern(s)" if ok else
-           f"no tried activation pattern fits the measurements (slack {viol:.3g}, residual {resid:.3g})")
+    msg = (
+        f"ok: pattern LP fits within tolerance after {len(reports)} pattern(s)"
+        if ok
+        else f"no tried activation pattern fits the measurements (slack {viol:.3g}, residual {resid:.3g})"
+    )
     return LPInversionResult(z, ok, msg, reports, [z], resid, time.perf_counter() - t0)
 
 
@@ -992,7 +1035,14 @@ def gd_invert(
     loss = float(f[best])
     rel = math.sqrt(2 * loss) / ynorm
     return GDInversionResult(
-        z[best].detach().clone(), loss, rel, rel <= residual_tol, z.detach(), f.detach(), flips, it,
+        z[best].detach().clone(),
+        loss,
+        rel,
+        rel <= residual_tol,
+        z.detach(),
+        f.detach(),
+        flips,
+        it,
         time.perf_counter() - t0,
     )
 
@@ -1129,7 +1179,9 @@ def langevin_sample(
     if not sigma > 0:
         raise UserError(f"sigma {sigma} must be positive")
     if n_samples < 1 or burn_in < 0 or thin < 1 or chains < 1 or precondition_every < 1:
-        raise UserError("n_samples, thin, chains and precondition_every must be positive and burn_in non-negative")
+        raise UserError(
+            "n_samples, thin, chains and precondition_every must be positive and burn_in non-negative"
+        )
     if step_size is not None and not step_size > 0:
         raise UserError(f"step_size {step_size} must be positive")
     if step_curvature not in ("local", "bound"):
@@ -1176,8 +1228,11 @@ def langevin_sample(
 
     L2 = None
     if not precondition and step_size is None:
-        L2 = (_lipschitz_bound(net, op) ** 2 if step_curvature == "bound"
-              else 1.5 * float(_local_curvature(fwd, z.detach(), seed=seed).max()))
+        L2 = (
+            _lipschitz_bound(net, op) ** 2
+            if step_curvature == "bound"
+            else 1.5 * float(_local_curvature(fwd, z.detach(), seed=seed).max())
+        )
 
     def eta_for(s: float) -> float:
         if step_size is not None:
@@ -1197,7 +1252,11 @@ def langevin_sample(
     accepted = 0
     proposed = 0
     for it in range(total):
-        s = s_start * (sigma / s_start) ** (it / max(anneal_steps - 1, 1)) if it < anneal_steps else float(sigma)
+        s = (
+            s_start * (sigma / s_start) ** (it / max(anneal_steps - 1, 1))
+            if it < anneal_steps
+            else float(sigma)
+        )
         if sign_flip and it < burn_in and it % 10 == 0:
             Dn, gDn = data_term(-z)
             jump = energy(Dn, z, s) < energy(D, z, s)
@@ -1247,6 +1306,13 @@ def langevin_sample(
     with torch.no_grad():
         x_mean = net.vector(samples).mean(0)
     return LangevinResult(
-        samples, samples.mean(0), samples.std(0), x_mean, eta, samples_c.mean(1), time.perf_counter() - t0,
-        accepted / max(proposed, 1), guarded,
+        samples,
+        samples.mean(0),
+        samples.std(0),
+        x_mean,
+        eta,
+        samples_c.mean(1),
+        time.perf_counter() - t0,
+        accepted / max(proposed, 1),
+        guarded,
     )

@@ -55,7 +55,9 @@ def project_l1_ball(x: Tensor, radius: float | Tensor) -> Tensor:
     return _project(x, radius)[0]
 
 
-def _project(x: Tensor, radius: float | Tensor, validate: bool = True, clone: bool = True) -> tuple[Tensor, Tensor]:
+def _project(
+    x: Tensor, radius: float | Tensor, validate: bool = True, clone: bool = True
+) -> tuple[Tensor, Tensor]:
     """The projection and the (B,) mask of the elements that were outside their ball.
 
     ``validate=False`` skips the radius checks (and their host synchronisations) for callers that
@@ -186,7 +188,13 @@ def _round_down(theta: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _michelot_theta(
-    mag: Tensor, l1: Tensor, r: Tensor, outside: Tensor, work: Tensor, max_approx: int = 20, max_iter: int = 60
+    mag: Tensor,
+    l1: Tensor,
+    r: Tensor,
+    outside: Tensor,
+    work: Tensor,
+    max_approx: int = 20,
+    max_iter: int = 60,
 ) -> Tensor:
     """Soft-threshold level of each row of ``mag`` (float64; 0 for rows not ``outside``).
 

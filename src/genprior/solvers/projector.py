@@ -129,7 +129,9 @@ class StyleGAN2Projector(GenerativeSolver):
     def __init__(self, generator: LayeredGenerator, config: ProjectorConfig | None = None, **overrides: Any):
         config = apply_overrides(config or ProjectorConfig(), overrides)
         if config.distance not in DISTANCES:
-            raise UserError(f"unknown projector distance {config.distance!r}: use one of {', '.join(DISTANCES)}")
+            raise UserError(
+                f"unknown projector distance {config.distance!r}: use one of {', '.join(DISTANCES)}"
+            )
         if config.output not in ("last", "best"):
             raise UserError(f"unknown projector output {config.output!r}: use 'last' or 'best'")
         if config.steps < 1:
@@ -152,7 +154,9 @@ class StyleGAN2Projector(GenerativeSolver):
         for key, names in codes.items():
             shapes = {self.generator.spec(n).shape for n in names}
             if len(shapes) > 1:
-                raise UserError(f"latent group {key[6:]!r} mixes shapes {sorted(shapes)}: the projector needs one shared w per group")
+                raise UserError(
+                    f"latent group {key[6:]!r} mixes shapes {sorted(shapes)}: the projector needs one shared w per group"
+                )
         return {k: tuple(v) for k, v in codes.items()}
 
     def w_avg(self) -> dict[str, Tensor]:
@@ -195,7 +199,10 @@ class StyleGAN2Projector(GenerativeSolver):
                 s1[key] = s1[key] + z.sum(0)
                 s2[key] += float(z.square().sum())
             done += k
-        return {key: math.sqrt(max(0.0, (s2[key] - float(s1[key].square().sum()) / total) / total)) for key in first}
+        return {
+            key: math.sqrt(max(0.0, (s2[key] - float(s1[key].square().sum()) / total) / total))
+            for key in first
+        }
 
     # ---- the distance -------------------------------------------------------------------------
     def _distance_fn(self, y: Tensor):
@@ -231,7 +238,10 @@ class StyleGAN2Projector(GenerativeSolver):
         batch = y.shape[0]
         dist_name, dist = self._distance_fn(y)
         inputs = self._init_inputs(batch, cfg.seed)
-        w = {k: v.unsqueeze(0).repeat((batch,) + (1,) * v.dim()).requires_grad_(True) for k, v in self.w_avg().items()}
+        w = {
+            k: v.unsqueeze(0).repeat((batch,) + (1,) * v.dim()).requires_grad_(True)
+            for k, v in self.w_avg().items()
+        }
         w_std = self.w_std()
         noise = {k: inputs[k].clone().requires_grad_(True) for k in G.noise_names()}
         opt = torch.optim.Adam(list(w.values()) + list(noise.values()), betas=(0.9, 0.999), lr=cfg.lr)
@@ -256,7 +266,11 @@ class StyleGAN2Projector(GenerativeSolver):
                     if last:
                         codes = w
                     else:
-                        ramp = max(0.0, 1.0 - frac / cfg.noise_ramp_length) ** 2 if cfg.noise_ramp_length > 0 else 0.0
+                        ramp = (
+                            max(0.0, 1.0 - frac / cfg.noise_ramp_length) ** 2
+                            if cfg.noise_ramp_length > 0
+                            else 0.0
+                        )
                         codes = {}
                         for k, v in w.items():
                             scale = w_std[k] * cfg.initial_noise_factor * ramp

@@ -102,7 +102,9 @@ class PULSE(GenerativeSolver):
     def __init__(self, generator: LayeredGenerator, config: PULSEConfig | None = None, **overrides: Any):
         config = apply_overrides(config or PULSEConfig(), overrides)
         if config.lr_schedule not in PULSE_SCHEDULES:
-            raise UserError(f"unknown PULSE lr schedule {config.lr_schedule!r}: use one of {', '.join(PULSE_SCHEDULES)}")
+            raise UserError(
+                f"unknown PULSE lr schedule {config.lr_schedule!r}: use one of {', '.join(PULSE_SCHEDULES)}"
+            )
         if config.steps < 0:
             raise UserError(f"PULSE steps must be >= 0: got {config.steps}")
         if not config.eps >= 0:
@@ -188,6 +190,8 @@ class PULSE(GenerativeSolver):
             eps=cfg.eps,
             norm_ratio={k: (batch_norms(v.detach()) / radii[k]).flatten().tolist() for k, v in free.items()},
         )
-        rec.rounds.append({"round": 0, "stage": 0, "steps": len(rec.loss), "best_meas_err": best_err.tolist()})
+        rec.rounds.append(
+            {"round": 0, "stage": 0, "steps": len(rec.loss), "best_meas_err": best_err.tolist()}
+        )
         assert best_x is not None
         return best_x.clamp(0, 1), rec

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,7 +48,15 @@ from ..losses import fidelity
 from ..physics.tasks import image_shape3
 from .common import RunRecord, Timer, apply_overrides
 
-__all__ = ["GeneratorFreeSolver", "Lasso", "LassoConfig", "BASES", "analysis_operator", "basis_operators", "synthesis_operator"]
+__all__ = [
+    "GeneratorFreeSolver",
+    "Lasso",
+    "LassoConfig",
+    "BASES",
+    "analysis_operator",
+    "basis_operators",
+    "synthesis_operator",
+]
 
 BASES: tuple[str, ...] = ("pixel", "dct", "wavelet")
 
@@ -98,7 +107,9 @@ def _wavelet_plan(h: int, w: int, wavelet: str, level: int | None) -> tuple[Any,
     try:
         wav = pywt.Wavelet(wavelet)
     except ValueError:
-        raise UserError(f"unknown wavelet {wavelet!r}: use an orthogonal one such as 'db4' or 'haar'") from None
+        raise UserError(
+            f"unknown wavelet {wavelet!r}: use an orthogonal one such as 'db4' or 'haar'"
+        ) from None
     if not wav.orthogonal:
         raise UserError(f"wavelet {wavelet!r} is not orthogonal: use e.g. 'db4', 'haar' or 'sym4'")
     twos = 0
@@ -109,7 +120,9 @@ def _wavelet_plan(h: int, w: int, wavelet: str, level: int | None) -> tuple[Any,
     if level is None:
         level = max(1, min(twos, pywt.dwt_max_level(min(h, w), wav.dec_len)))
     elif not 1 <= int(level) <= twos:
-        raise UserError(f"wavelet level {level} does not fit a {h}x{w} image: use 1..{twos} (2^level must divide both sides)")
+        raise UserError(
+            f"wavelet level {level} does not fit a {h}x{w} image: use 1..{twos} (2^level must divide both sides)"
+        )
     level = int(level)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pywt warns about boundary effects at deep levels
@@ -134,7 +147,9 @@ def basis_operators(
     if basis == "dct":
         from scipy.fft import dctn, idctn
 
-        return (lambda a: idctn(a, type=2, axes=(-2, -1), norm="ortho")), (lambda a: dctn(a, type=2, axes=(-2, -1), norm="ortho"))
+        return (lambda a: idctn(a, type=2, axes=(-2, -1), norm="ortho")), (
+            lambda a: dctn(a, type=2, axes=(-2, -1), norm="ortho")
+        )
     if basis == "wavelet":
         import pywt
 
@@ -143,7 +158,9 @@ def basis_operators(
         def synth(a: np.ndarray) -> np.ndarray:
             coeffs: list[Any] = [a[(Ellipsis, *slices[0])]]
             for d in slices[1:]:
-                coeffs.append(tuple(a[(Ellipsis, *d[k])] for k in ("da", "ad", "dd")))  # (cH, cV, cD), pywt.dwt2 order
+                coeffs.append(
+                    tuple(a[(Ellipsis, *d[k])] for k in ("da", "ad", "dd"))
+                )  # (cH, cV, cD), pywt.dwt2 order
             return pywt.waverec2(coeffs, wav, mode="periodization", axes=(-2, -1))
 
         def analyse(a: np.ndarray) -> np.ndarray:
@@ -302,7 +319,7 @@ class Lasso(GeneratorFreeSolver):
         probe = torch.from_numpy(rng.standard_normal((2, c, h, w))).to(device=device, dtype=dtype)
         try:
             out = physics.A(probe)
-        except Exception:  # noqa: BLE001 - an operator that cannot take this batch is not a mask
+        except Exception:
             return None
         if tuple(out.shape) != tuple(probe.shape):
             return None
@@ -354,7 +371,9 @@ class Lasso(GeneratorFreeSolver):
                 f"({a0.size} values per image for a {c}x{h}x{w} image)"
             )
         target = np.asfortranarray((yy - a0)[:, kept].T)  # (m, B)
-        est = SkLasso(alpha=float(cfg.alpha), fit_intercept=False, max_iter=int(cfg.max_iter), tol=float(cfg.tol))
+        est = SkLasso(
+            alpha=float(cfg.alpha), fit_intercept=False, max_iter=int(cfg.max_iter), tol=float(cfg.tol)
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             est.fit(mat, target if batch > 1 else target[:, 0])

@@ -83,9 +83,13 @@ def parse_channels(text: str) -> dict[int, int]:
                 r, c = item.split(":")
                 out[int(r)] = int(c)
     except ValueError:
-        raise UserError(f"channel table {text!r} is malformed: write resolution:channels pairs, e.g. 4:128,8:128,16:64,32:32") from None
+        raise UserError(
+            f"channel table {text!r} is malformed: write resolution:channels pairs, e.g. 4:128,8:128,16:64,32:32"
+        ) from None
     if not out or any(c < 1 for c in out.values()):
-        raise UserError(f"channel table {text!r} is empty or has a non-positive count: e.g. 4:128,8:128,16:64,32:32")
+        raise UserError(
+            f"channel table {text!r} is empty or has a non-positive count: e.g. 4:128,8:128,16:64,32:32"
+        )
     return out
 
 
@@ -107,7 +111,9 @@ def _check_config(cfg: SG2TrainConfig) -> None:
         r = cfg.size
         while r >= 4:
             if r not in table:
-                raise UserError(f"{name.replace('_', '-')} {getattr(cfg, name)!r} lacks resolution {r}: give 4..{cfg.size}")
+                raise UserError(
+                    f"{name.replace('_', '-')} {getattr(cfg, name)!r} lacks resolution {r}: give 4..{cfg.size}"
+                )
             r //= 2
 
 
@@ -169,7 +175,9 @@ class _Batches:
 
     def __init__(self, images: Tensor, batch: int, seed: int) -> None:
         if len(images) < batch:
-            raise UserError(f"--batch {batch} is larger than the data set ({len(images)} images): give a smaller batch")
+            raise UserError(
+                f"--batch {batch} is larger than the data set ({len(images)} images): give a smaller batch"
+            )
         self.images, self.batch, self.seed = images, batch, seed
         self.per_epoch = len(images) // batch
         self._epoch, self._perm = -1, None
@@ -185,7 +193,9 @@ class _Batches:
         return x.float() * 2.0 - 1.0  # float images in [0, 1]
 
 
-def mixing_styles(batch: int, dim: int, prob: float, n_latent: int, gen: torch.Generator) -> tuple[list[Tensor], int | None]:
+def mixing_styles(
+    batch: int, dim: int, prob: float, n_latent: int, gen: torch.Generator
+) -> tuple[list[Tensor], int | None]:
     """Latent codes for one step: two with probability ``prob`` (style mixing), else one; and the
     mixing point, all drawn from ``gen``."""
     u = float(torch.rand((), generator=gen))
@@ -208,7 +218,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     ck = safe_load(path)
     if not isinstance(ck, dict) or not {"g", "d", "g_ema", "g_optim", "d_optim", "args", "step"} <= set(ck):
-        raise UserError(f"{path} is not a genprior StyleGAN2 training checkpoint: give the checkpoint.pt of a `genprior train stylegan2` run")
+        raise UserError(
+            f"{path} is not a genprior StyleGAN2 training checkpoint: give the checkpoint.pt of a `genprior train stylegan2` run"
+        )
     return ck
 
 
@@ -227,7 +239,9 @@ def image_grid(images: Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
     grid = torch.ones(c, nrows * (h + pad) + pad, ncol * (w + pad) + pad)
     for i in range(n):
         r, q = divmod(i, ncol)
-        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = images[i]
+        grid[
+            :, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w
+        ] = images[i]
     arr = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return arr[..., 0] if c == 1 else arr
 
@@ -244,7 +258,9 @@ def save_grid(path: str | os.PathLike, images: Tensor, nrow: int = 8, scale: int
 
 
 @torch.no_grad()
-def sample_images(g: nn.Module, z: Tensor, truncation: float = 1.0, latent_avg: Tensor | None = None) -> Tensor:
+def sample_images(
+    g: nn.Module, z: Tensor, truncation: float = 1.0, latent_avg: Tensor | None = None
+) -> Tensor:
     """Images in [0, 1] from a rosinality-style generator (native range [-1, 1])."""
     kw: dict[str, Any] = {"randomize_noise": False}
     if truncation < 1 and latent_avg is not None:
@@ -280,14 +296,18 @@ def train_stylegan2(
     ck: dict[str, Any] | None = None
     if resume:
         if not ckpt_path.is_file():
-            raise UserError(f"--resume given but {ckpt_path} does not exist: drop --resume to start a new run")
+            raise UserError(
+                f"--resume given but {ckpt_path} does not exist: drop --resume to start a new run"
+            )
         ck = load_checkpoint(ckpt_path)
         saved = _config_from_args(ck["args"])
         for k in ("steps", "ckpt_every", "keep_every", "sample_every", "log_every"):
             setattr(saved, k, getattr(config, k))
         config = saved
     elif ckpt_path.exists():
-        raise UserError(f"{ckpt_path} already exists: pass --resume to continue that run, or choose another --out")
+        raise UserError(
+            f"{ckpt_path} already exists: pass --resume to continue that run, or choose another --out"
+        )
     _check_config(config)
     cfg = config
 
@@ -318,7 +338,9 @@ def train_stylegan2(
     if images is None:
         images = fmnist_training_images(cfg.size)
     if images.shape[1:] != (cfg.img_channels, cfg.size, cfg.size):
-        raise UserError(f"training images have shape {tuple(images.shape[1:])}, expected {(cfg.img_channels, cfg.size, cfg.size)}")
+        raise UserError(
+            f"training images have shape {tuple(images.shape[1:])}, expected {(cfg.img_channels, cfg.size, cfg.size)}"
+        )
     batches = _Batches(images, cfg.batch, cfg.seed)
     n_latent = int(g.n_latent)
     decay = 0.5 ** (cfg.batch / (cfg.ema_kimg * 1000.0)) if cfg.ema_kimg > 0 else 0.0
@@ -345,7 +367,13 @@ def train_stylegan2(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, desc="train stylegan2", unit="step")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=min(step, cfg.steps),
+        disable=not progress,
+        desc="train stylegan2",
+        unit="step",
+    )
     stats: dict[str, float] = {}
     acc = {"d": 0.0, "g": 0.0, "real": 0.0, "fake": 0.0, "n": 0}
     g.train()
@@ -397,7 +425,9 @@ def train_stylegan2(
             acc["fake"] += float(fake_pred.detach().mean())
             acc["n"] += 1
             if not (math.isfinite(float(d_loss.detach())) and math.isfinite(float(g_loss.detach()))):
-                raise RuntimeError(f"training diverged at step {step} (d_loss {float(d_loss)}, g_loss {float(g_loss)})")
+                raise RuntimeError(
+                    f"training diverged at step {step} (d_loss {float(d_loss)}, g_loss {float(g_loss)})"
+                )
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 n = max(acc["n"], 1)
@@ -499,26 +529,87 @@ def _fit_dict(fit: Any) -> dict[str, Tensor]:
 # ---- CLI ----------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     dflt = SG2TrainConfig()
-    parser.add_argument("--steps", type=int, default=dflt.steps, help=f"total number of steps to reach (default {dflt.steps})")
-    parser.add_argument("--out", type=Path, default=Path("runs/fmnist-stylegan2"), help="run folder (checkpoint.pt, samples/, log.jsonl)")
+    parser.add_argument(
+        "--steps", type=int, default=dflt.steps, help=f"total number of steps to reach (default {dflt.steps})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/fmnist-stylegan2"),
+        help="run folder (checkpoint.pt, samples/, log.jsonl)",
+    )
     parser.add_argument("--batch", type=int, default=dflt.batch, help=f"batch size (default {dflt.batch})")
     parser.add_argument("--seed", type=int, default=dflt.seed, help=f"random seed (default {dflt.seed})")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    parser.add_argument("--style-dim", type=int, default=dflt.style_dim, help=f"latent / style size (default {dflt.style_dim})")
-    parser.add_argument("--n-mlp", type=int, default=dflt.n_mlp, help=f"mapping network depth (default {dflt.n_mlp})")
-    parser.add_argument("--g-channels", default=dflt.g_channels, help=f"generator channels per resolution (default {dflt.g_channels})")
-    parser.add_argument("--d-channels", default=dflt.d_channels, help=f"discriminator channels per resolution (default {dflt.d_channels})")
+    parser.add_argument(
+        "--style-dim",
+        type=int,
+        default=dflt.style_dim,
+        help=f"latent / style size (default {dflt.style_dim})",
+    )
+    parser.add_argument(
+        "--n-mlp", type=int, default=dflt.n_mlp, help=f"mapping network depth (default {dflt.n_mlp})"
+    )
+    parser.add_argument(
+        "--g-channels",
+        default=dflt.g_channels,
+        help=f"generator channels per resolution (default {dflt.g_channels})",
+    )
+    parser.add_argument(
+        "--d-channels",
+        default=dflt.d_channels,
+        help=f"discriminator channels per resolution (default {dflt.d_channels})",
+    )
     parser.add_argument("--lr", type=float, default=dflt.lr, help=f"Adam learning rate (default {dflt.lr})")
-    parser.add_argument("--r1", type=float, default=dflt.r1_gamma, help=f"R1 weight gamma (default {dflt.r1_gamma})")
-    parser.add_argument("--d-reg-every", type=int, default=dflt.d_reg_every, help=f"lazy R1 interval (default {dflt.d_reg_every})")
-    parser.add_argument("--mixing", type=float, default=dflt.mixing, help=f"style-mixing probability (default {dflt.mixing})")
-    parser.add_argument("--ema-kimg", type=float, default=dflt.ema_kimg, help=f"g_ema half-life in thousands of images (default {dflt.ema_kimg})")
-    parser.add_argument("--ckpt-every", type=int, default=dflt.ckpt_every, help=f"checkpoint interval in steps (default {dflt.ckpt_every})")
-    parser.add_argument("--keep-every", type=int, default=dflt.keep_every, help=f"keep a numbered checkpoint every N steps (default {dflt.keep_every}; 0: never)")
-    parser.add_argument("--sample-every", type=int, default=dflt.sample_every, help=f"sample grid interval (default {dflt.sample_every}; 0: never)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this much wall time")
-    parser.add_argument("--export", type=Path, default=None, metavar="PATH", help="write the inference-only model (g_ema, latent_avg, gaussian_fit) to PATH at the end")
-    parser.add_argument("--export-only", action="store_true", help="do not train: export --out's checkpoint to --export")
+    parser.add_argument(
+        "--r1", type=float, default=dflt.r1_gamma, help=f"R1 weight gamma (default {dflt.r1_gamma})"
+    )
+    parser.add_argument(
+        "--d-reg-every",
+        type=int,
+        default=dflt.d_reg_every,
+        help=f"lazy R1 interval (default {dflt.d_reg_every})",
+    )
+    parser.add_argument(
+        "--mixing", type=float, default=dflt.mixing, help=f"style-mixing probability (default {dflt.mixing})"
+    )
+    parser.add_argument(
+        "--ema-kimg",
+        type=float,
+        default=dflt.ema_kimg,
+        help=f"g_ema half-life in thousands of images (default {dflt.ema_kimg})",
+    )
+    parser.add_argument(
+        "--ckpt-every",
+        type=int,
+        default=dflt.ckpt_every,
+        help=f"checkpoint interval in steps (default {dflt.ckpt_every})",
+    )
+    parser.add_argument(
+        "--keep-every",
+        type=int,
+        default=dflt.keep_every,
+        help=f"keep a numbered checkpoint every N steps (default {dflt.keep_every}; 0: never)",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=int,
+        default=dflt.sample_every,
+        help=f"sample grid interval (default {dflt.sample_every}; 0: never)",
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this much wall time"
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the inference-only model (g_ema, latent_avg, gaussian_fit) to PATH at the end",
+    )
+    parser.add_argument(
+        "--export-only", action="store_true", help="do not train: export --out's checkpoint to --export"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -90,7 +90,9 @@ def train_vae(
     x_all = images.reshape(images.shape[0], -1).float().contiguous()
     n = x_all.shape[0]
     if n < config.batch_size:
-        raise UserError(f"{n} training images is fewer than one batch of {config.batch_size}: use a smaller --batch-size")
+        raise UserError(
+            f"{n} training images is fewer than one batch of {config.batch_size}: use a smaller --batch-size"
+        )
     steps_per_epoch = n // config.batch_size
 
     if resume:
@@ -98,16 +100,22 @@ def train_vae(
             raise UserError(f"cannot resume: {out} does not exist; drop --resume to start a new run")
         try:
             ckpt = torch.load(out, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"cannot resume from {out} ({type(e).__name__}): delete it or give another --out") from None
+        except Exception as e:
+            raise UserError(
+                f"cannot resume from {out} ({type(e).__name__}): delete it or give another --out"
+            ) from None
         if not is_vae_checkpoint(ckpt) or "train" not in ckpt:
-            raise UserError(f"{out} is not a genprior VAE training checkpoint: give another --out or drop --resume")
+            raise UserError(
+                f"{out} is not a genprior VAE training checkpoint: give another --out or drop --resume"
+            )
         tr = ckpt["train"]
         saved = dict(tr["config"])
         saved["epochs"] = config.epochs
         config = VAETrainConfig(**saved)
         if tr["steps_per_epoch"] != n // config.batch_size or tr["num_images"] != n:
-            raise UserError(f"{out} was trained on {tr['num_images']} images, not {n}: resume with the same data")
+            raise UserError(
+                f"{out} was trained on {tr['num_images']} images, not {n}: resume with the same data"
+            )
         model = MNISTVAE(latent_dim=config.latent_dim, hidden_dim=config.hidden_dim)
         model.load_state_dict(ckpt["state_dict"])
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -182,7 +190,12 @@ def train_vae(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{lv:.2f}")
             if step % steps_per_epoch == 0:
-                rec_ep = {"epoch": step // steps_per_epoch, "loss": sums[0] / count, "rec": sums[1] / count, "kl": sums[2] / count}
+                rec_ep = {
+                    "epoch": step // steps_per_epoch,
+                    "loss": sums[0] / count,
+                    "rec": sums[1] / count,
+                    "kl": sums[2] / count,
+                }
                 if eval_images is not None:
                     rec_ep["eval_loss"] = evaluate_nelbo(model, eval_images, seed=0)
                     model.train()
@@ -216,7 +229,9 @@ def export_weights(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -
     """Write the inference-only checkpoint (no optimiser state) of a training checkpoint."""
     ck = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     if not is_vae_checkpoint(ck):
-        raise UserError(f"{checkpoint_path} is not a genprior VAE checkpoint: give a file written by `genprior train vae`")
+        raise UserError(
+            f"{checkpoint_path} is not a genprior VAE checkpoint: give a file written by `genprior train vae`"
+        )
     slim = {k: v for k, v in ck.items() if k != "train"}
     if "train" in ck:
         tr = ck["train"]
