@@ -11,6 +11,7 @@ from genprior import bench
 from genprior.cli import main
 from genprior.errors import UserError
 from genprior.generators.vae import MNISTVAE, vae_checkpoint
+from genprior.solvers.registry import METHODS
 
 GRID = """
 name = "tiny"
@@ -108,7 +109,7 @@ def test_killed_run_resumes_without_redoing_cells(workdir, reference, monkeypatc
     out = workdir / "killed"
     calls = []
     real = bench.run_cell
-    monkeypatch.setattr(bench, "run_cell", lambda cfg, cell: calls.append(cell) or real(cfg, cell))
+    monkeypatch.setattr(bench.run, "run_cell", lambda cfg, cell: calls.append(cell) or real(cfg, cell))
 
     class Killed(Exception):
         pass
@@ -147,7 +148,7 @@ def test_killed_run_resumes_without_redoing_cells(workdir, reference, monkeypatc
     # cells stored by other solver code are stale: only that method's cells run again
     real_fp = bench.code_fingerprint
     monkeypatch.setattr(
-        bench, "code_fingerprint", lambda cfg, label: "edited" if label == "ilo" else real_fp(cfg, label)
+        bench.run, "code_fingerprint", lambda cfg, label: "edited" if label == "ilo" else real_fp(cfg, label)
     )
     calls.clear()
     res = bench.run_bench(workdir / "grid.toml", out, progress=False)
@@ -310,7 +311,7 @@ def test_every_method_runs_through_the_bench(workdir):
     )
     (workdir / "all.toml").write_text(grid)
     res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)
-    assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(bench.METHODS)
+    assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(METHODS)
     assert all(math.isfinite(r["mse"]) and math.isfinite(r["meas_err"]) for r in res.rows)
 
 
