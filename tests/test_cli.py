@@ -167,3 +167,111 @@ def test_solve_help_lists_tasks(capsys):
     out = capsys.readouterr().out
     for t in ("inpaint", "superres", "denoise", "cs", "colorize"):
         assert t in out
+
+
+# ---- every method of the table, from the command line -----------------------------------------
+QUICK = {  # a few steps each, so that every method runs in about a second
+    "ilo": ["--steps", "3,2,2", "--stages", "1,2"],
+    "csgm": ["--set", "steps=4", "--set", "restarts=2"],
+    "pulse": ["--set", "steps=3"],
+    "projector": ["--set", "steps=3", "--set", "w_avg_samples=64"],
+    "lasso-dct": ["--set", "alpha=0.001"],
+    "lasso-wavelet": ["--set", "alpha=0.001", "--set", "wavelet=haar"],
+    "lasso-pixel": ["--set", "alpha=0.001"],
+    "dip": ["--set", "steps=3", "--set", "channels=8", "--set", "layers=2"],
+}
+
+
+def test_every_method_of_the_table_has_a_quick_setting():
+    from genprior.solvers.registry import METHODS
+
+    assert set(QUICK) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(QUICK))
+def test_solve_runs_every_method_of_the_table(tmp_path, tiny_stylegan2_path, clean_png, method):
+    from genprior.solvers.registry import METHODS
+
+    model = ["--model", str(tiny_stylegan2_path)] if METHODS[method].needs_model else []
+    out, js = tmp_path / "rec.png", tmp_path / "run.json"
+    argv = ["solve", *model, "--input", str(clean_png), "--task", "inpaint", "--mask-ratio", "0.5"]
+    argv += ["--method", method, *QUICK[method], "--out", str(out), "--json", str(js), "--quiet"]
+    assert main(argv) == 0
+    assert np.asarray(Image.open(out)).shape == (32, 32, 3)  # a model-free method: the input's size
+    data = json.loads(js.read_text())
+    assert data["method"] == method and data["psnr"] is not None and np.isfinite(data["measurement_error"])
+    settings = dict(item.split("=") for item in QUICK[method][1::2] if "=" in item)
+    for k, v in settings.items():  # the --set values reached the method's config, typed
+        assert str(data["config"][k]) == v or data["config"][k] == float(v)
+
+
+def test_set_is_typed_and_checked_from_the_config(tmp_path, capsys, tiny_stylegan2_path, clean_png):
+    base = ["--task", "denoise", "--method", "csgm"]
+    for extra, needle in (
+        (["--set", "steps=many"], "wants an integer for steps"),
+        (["--set", "stepz=3"], "'stepz' is not a setting"),
+        (["--set", "steps"], "not NAME=VALUE"),
+        (["--radius", "0.2"], "--radius 0.2: 'radius' is not a setting of it for method 'csgm'"),
+        (["--steps", "4,3"], "wants an integer for steps"),
+    ):
+        rc, _, _ = _solve(tiny_stylegan2_path, clean_png, tmp_path, *base, *extra)
+        _assert_failed_cleanly(rc, capsys, tmp_path, needle)
+
+
+def test_model_free_method_refuses_a_model_and_a_model_method_needs_one(
+    tmp_path, capsys, tiny_stylegan2_path, clean_png
+):
+    argv = [
+        "solve",
+        "--input",
+        str(clean_png),
+        "--task",
+        "denoise",
+        "--out",
+        str(tmp_path / "rec.png"),
+        "--quiet",
+    ]
+    rc = main([*argv, "--model", str(tiny_stylegan2_path), "--method", "lasso-dct"])
+    _assert_failed_cleanly(rc, capsys, tmp_path, "uses no model")
+    _assert_failed_cleanly(main(argv), capsys, tmp_path, "needs --model")
+
+
+def test_methods_and_models_commands_list_the_tables(capsys):
+    from genprior.solvers.registry import METHODS
+    from genprior.zoo import ZOO
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in METHODS)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for name in ZOO:
+        (line,) = [ln for ln in out if ln.startswith(name + " ")]
+        assert "[installed]" in line or "not installed: " in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["solve", "--help"],
+        ["solve", "--method", "magic"],
+        ["bench", "--help"],
+        ["theory", "--help"],
+    ],
+)
+def test_cli_help_and_argument_errors_import_neither_torch_nor_deepinv(argv):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "genprior", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode in (0, 2), r.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert imported and not {m for m in imported if m.split(".")[0] in ("torch", "deepinv")}

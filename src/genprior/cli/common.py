@@ -1,10 +1,9 @@
-"""Argument helpers shared by the sub-commands."""
+"""Argument helpers shared by the sub-commands (torch is imported only when a device is resolved)."""
 
 from __future__ import annotations
 
 import argparse
-
-import torch
+from typing import Any
 
 from ..errors import UserError
 
@@ -33,7 +32,10 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> Any:
+    """The ``torch.device`` of ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from ..errors import UserError
-from .common import add_device_argument, float_list, int_list, resolve_device
+from .common import add_device_argument, resolve_device
 
 TASKS = ("inpaint", "superres", "denoise", "cs", "colorize")
 
 
+#: shortcut options and the config setting each one sets (the rest: --set NAME=VALUE)
+SHORTCUTS = {"steps": "steps", "stages": "stages", "radius": "radius", "lr": "lr", "restarts": "restarts"}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..solvers.registry import METHODS
+
     p = sub.add_parser(
         "solve",
-        help="reconstruct an image with ILO or CSGM",
+        help="reconstruct an image with any method of the table (see `genprior methods`)",
         description="Simulate measurements of --input (or take them as given with --measured) and "
-        "reconstruct the image with a generative prior.",
+        "reconstruct the image with a method of the table (`genprior methods`), on a generative prior "
+        "(--model) or, for the methods that need none, at the size of the input.",
     )
     p.add_argument(
-        "--model", required=True, help="zoo name (see `genprior solve --list-models`) or checkpoint path"
+        "--model",
+        help="zoo name (see `genprior models`) or checkpoint path; "
+        "the methods that need no model (lasso-*, dip) take the image size from --input",
     )
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--input", required=True, type=Path, help="clean image (PNG/JPEG/.npy in [0,1])")
@@ -40,13 +47,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--noise-std", type=float, default=None, help="Gaussian noise std on y (denoise: default 0.1)"
     )
-    p.add_argument("--method", choices=("ilo", "csgm"), default="ilo")
-    p.add_argument("--steps", type=int_list, help="steps per round (ILO: comma list, round 0 first)")
-    p.add_argument("--stages", type=int_list, help="ILO: stages of rounds 1, 2, ... (comma list)")
-    p.add_argument("--radius", type=float_list, help="ILO: l1 radius per state element, per round")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--restarts", type=int, help="CSGM: random restarts")
-    p.add_argument("--seed", type=int, default=0)
+    m = p.add_argument_group("method")
+    m.add_argument(
+        "--method", choices=list(METHODS), default="ilo", help="default ilo; see `genprior methods`"
+    )
+    m.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the method's config, typed and checked from it; repeatable, e.g. "
+        "--set radius=0.2 --set stages=1,2 (lists: comma-separated)",
+    )
+    m.add_argument("--steps", help="= --set steps=...: steps (ILO: per round, comma list, round 0 first)")
+    m.add_argument("--stages", help="= --set stages=...: ILO's stages of rounds 1, 2, ... (comma list)")
+    m.add_argument("--radius", help="= --set radius=...: ILO's l1 radius per state element, per round")
+    m.add_argument("--lr", help="= --set lr=...: learning rate")
+    m.add_argument("--restarts", help="= --set restarts=...: CSGM's random restarts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the measurements and the method (default 0)")
     p.add_argument("--resize", action="store_true", help="resize the input to the generator's size")
     p.add_argument("--out", required=True, type=Path, help="reconstruction PNG")
     p.add_argument("--side-by-side", type=Path, help="comparison PNG (default: OUT with -compare.png)")
@@ -66,7 +85,11 @@ def _parse_box(text: str) -> tuple[int, int, int, int]:
     return vals  # type: ignore[return-value]
 
 
-def _load_input(path: Path, channels: int, size: tuple[int, int] | None, resize: bool) -> torch.Tensor:
+def _load_input(path: Path, channels: int | None, size: tuple[int, int] | None, resize: bool) -> Any:
+    """The image at ``path`` as a (1, C, H, W) tensor; ``channels``/``size`` None keep the file's."""
+    import numpy as np
+    import torch
+
     from ..io import load_image
 
     if path.suffix.lower() == ".npy":
@@ -86,7 +109,7 @@ def _load_input(path: Path, channels: int, size: tuple[int, int] | None, resize:
         if t.dim() != 3 or t.shape[0] not in (1, 3):
             raise UserError(f"{path} has shape {tuple(arr.shape)}: give an (H,W), (C,H,W) or (H,W,C) array")
         t = t[None]
-        if t.shape[1] != channels:
+        if channels is not None and t.shape[1] != channels:
             t = t.mean(1, keepdim=True) if channels == 1 else t.expand(-1, 3, -1, -1)
         if size is not None and tuple(t.shape[-2:]) != tuple(size):
             if not resize:
@@ -99,9 +122,7 @@ def _load_input(path: Path, channels: int, size: tuple[int, int] | None, resize:
     return load_image(path, channels=channels, size=size, resize=resize)
 
 
-def _measured_to_y(
-    img: torch.Tensor, args: argparse.Namespace, physics: Any, shape: tuple[int, int, int]
-) -> torch.Tensor:
+def _measured_to_y(img: Any, args: argparse.Namespace, physics: Any, shape: tuple[int, int, int]) -> Any:
     """Turn an already-degraded image into the measurement vector of ``physics``."""
     c, h, w = shape
     if args.task == "cs":
@@ -124,24 +145,18 @@ def _measured_to_y(
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import metrics
     from ..io import save_image, write_json_atomic
     from ..physics import load_mask, make_physics, measurement_preview
-    from ..zoo import load_generator
+    from ..solvers.registry import get_method
 
+    method = get_method(args.method)
+    config = _method_config(method, args)  # bad settings fail before anything is loaded
     device = resolve_device(args.device)
     t_start = time.perf_counter()
-    G = load_generator(str(args.model), device=device)
-    c, h, w = G.image_shape
-
-    if args.measured:
-        in_channels = 1 if args.task == "colorize" else c
-        in_size = None if args.task == "superres" else (h, w)
-        truth = None
-        img = _load_input(args.input, in_channels, in_size, args.resize)
-    else:
-        truth = _load_input(args.input, c, (h, w), args.resize).to(device)
-        img = truth
+    G, (c, h, w), truth, img = _model_and_input(method, args, device)
 
     masks_given = sum(v is not None for v in (args.mask, args.mask_ratio, args.box))
     if args.task == "inpaint" and masks_given != 1:
@@ -174,17 +189,18 @@ def run(args: argparse.Namespace) -> int:
     if not torch.isfinite(y).all():
         raise UserError("the measurements hold NaN or infinite values: check the input and --noise-std")
 
-    solver = _make_solver(args, G)
+    solver = method.build(config, model=G, image_shape=(c, h, w), device=device)
     x_hat = solver(y, physics, progress=not args.quiet)
     rec = solver.last_record
     assert rec is not None
 
     result: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
-        "model": str(args.model),
+        "model": None if args.model is None else str(args.model),
         "device": str(device),
         "image_shape": [c, h, w],
         "method": args.method,
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if not callable(v)},
         "measurement_error": float(metrics.measurement_error(x_hat, y, physics)[0]),
         "time_s": time.perf_counter() - t_start,
         "solve_time_s": rec.time_s,
@@ -218,31 +234,60 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _make_solver(args: argparse.Namespace, G: Any) -> Any:
-    from ..solvers import CSGM, ILO, CSGMConfig, ILOConfig
+def _method_config(method: Any, args: argparse.Namespace) -> Any:
+    """The method's config from --set and the shortcut options, checked by the config itself."""
+    from ..solvers.registry import parse_setting
 
-    if args.method == "ilo":
-        cfg = ILOConfig(seed=args.seed)
-        if args.steps:
-            cfg.steps = args.steps
-        if args.stages:
-            cfg.stages = args.stages
-        if args.radius:
-            cfg.radius = args.radius
-        if args.lr:
-            cfg.lr = args.lr
-        if args.restarts:
-            raise UserError("--restarts applies to --method csgm only")
-        return ILO(G, cfg)
-    cfg2 = CSGMConfig(seed=args.seed)
-    if args.steps:
-        if len(args.steps) != 1:
-            raise UserError("CSGM has one round: give --steps N, not a list")
-        cfg2.steps = args.steps[0]
-    if args.stages or args.radius:
-        raise UserError("--stages and --radius apply to --method ilo only")
-    if args.lr:
-        cfg2.lr = args.lr
-    if args.restarts:
-        cfg2.restarts = args.restarts
-    return CSGM(G, cfg2)
+    settings: dict[str, Any] = {}
+    for flag, name in SHORTCUTS.items():
+        text = getattr(args, flag)
+        if text is not None:
+            k, v = parse_setting(method, f"{name}={text}", flag=f"--{flag}")
+            settings[k] = v
+    for item in args.settings:
+        k, v = parse_setting(method, item)
+        settings[k] = v
+    return method.make_config(settings, seed=args.seed)
+
+
+def _model_and_input(
+    method: Any, args: argparse.Namespace, device: Any
+) -> tuple[Any, tuple[int, int, int], Any, Any]:
+    """``(model or None, image shape (C, H, W) of the unknown, truth or None, the input image)``.
+    A method that needs no model solves at the input's own size."""
+    if method.needs_model:
+        if args.model is None:
+            raise UserError(
+                f"method {method.name!r} needs --model: a zoo name (see `genprior models`) or a checkpoint path"
+            )
+        from ..zoo import load_generator
+
+        G = load_generator(str(args.model), device=device)
+        c, h, w = G.image_shape
+        if args.measured:
+            channels = 1 if args.task == "colorize" else c
+            return (
+                G,
+                (c, h, w),
+                None,
+                _load_input(args.input, channels, None if args.task == "superres" else (h, w), args.resize),
+            )
+        truth = _load_input(args.input, c, (h, w), args.resize).to(device)
+        return G, (c, h, w), truth, truth
+    if args.model is not None:
+        raise UserError(
+            f"method {method.name!r} uses no model: drop --model (it solves at the size of --input)"
+        )
+    if args.resize:
+        raise UserError(
+            f"--resize needs a model's image size; method {method.name!r} solves at the size of --input"
+        )
+    img = _load_input(args.input, None, None, False)
+    c, h, w = img.shape[1:]
+    if args.task == "colorize" and not args.measured and c != 3:
+        raise UserError(f"--task colorize needs a colour --input, and {args.input} is grey")
+    if not args.measured:
+        return None, (c, h, w), img.to(device), img.to(device)
+    if args.task == "superres":
+        h, w = h * args.scale, w * args.scale
+    return None, (3 if args.task == "colorize" else c, h, w), None, img

@@ -317,27 +317,27 @@ def _describe(alts: list[Any]) -> str:
     )
 
 
-def parse_setting(method: Method, item: str) -> tuple[str, Any]:
+def parse_setting(method: Method, item: str, flag: str | None = None) -> tuple[str, Any]:
     """``"name=value"`` as ``(name, typed value)`` for ``method``'s config; a one-line
-    :class:`UserError` names what is wrong (unknown name, a value of the wrong type)."""
+    :class:`UserError` names what is wrong (unknown name, a value of the wrong type). ``flag``
+    names the option the text came from in the message (default ``--set``)."""
     name, eq, text = item.partition("=")
     name = name.strip().replace("-", "_")
     if not eq or not name:
         raise UserError(f"--set {item!r} is not NAME=VALUE: write it as e.g. --set steps=200")
+    where = f"{flag} {text}" if flag else f"--set {name}={text}"
     if name in dict(method.fixed):
-        raise UserError(
-            f"method {method.name!r} fixes {name} = {dict(method.fixed)[name]!r}: drop --set {name}"
-        )
+        raise UserError(f"{where}: method {method.name!r} fixes {name} = {dict(method.fixed)[name]!r}")
     kinds = field_types(method.config_class())
     if name not in kinds:
         names = {f.name for f in dataclasses.fields(method.config_class())}
-        why = "is not settable from the command line" if name in names else "is not a setting of it"
+        why = "cannot be set from the command line" if name in names else "is not a setting of it"
         raise UserError(
-            f"--set {name}: {name!r} {why} for method {method.name!r}; its settings are {', '.join(settable(method))}"
+            f"{where}: {name!r} {why} for method {method.name!r}; its settings are {', '.join(settable(method))}"
         )
     try:
         return name, parse_value(text, kinds[name])
     except ValueError:
         raise UserError(
-            f"--set {name}={text}: {method.name} wants {_describe(kinds[name])} for {name}"
+            f"{where}: method {method.name!r} wants {_describe(kinds[name])} for {name}"
         ) from None
