@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2-rosinality"
+#: the third-party fixtures (../shared/fixtures beside the project root), the one place tests find them
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = SHARED_FIXTURES / "stylegan2-rosinality"
+#: what a skipped fixture test says is missing
+FIXTURE_SETUP = (
+    "the shared fixtures are missing: clone the project beside ../shared (the workplace's shared "
+    "folder, see its README) so that ../shared/fixtures/stylegan2-rosinality exists"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -19,5 +26,5 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def tiny_stylegan2_path() -> Path:
     p = FIXTURES / "stylegan2_tiny_g_ema.pt"
     if not p.exists():
-        pytest.skip(f"StyleGAN2 fixture missing: {p}")
+        pytest.skip(f"{p.name} not found: {FIXTURE_SETUP}")
     return p

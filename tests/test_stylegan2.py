@@ -4,11 +4,11 @@ safe checkpoint loading."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FIXTURE_SETUP, FIXTURES
 
 from genprior.errors import UserError
 from genprior.generators import stylegan2 as sg
@@ -21,11 +21,11 @@ from genprior.generators.stylegan2 import (
     upfirdn2d,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stylegan2-rosinality"
+FIXTURE = FIXTURES
 CKPTS = ("stylegan2_tiny_g_ema.pt", "stylegan2_tiny_train_ckpt.pt")
 needs_fixture = pytest.mark.skipif(
     not (FIXTURE / "stylegan2_tiny_reference.pt").is_file(),
-    reason=f"third-party StyleGAN2 fixture not found at {FIXTURE}",
+    reason=f"third-party StyleGAN2 fixture not found at {FIXTURE}: {FIXTURE_SETUP}",
 )
 ATOL = 1e-4
 

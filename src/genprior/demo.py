@@ -110,11 +110,12 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
     from . import metrics
     from .io import write_json_atomic, write_text_atomic
     from .physics import make_physics, measurement_preview
-    from .solvers import CSGM, ILO, CSGMConfig, ILOConfig
     from .solvers.ilo import default_stages
+    from .solvers.registry import get_method
     from .zoo import load_generator
 
     device = torch.device(cfg.device)
+    ilo, csgm = get_method("ilo"), get_method("csgm")
     loaded = []
     for name in cfg.models:
         try:
@@ -146,18 +147,16 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
         physics = make_physics(spec.task, shape, seed=cfg.seed, device=device, **_physics_kwargs(spec, shape))
         torch.manual_seed(cfg.seed)
         y = physics(truth)
-        ilo_cfg = ILOConfig(steps=cfg.ilo_steps, seed=cfg.seed, noise_floor=cfg.noise_floor)
-        for k, v in ILO_SETTINGS.get(name, {}).items():
-            setattr(ilo_cfg, k, v)
+        ilo_cfg = ilo.make_config(
+            {"steps": tuple(cfg.ilo_steps), "noise_floor": cfg.noise_floor, **ILO_SETTINGS.get(name, {})},
+            seed=cfg.seed,
+        )
         rounds = 1 + len(ilo_cfg.stages if ilo_cfg.stages is not None else default_stages(G.num_stages))
         total = sum((list(cfg.ilo_steps) + [cfg.ilo_steps[-1]] * rounds)[:rounds])
-        solvers = {
-            "CSGM": CSGM(
-                G,
-                CSGMConfig(steps=cfg.csgm_steps or total, restarts=cfg.csgm_restarts, seed=cfg.seed, lr=0.05),
-            ),
-            "ILO": ILO(G, ilo_cfg),
-        }
+        csgm_cfg = csgm.make_config(
+            {"steps": cfg.csgm_steps or total, "restarts": cfg.csgm_restarts, "lr": 0.05}, seed=cfg.seed
+        )
+        solvers = {"CSGM": csgm.build(csgm_cfg, model=G), "ILO": ilo.build(ilo_cfg, model=G)}
         entry = panels.setdefault(name, {}).setdefault(spec.name, {})
         entry["truth"] = truth.cpu()
         entry["measurement"] = measurement_preview(y, physics, shape).cpu()
