@@ -19,6 +19,8 @@ _EXPORTS = {
     "load_generator": "genprior.zoo",
     "list_models": "genprior.zoo",
     "make_physics": "genprior.physics",
+    "make_solver": "genprior.solvers.registry",
+    "METHODS": "genprior.solvers.registry",
     "ILO": "genprior.solvers",
     "ILOConfig": "genprior.solvers",
     "CSGM": "genprior.solvers",
