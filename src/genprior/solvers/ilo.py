@@ -41,7 +41,7 @@ from .common import (
     lr_schedule,
     project_to_norm,
 )
-from .projections import _project, _shrink
+from .projections import project_state
 
 PerceptualFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -113,55 +113,6 @@ def _per_round(value: Any, n: int) -> list[Any]:
 
 def default_stages(num_stages: int) -> list[int]:
     return list(range(1, max(1, math.ceil(num_stages / 2)) + 1)) if num_stages > 0 else []
-
-
-def project_state(state: State, center: State, radius: Tensor | float) -> None:
-    """In place: project ``state - center`` (all tensors of the state, flattened together per
-    sample) onto the l1 ball of the given radius (a number or one per sample).
-
-    Runs after every step of an ILO round, so it allocates and writes as little as it can: the
-    deviations of all the tensors go straight into one ``(B, n)`` buffer (no concatenation of
-    temporaries), which becomes their magnitudes in place; the signs are recomputed at the end
-    into the one other buffer the projection needs, rather than kept in a third (on CPU, fresh
-    large buffers cost page faults). While every sample is inside its ball nothing is written;
-    otherwise ``center + projection`` goes straight into the state, and the samples inside their
-    ball keep their state bit for bit.
-    """
-    with torch.no_grad():
-        b = state[0].shape[0]
-        sizes = [s[0].numel() for s in state]
-        dtype = state[0].dtype
-        if dtype in (torch.float32, torch.float64) and b > 0 and min(sizes) > 0:
-
-            def deviation(out: Tensor) -> Tensor:  # state - center, flattened per sample, into out
-                i = 0
-                for s, c, n in zip(state, center, sizes):
-                    torch.sub(s, c, out=out[:, i : i + n].view(s.shape))
-                    i += n
-                return out
-
-            # the two buffers of the projection, in one allocation (the allocator keeps it better)
-            mag, work = torch.empty(2, b, sum(sizes), dtype=dtype, device=state[0].device)
-            r = torch.as_tensor(radius, dtype=torch.float64, device=mag.device).expand(b)
-            shrunk = _shrink(deviation(mag).abs_(), r, work)
-            if shrunk is None:  # every sample inside its ball
-                return
-            p, spare, outside = shrunk
-            p.copysign_(deviation(spare))
-        else:  # other dtypes, empty states: the general path
-            dev = torch.cat([(s - c).reshape(b, -1) for s, c in zip(state, center)], dim=1)
-            p, outside = _project(dev, radius, validate=False, clone=False)
-            if p is dev:
-                return
-        everyone = bool(outside.all())
-        i = 0
-        for s, c, n in zip(state, center, sizes):
-            pv = p[:, i : i + n].view(s.shape)
-            if everyone:
-                torch.add(c, pv, out=s)
-            else:  # a sample inside its ball keeps its state exactly (c + (s - c) may round)
-                s.copy_(torch.where(outside.view(-1, *([1] * (s.dim() - 1))), pv.add_(c), s))
-            i += n
 
 
 class ILO(GenerativeSolver):
