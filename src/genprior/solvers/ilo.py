@@ -35,11 +35,24 @@ from .common import (
     BestTracker,
     GenerativeSolver,
     RunRecord,
+    SolverConfig,
     Timer,
     apply_overrides,
     batch_norms,
+    check_bool,
+    check_choice,
+    check_number,
+    check_per_round,
+    check_seed,
+    finish_run,
+    is_int,
+    is_number,
+    is_sequence,
+    latent_groups,
     lr_schedule,
+    progress_bar,
     project_to_norm,
+    setting_error,
 )
 from .projections import project_state
 
@@ -47,7 +60,7 @@ PerceptualFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
-class ILOConfig:
+class ILOConfig(SolverConfig):
     """Settings of :class:`ILO`. Defaults suit the bundled 32-64 px generators on a CPU.
 
     Attributes:
@@ -101,13 +114,53 @@ class ILOConfig:
     rampdown: float = 0.25
     seed: int = 0
 
+    def validate(self) -> None:
+        st = self.stages
+        if st is not None and not (
+            is_sequence(st)
+            and all(is_int(s) and s >= 1 for s in st)
+            and all(b > a for a, b in zip(st, st[1:]))
+        ):
+            raise setting_error(self, "stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)")
+        check_per_round(self, "steps", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+        for name in ("lr", "state_lr"):
+            check_number(self, name)
+        check_per_round(
+            self, "radius", lambda v: is_number(v) and v >= 0, "a number >= 0 (inf: no projection)"
+        )
+        check_bool(self, "optimize_noise")
+        check_bool(self, "spherical")
+        check_choice(self, "fidelity", FIDELITIES)
+        check_number(self, "deadzone")
+        if self.perceptual is not None and not callable(self.perceptual):
+            raise setting_error(self, "perceptual", "give None or a callable (A(x), y) -> (B,) tensor")
+        for name in ("perceptual_weight", "geocross_weight", "rampup", "rampdown"):
+            check_number(self, name)
+        if not _noise_floor_ok(self.noise_floor):
+            raise setting_error(self, "noise_floor", "give None, 'auto' or a number >= 0")
+        check_seed(self)
+
+
+FIDELITIES: tuple[str, ...] = ("mse", "l1")
+
+
+def _noise_floor_ok(v: Any) -> bool:
+    if v is None or v == "auto":
+        return True
+    if isinstance(v, str):  # a number written out, as noise_floor() reads it
+        try:
+            v = float(v)
+        except ValueError:
+            return False
+    return is_number(v) and v >= 0
+
 
 def _per_round(value: Any, n: int) -> list[Any]:
-    if isinstance(value, (int, float)):
+    if not is_sequence(value):
         return [value] * n
     seq = list(value)
     if not seq:
-        raise ValueError("empty per-round setting")
+        raise UserError("empty per-round setting: give a value, or a non-empty list of values")
     return (seq + [seq[-1]] * n)[:n]
 
 
@@ -132,10 +185,8 @@ class ILO(GenerativeSolver):
         G = self.generator
         self._check_y(y)
         stages = list(cfg.stages) if cfg.stages is not None else default_stages(G.num_stages)
-        for s in stages:
+        for s in stages:  # increasing and >= 1: ILOConfig checks that
             G.check_stage(s)
-        if any(b <= a for a, b in zip([0] + stages, stages)):
-            raise UserError(f"ILO stages must increase and start at 1 or more: got {stages}")
         n_rounds = 1 + len(stages)
         steps = _per_round(cfg.steps, n_rounds)
         radii = _per_round(cfg.radius, max(1, len(stages)))
@@ -143,17 +194,14 @@ class ILO(GenerativeSolver):
 
         inputs = self._init_inputs(batch, cfg.seed)
         init_norms = {k: batch_norms(v) for k, v in inputs.items()}
-        groups: dict[str, list[str]] = {}
-        for spec in G.input_specs:
-            if spec.kind == "latent" and spec.group is not None:
-                groups.setdefault(spec.group, []).append(spec.name)
+        groups = latent_groups(G)
 
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
         floor = noise_floor(cfg.noise_floor, y, physics)
         if floor is not None:
             rec.extra["noise_floor"] = floor.tolist()
-        bar = _progress(sum(steps), progress, "ILO")
+        bar = progress_bar(sum(steps), progress, "ILO")
         fixed = set() if cfg.optimize_noise else set(G.noise_names())
         state: State = ()
         stage_prev = 0
@@ -245,12 +293,7 @@ class ILO(GenerativeSolver):
                 )
                 bar.set_postfix(round=r, err=f"{float(round_best.mean()):.2e}")
         bar.close()
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = best.err.tolist()
-        rec.best_round = best.round.tolist()
-        assert best.x is not None
-        return best.x.clamp(0, 1), rec
+        return finish_run(rec, best, timer)
 
 
 def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor | None:
@@ -272,9 +315,3 @@ def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor 
     if not value >= 0:
         raise UserError(f"noise_floor must be >= 0, 'auto' or None, not {setting!r}")
     return torch.full((y.shape[0],), value, device=y.device)
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
