@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from genprior.errors import UserError
-from genprior.solvers.projections import project_l1_ball, project_l1_ball_around
+from genprior.solvers.projections import (
+    project_l1_ball,
+    project_l1_ball_around,
+    project_l1_ball_sort,
+    project_state,
+)
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
@@ -152,6 +157,52 @@ def test_flattens_non_batch_dims(b, h, w):
     p = project_l1_ball(x, 0.7)
     assert p.shape == x.shape
     torch.testing.assert_close(p.reshape(b, -1), project_l1_ball(x.reshape(b, -1), 0.7))
+
+
+@SETTINGS
+@given(batched_cases())
+def test_sort_definition_matches_bisection_reference(case):
+    x, r = case
+    p = project_l1_ball_sort(torch.from_numpy(x), torch.from_numpy(r)).numpy()
+    for i in range(x.shape[0]):
+        tol = 1e-9 * _scale(x[i]) * max(1, x.shape[1])
+        np.testing.assert_allclose(p[i], reference_projection(x[i], r[i]), rtol=0, atol=tol)
+
+
+@SETTINGS
+@given(batched_cases())
+def test_fast_path_matches_the_sort_definition(case):
+    x, r = case
+    xt, rt = torch.from_numpy(x), torch.from_numpy(r)
+    fast, ref = project_l1_ball(xt, rt), project_l1_ball_sort(xt, rt)
+    for i in range(x.shape[0]):
+        tol = 1e-12 * _scale(x[i]) * max(1, x.shape[1])
+        torch.testing.assert_close(fast[i], ref[i], rtol=0, atol=tol)
+        if math.isinf(r[i]) or np.abs(x[i]).sum() < r[i] * (1 - 1e-9):  # inside: both the identity
+            assert torch.equal(fast[i], xt[i]) and torch.equal(ref[i], xt[i])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_path_matches_the_sort_definition_on_large_rows(dtype):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(8, 20_000, generator=g, dtype=dtype)
+    r = _mixed_radii(x)
+    fast, ref = project_l1_ball(x, r), project_l1_ball_sort(x, r)
+    assert fast.dtype == ref.dtype == dtype
+    # float64: the two levels differ by round-off in their sums; float32: at most one rounding step
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(fast, ref, rtol=0, atol=tol)
+    assert torch.equal(ref[5], torch.zeros_like(ref[5]))  # radius 0
+    assert torch.equal(ref[4], x[4])  # inside its ball
+    assert project_l1_ball_sort(x, math.inf).equal(x)
+
+
+def test_sort_definition_simple_known_values():
+    x = torch.tensor([[3.0, -1.0, 0.5], [0.2, 0.2, 0.2], [1.0, -1.0, 0.0]])
+    p = project_l1_ball_sort(x, torch.tensor([2.0, 2.0, 1.0]))
+    torch.testing.assert_close(p, torch.tensor([[2.0, 0.0, 0.0], [0.2, 0.2, 0.2], [0.5, -0.5, 0.0]]))
+    with pytest.raises(UserError, match="radius"):
+        project_l1_ball_sort(x, -1.0)
 
 
 def test_simple_known_values():
@@ -323,8 +374,6 @@ def test_half_precision_goes_through_float32():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_project_state_matches_the_projection_of_the_concatenation(dtype):
-    from genprior.solvers.ilo import project_state
-
     g = torch.Generator().manual_seed(5)
     center = (
         torch.randn(4, 8, 6, 6, generator=g, dtype=dtype),
@@ -351,8 +400,6 @@ def test_project_state_matches_the_projection_of_the_concatenation(dtype):
 
 
 def test_project_state_inside_writes_nothing():
-    from genprior.solvers.ilo import project_state
-
     center = (torch.randn(3, 5, 4),)
     state = (center[0] + 1e-3 * torch.randn(3, 5, 4),)
     before = state[0].clone()

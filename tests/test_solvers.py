@@ -7,7 +7,7 @@ from toy_generator import ToyGenerator
 
 from genprior.errors import UserError
 from genprior.solvers import CSGM, ILO, CSGMConfig, ILOConfig, lr_schedule
-from genprior.solvers.ilo import project_state
+from genprior.solvers.projections import project_state
 
 
 def _problem(seed=1, off_range=0.0, batch=2):

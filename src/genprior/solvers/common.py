@@ -1,27 +1,139 @@
-"""Pieces every generator-based solver shares: the learning-rate schedule, the best-iterate
-tracker, the run record, projections of latents, and the deepinv ``Reconstructor`` base."""
+"""Pieces the solvers share: checked settings, the learning-rate schedule, the best-iterate
+tracker, the run record and how a solve closes it, the progress bar, latent groups, projections of
+latents, the deepinv ``Reconstructor`` bases (with and without a generator), and the result type
+of posterior samplers."""
 
 from __future__ import annotations
 
 import math
+import numbers
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from deepinv.models import Reconstructor
 from torch import Tensor
 
+from ..errors import UserError
 from ..generators.base import Inputs, LayeredGenerator
+
+
+# ==== settings ==================================================================================
+class SolverConfig:
+    """Base of the solvers' settings dataclasses: :meth:`validate` runs when a config is made (and
+    on the copy :func:`dataclasses.replace` makes), and again when a solver is built from it, so a
+    field set after construction is checked too. A bad value is a :class:`UserError` of one line
+    naming the setting, the value and what is allowed."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` for the first invalid field."""
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     """A copy of the dataclass ``config`` with ``overrides`` set (the caller's object is left
-    alone); an unknown setting is a ``TypeError`` naming it."""
+    alone), its settings checked; an unknown setting is a :class:`UserError` naming the allowed
+    ones."""
+    names = [f.name for f in fields(config)]
     for k in overrides:
-        if k not in {f.name for f in fields(config)}:
-            raise TypeError(f"{type(config).__name__} has no setting {k!r}")
-    return replace(config, **overrides) if overrides else config
+        if k not in names:
+            raise UserError(
+                f"{type(config).__name__} has no setting {k!r}: its settings are {', '.join(names)}"
+            )
+    if overrides:
+        return replace(config, **overrides)
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate()
+    return config
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = " ".join(repr(value).split())  # one line, whatever the repr
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def setting_error(config: Any, name: str, allowed: str) -> UserError:
+    """The one-line error for a bad setting: ``CSGMConfig: restarts = 0: give an integer >= 1``."""
+    return UserError(f"{type(config).__name__}: {name} = {_shown(getattr(config, name))}: {allowed}")
+
+
+def is_int(v: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """A real number (an int counts; Python or numpy), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def is_sequence(v: Any) -> bool:
+    """A list, tuple or other sequence, but not a string."""
+    return isinstance(v, Sequence) and not isinstance(v, (str, bytes))
+
+
+def _int_ok(v: Any, lo: int | None) -> bool:
+    return is_int(v) and (lo is None or v >= lo)
+
+
+def _number_ok(v: Any, lo: float | None, above: bool, inf: bool) -> bool:
+    if not is_number(v) or math.isnan(v) or (math.isinf(v) and not (inf and v > 0)):
+        return False
+    return lo is None or (v > lo if above else v >= lo)
+
+
+def _int_text(lo: int | None) -> str:
+    return "an integer" + (f" >= {lo}" if lo is not None else "")
+
+
+def _number_text(lo: float | None, above: bool, inf: bool) -> str:
+    text = "a number" + ("" if lo is None else f" {'>' if above else '>='} {lo:g}")
+    return text + (" (inf allowed)" if inf else "")
+
+
+def check_int(config: Any, name: str, lo: int | None = None, none: bool = False) -> None:
+    """``config.name`` is an integer ``>= lo`` (a bool is not), or None when ``none``."""
+    v = getattr(config, name)
+    if not ((none and v is None) or _int_ok(v, lo)):
+        raise setting_error(config, name, ("give None or " if none else "give ") + _int_text(lo))
+
+
+def check_number(
+    config: Any, name: str, lo: float | None = 0.0, above: bool = False, inf: bool = False
+) -> None:
+    """``config.name`` is a number ``>= lo`` (``> lo`` when ``above``), finite unless ``inf``."""
+    if not _number_ok(getattr(config, name), lo, above, inf):
+        raise setting_error(config, name, "give " + _number_text(lo, above, inf))
+
+
+def check_bool(config: Any, name: str) -> None:
+    if not isinstance(getattr(config, name), bool):
+        raise setting_error(config, name, "give True or False")
+
+
+def check_choice(config: Any, name: str, choices: Sequence[str]) -> None:
+    v = getattr(config, name)
+    if not (isinstance(v, str) and v in choices):
+        raise setting_error(config, name, f"use one of {', '.join(repr(c) for c in choices)}")
+
+
+def check_per_round(config: Any, name: str, item_ok: Callable[[Any], bool], what: str) -> None:
+    """``config.name`` is one value, or a non-empty sequence of values, each passing ``item_ok``."""
+    v = getattr(config, name)
+    ok = (is_sequence(v) and len(v) > 0 and all(item_ok(e) for e in v)) or (not is_sequence(v) and item_ok(v))
+    if not ok:
+        raise setting_error(config, name, f"give {what}, or a non-empty list of them (one per round)")
+
+
+def check_seed(config: Any, name: str = "seed") -> None:
+    v = getattr(config, name)
+    if not (is_int(v) and -(2**63) <= v < 2**64):
+        raise setting_error(config, name, "give an integer (a 64-bit seed)")
 
 
 def lr_schedule(step: int, total: int, rampup: float = 0.05, rampdown: float = 0.25) -> float:
@@ -147,6 +259,7 @@ class RunRecord:
         return d
 
 
+# ==== the solvers ================================================================================
 class GenerativeSolver(Reconstructor):
     """A deepinv ``Reconstructor`` driving a :class:`LayeredGenerator`: ``x_hat = solver(y, physics)``.
 
@@ -176,7 +289,7 @@ class GenerativeSolver(Reconstructor):
     # helpers -----------------------------------------------------------------------------------
     def _check_y(self, y: Tensor) -> None:
         if not torch.isfinite(y).all():
-            raise ValueError("measurements contain NaN or infinite values")
+            raise UserError("measurements contain NaN or infinite values: give finite measurements")
 
     def _init_inputs(self, batch: int, seed: int) -> Inputs:
         g = torch.Generator().manual_seed(seed)
@@ -190,3 +303,134 @@ class Timer:
 
     def __exit__(self, *exc: Any) -> None:
         self.elapsed = time.perf_counter() - self.t0
+
+
+class GeneratorFreeSolver(Reconstructor):
+    """A deepinv ``Reconstructor`` with no generator: ``x_hat = solver(y, physics)``.
+
+    The same shape as :class:`GenerativeSolver`: subclasses implement :meth:`solve` returning
+    ``(x_hat, RunRecord)``; ``forward`` keeps the record in ``self.last_record``. The image shape
+    ``(C, H, W)`` of the unknown is given to the constructor (nothing else says what ``x`` looks
+    like when ``y`` is, say, a vector of CS measurements). Solvers work on the device of ``y``.
+    """
+
+    method = "generator-free"
+
+    def __init__(self, image_shape: Sequence[int], config: Any, device: torch.device | str = "cpu"):
+        from ..physics.tasks import image_shape3
+
+        super().__init__(device=device)
+        self.image_shape = image_shape3(image_shape)
+        self.config = config
+        self.last_record: RunRecord | None = None
+
+    def forward(self, y: Tensor, physics: Any, **kwargs: Any) -> Tensor:
+        x, rec = self.solve(y, physics, **kwargs)
+        self.last_record = rec
+        return x
+
+    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+        raise NotImplementedError
+
+    def _check_y(self, y: Tensor) -> None:
+        if not isinstance(y, Tensor) or y.dim() < 1:
+            raise UserError("measurements must be a tensor with a leading batch dimension")
+        if not torch.isfinite(y).all():
+            raise UserError("measurements contain NaN or infinite values: give finite measurements")
+
+
+# ==== pieces of a solve ===========================================================================
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm progress bar of ``total`` steps, shown only when ``enabled``, gone when closed."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def latent_groups(generator: LayeredGenerator) -> dict[str, list[str]]:
+    """The generator's grouped latents (e.g. StyleGAN's W+ rows): group name -> member names, in
+    ``input_specs`` order; ungrouped latents and noise inputs are left out."""
+    groups: dict[str, list[str]] = {}
+    for spec in generator.input_specs:
+        if spec.kind == "latent" and spec.group is not None:
+            groups.setdefault(spec.group, []).append(spec.name)
+    return groups
+
+
+class Best(NamedTuple):
+    """A solve's output per image: the images ``x``, their measurement errors ``err`` (B,) and the
+    round each came from, ``round`` (B,). :class:`BestTracker` has the same three attributes."""
+
+    x: Tensor
+    err: Tensor
+    round: Tensor
+
+
+def finish_run(
+    rec: RunRecord,
+    best: BestTracker | Best,
+    timer: Timer,
+    round_steps: int | None = None,
+    best_round: list[int] | None = None,
+    **extra: Any,
+) -> tuple[Tensor, RunRecord]:
+    """Close the record of a solve and return ``(x_hat, rec)``, ``x_hat`` being ``best.x`` clamped
+    to ``[0, 1]``: the time, the buffered per-step values (:meth:`RunRecord.finish`), per image the
+    best measurement error and its round (``best_round`` instead of ``best.round`` if given), then
+    ``extra`` into ``rec.extra``. ``round_steps``, for a solver of one round, adds that round's
+    entry (with this many steps) to ``rec.rounds``."""
+    rec.time_s = timer.elapsed
+    rec.finish()
+    rec.best_meas_err = best.err.tolist()
+    rec.best_round = best.round.tolist() if best_round is None else best_round
+    rec.extra.update(extra)
+    if round_steps is not None:
+        rec.rounds.append({"round": 0, "stage": 0, "steps": round_steps, "best_meas_err": best.err.tolist()})
+    assert best.x is not None
+    return best.x.clamp(0, 1), rec
+
+
+# ==== results of posterior samplers ===============================================================
+@dataclass
+class PosteriorSamples:
+    """Samples of a posterior sampler and their per-pixel summary.
+
+    Attributes:
+        samples: ``(S, B, C, H, W)``: ``S`` samples of each of the ``B`` images (any shape
+            ``(S, B, ...)`` works).
+        mean: ``(B, C, H, W)``, the mean over the samples.
+        std: ``(B, C, H, W)``, the per-pixel standard deviation over the samples, unbiased
+            (divided by ``S - 1``); with a single sample (``S == 1``) there is no estimate of the
+            spread and it is NaN everywhere (as numpy's and torch's unbiased std give).
+    """
+
+    samples: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __post_init__(self) -> None:
+        if self.samples.dim() < 2 or self.samples.shape[0] < 1:
+            raise ValueError(
+                f"samples must be (S, B, ...) with S >= 1: got shape {tuple(self.samples.shape)}"
+            )
+        for name in ("mean", "std"):
+            if getattr(self, name).shape != self.samples.shape[1:]:
+                raise ValueError(
+                    f"{name} has shape {tuple(getattr(self, name).shape)}, not {tuple(self.samples.shape[1:])}"
+                )
+
+    @classmethod
+    def from_samples(cls, samples: Tensor) -> PosteriorSamples:
+        """The summary of ``samples`` ``(S, B, ...)``: their mean and unbiased std over ``S``."""
+        if samples.dim() < 2 or samples.shape[0] < 1:
+            raise ValueError(f"samples must be (S, B, ...) with S >= 1: got shape {tuple(samples.shape)}")
+        mean = samples.mean(dim=0)
+        if samples.shape[0] == 1:
+            std = torch.full_like(mean, math.nan)
+        else:
+            std = samples.std(dim=0, correction=1)
+        return cls(samples=samples, mean=mean, std=std)
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples.shape[0]

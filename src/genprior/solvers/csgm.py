@@ -20,12 +20,28 @@ from torch import Tensor
 
 from ..generators.base import LayeredGenerator
 from ..losses import fidelity, latent_prior
-from .common import BestTracker, GenerativeSolver, RunRecord, Timer, apply_overrides, lr_schedule
-from .ilo import _progress
+from .common import (
+    BestTracker,
+    GenerativeSolver,
+    RunRecord,
+    SolverConfig,
+    Timer,
+    apply_overrides,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_seed,
+    finish_run,
+    lr_schedule,
+    progress_bar,
+)
+
+REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 
 @dataclass
-class CSGMConfig:
+class CSGMConfig(SolverConfig):
     """Settings of :class:`CSGM`.
 
     Attributes:
@@ -51,6 +67,16 @@ class CSGMConfig:
     lr_schedule: bool = False
     seed: int = 0
 
+    def validate(self) -> None:
+        check_int(self, "steps", 0)
+        check_number(self, "lr")
+        check_int(self, "restarts", 1)
+        check_number(self, "prior_weight")
+        check_choice(self, "reduction", REDUCTIONS)
+        check_bool(self, "optimize_noise")
+        check_bool(self, "lr_schedule")
+        check_seed(self)
+
 
 class CSGM(GenerativeSolver):
     """CSGM as a deepinv ``Reconstructor``: ``x_hat = CSGM(generator)(y, physics)``."""
@@ -59,8 +85,6 @@ class CSGM(GenerativeSolver):
 
     def __init__(self, generator: LayeredGenerator, config: CSGMConfig | None = None, **overrides: Any):
         config = apply_overrides(config or CSGMConfig(), overrides)
-        if config.restarts < 1:
-            raise ValueError("restarts must be >= 1")
         super().__init__(generator, config)
 
     def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
@@ -75,7 +99,7 @@ class CSGM(GenerativeSolver):
         opt = torch.optim.Adam(list(free.values()), lr=cfg.lr, foreach=True)
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
-        bar = _progress(cfg.steps, progress, "CSGM")
+        bar = progress_bar(cfg.steps, progress, "CSGM")
         with Timer() as timer:
             for t in range(cfg.steps + 1):
                 last = t == cfg.steps
@@ -98,11 +122,4 @@ class CSGM(GenerativeSolver):
                 opt.step()
                 bar.update(1)
         bar.close()
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = best.err.tolist()
-        rec.best_round = best.round.tolist()
-        rec.extra["best_restart"] = best.restart.tolist()
-        rec.rounds.append({"round": 0, "stage": 0, "steps": cfg.steps, "best_meas_err": best.err.tolist()})
-        assert best.x is not None
-        return best.x.clamp(0, 1), rec
+        return finish_run(rec, best, timer, round_steps=cfg.steps, best_restart=best.restart.tolist())

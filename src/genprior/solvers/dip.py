@@ -30,15 +30,29 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..losses import fidelity
-from .common import RunRecord, Timer, apply_overrides
-from .ilo import _progress
-from .sparse import GeneratorFreeSolver
+from .common import (
+    Best,
+    GeneratorFreeSolver,
+    RunRecord,
+    SolverConfig,
+    Timer,
+    apply_overrides,
+    check_choice,
+    check_int,
+    check_number,
+    check_seed,
+    finish_run,
+    is_int,
+    is_sequence,
+    progress_bar,
+    setting_error,
+)
 
 __all__ = ["DeepImagePrior", "DIPConfig"]
 
 
 @dataclass
-class DIPConfig:
+class DIPConfig(SolverConfig):
     """Settings of :class:`DeepImagePrior`.
 
     Attributes:
@@ -62,6 +76,21 @@ class DIPConfig:
     output: str = "last"
     seed: int = 0
 
+    def validate(self) -> None:
+        check_int(self, "steps", 1)
+        check_number(self, "lr")
+        check_int(self, "layers", 2)
+        check_int(self, "channels", 1)
+        if not (
+            is_sequence(self.in_size)
+            and len(self.in_size) == 2
+            and all(is_int(v) and v >= 1 for v in self.in_size)
+        ):
+            raise setting_error(self, "in_size", "give two integers >= 1 (height, width), e.g. (4, 4)")
+        check_number(self, "input_noise_std")
+        check_choice(self, "output", ("last", "best"))
+        check_seed(self)
+
 
 class DeepImagePrior(GeneratorFreeSolver):
     """Deep Image Prior as a deepinv ``Reconstructor``: ``x_hat = DeepImagePrior((C, H, W))(y, physics)``."""
@@ -76,12 +105,6 @@ class DeepImagePrior(GeneratorFreeSolver):
         **overrides: Any,
     ):
         config = apply_overrides(config or DIPConfig(), overrides)
-        if config.steps < 1:
-            raise UserError(f"DIP steps must be >= 1: got {config.steps}")
-        if config.layers < 2:
-            raise UserError(f"DIP needs at least 2 ConvDecoder layers: got {config.layers}")
-        if config.output not in ("last", "best"):
-            raise UserError(f"unknown DIP output {config.output!r}: use 'last' or 'best'")
         super().__init__(image_shape, config, device)
 
     def network(self, seed: int, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Tensor]:
@@ -104,7 +127,7 @@ class DeepImagePrior(GeneratorFreeSolver):
         losses = torch.zeros(cfg.steps, batch)
         outs: list[Tensor] = []
         best_err = torch.zeros(batch)
-        bar = _progress(cfg.steps * batch, progress, "DIP")
+        bar = progress_bar(cfg.steps * batch, progress, "DIP")
         with Timer() as timer, torch.enable_grad():
             for i in range(batch):
                 net, z = self.network(cfg.seed + i, y.device)
@@ -143,10 +166,5 @@ class DeepImagePrior(GeneratorFreeSolver):
         rec.loss = losses.tolist()
         rec.meas_err = losses.tolist()
         rec.round_of_step = [0] * cfg.steps
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = best_err.tolist()
-        rec.best_round = [0] * batch
-        rec.extra.update(output=cfg.output, steps=cfg.steps)
-        rec.rounds.append({"round": 0, "stage": 0, "steps": cfg.steps, "best_meas_err": best_err.tolist()})
-        return torch.cat(outs, 0).clamp(0, 1), rec
+        best = Best(torch.cat(outs, 0), best_err, torch.zeros(batch, dtype=torch.long))
+        return finish_run(rec, best, timer, round_steps=cfg.steps, output=cfg.output, steps=cfg.steps)

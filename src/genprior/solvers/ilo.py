@@ -35,19 +35,32 @@ from .common import (
     BestTracker,
     GenerativeSolver,
     RunRecord,
+    SolverConfig,
     Timer,
     apply_overrides,
     batch_norms,
+    check_bool,
+    check_choice,
+    check_number,
+    check_per_round,
+    check_seed,
+    finish_run,
+    is_int,
+    is_number,
+    is_sequence,
+    latent_groups,
     lr_schedule,
+    progress_bar,
     project_to_norm,
+    setting_error,
 )
-from .projections import _project, _shrink
+from .projections import project_state
 
 PerceptualFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
-class ILOConfig:
+class ILOConfig(SolverConfig):
     """Settings of :class:`ILO`. Defaults suit the bundled 32-64 px generators on a CPU.
 
     Attributes:
@@ -101,67 +114,58 @@ class ILOConfig:
     rampdown: float = 0.25
     seed: int = 0
 
+    def validate(self) -> None:
+        st = self.stages
+        if st is not None and not (
+            is_sequence(st)
+            and all(is_int(s) and s >= 1 for s in st)
+            and all(b > a for a, b in zip(st, st[1:]))
+        ):
+            raise setting_error(self, "stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)")
+        check_per_round(self, "steps", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+        for name in ("lr", "state_lr"):
+            check_number(self, name)
+        check_per_round(
+            self, "radius", lambda v: is_number(v) and v >= 0, "a number >= 0 (inf: no projection)"
+        )
+        check_bool(self, "optimize_noise")
+        check_bool(self, "spherical")
+        check_choice(self, "fidelity", FIDELITIES)
+        check_number(self, "deadzone")
+        if self.perceptual is not None and not callable(self.perceptual):
+            raise setting_error(self, "perceptual", "give None or a callable (A(x), y) -> (B,) tensor")
+        for name in ("perceptual_weight", "geocross_weight", "rampup", "rampdown"):
+            check_number(self, name)
+        if not _noise_floor_ok(self.noise_floor):
+            raise setting_error(self, "noise_floor", "give None, 'auto' or a number >= 0")
+        check_seed(self)
+
+
+FIDELITIES: tuple[str, ...] = ("mse", "l1")
+
+
+def _noise_floor_ok(v: Any) -> bool:
+    if v is None or v == "auto":
+        return True
+    if isinstance(v, str):  # a number written out, as noise_floor() reads it
+        try:
+            v = float(v)
+        except ValueError:
+            return False
+    return is_number(v) and v >= 0
+
 
 def _per_round(value: Any, n: int) -> list[Any]:
-    if isinstance(value, (int, float)):
+    if not is_sequence(value):
         return [value] * n
     seq = list(value)
     if not seq:
-        raise ValueError("empty per-round setting")
+        raise UserError("empty per-round setting: give a value, or a non-empty list of values")
     return (seq + [seq[-1]] * n)[:n]
 
 
 def default_stages(num_stages: int) -> list[int]:
     return list(range(1, max(1, math.ceil(num_stages / 2)) + 1)) if num_stages > 0 else []
-
-
-def project_state(state: State, center: State, radius: Tensor | float) -> None:
-    """In place: project ``state - center`` (all tensors of the state, flattened together per
-    sample) onto the l1 ball of the given radius (a number or one per sample).
-
-    Runs after every step of an ILO round, so it allocates and writes as little as it can: the
-    deviations of all the tensors go straight into one ``(B, n)`` buffer (no concatenation of
-    temporaries), which becomes their magnitudes in place; the signs are recomputed at the end
-    into the one other buffer the projection needs, rather than kept in a third (on CPU, fresh
-    large buffers cost page faults). While every sample is inside its ball nothing is written;
-    otherwise ``center + projection`` goes straight into the state, and the samples inside their
-    ball keep their state bit for bit.
-    """
-    with torch.no_grad():
-        b = state[0].shape[0]
-        sizes = [s[0].numel() for s in state]
-        dtype = state[0].dtype
-        if dtype in (torch.float32, torch.float64) and b > 0 and min(sizes) > 0:
-
-            def deviation(out: Tensor) -> Tensor:  # state - center, flattened per sample, into out
-                i = 0
-                for s, c, n in zip(state, center, sizes):
-                    torch.sub(s, c, out=out[:, i : i + n].view(s.shape))
-                    i += n
-                return out
-
-            # the two buffers of the projection, in one allocation (the allocator keeps it better)
-            mag, work = torch.empty(2, b, sum(sizes), dtype=dtype, device=state[0].device)
-            r = torch.as_tensor(radius, dtype=torch.float64, device=mag.device).expand(b)
-            shrunk = _shrink(deviation(mag).abs_(), r, work)
-            if shrunk is None:  # every sample inside its ball
-                return
-            p, spare, outside = shrunk
-            p.copysign_(deviation(spare))
-        else:  # other dtypes, empty states: the general path
-            dev = torch.cat([(s - c).reshape(b, -1) for s, c in zip(state, center)], dim=1)
-            p, outside = _project(dev, radius, validate=False, clone=False)
-            if p is dev:
-                return
-        everyone = bool(outside.all())
-        i = 0
-        for s, c, n in zip(state, center, sizes):
-            pv = p[:, i : i + n].view(s.shape)
-            if everyone:
-                torch.add(c, pv, out=s)
-            else:  # a sample inside its ball keeps its state exactly (c + (s - c) may round)
-                s.copy_(torch.where(outside.view(-1, *([1] * (s.dim() - 1))), pv.add_(c), s))
-            i += n
 
 
 class ILO(GenerativeSolver):
@@ -181,10 +185,8 @@ class ILO(GenerativeSolver):
         G = self.generator
         self._check_y(y)
         stages = list(cfg.stages) if cfg.stages is not None else default_stages(G.num_stages)
-        for s in stages:
+        for s in stages:  # increasing and >= 1: ILOConfig checks that
             G.check_stage(s)
-        if any(b <= a for a, b in zip([0] + stages, stages)):
-            raise UserError(f"ILO stages must increase and start at 1 or more: got {stages}")
         n_rounds = 1 + len(stages)
         steps = _per_round(cfg.steps, n_rounds)
         radii = _per_round(cfg.radius, max(1, len(stages)))
@@ -192,17 +194,14 @@ class ILO(GenerativeSolver):
 
         inputs = self._init_inputs(batch, cfg.seed)
         init_norms = {k: batch_norms(v) for k, v in inputs.items()}
-        groups: dict[str, list[str]] = {}
-        for spec in G.input_specs:
-            if spec.kind == "latent" and spec.group is not None:
-                groups.setdefault(spec.group, []).append(spec.name)
+        groups = latent_groups(G)
 
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
         floor = noise_floor(cfg.noise_floor, y, physics)
         if floor is not None:
             rec.extra["noise_floor"] = floor.tolist()
-        bar = _progress(sum(steps), progress, "ILO")
+        bar = progress_bar(sum(steps), progress, "ILO")
         fixed = set() if cfg.optimize_noise else set(G.noise_names())
         state: State = ()
         stage_prev = 0
@@ -294,12 +293,7 @@ class ILO(GenerativeSolver):
                 )
                 bar.set_postfix(round=r, err=f"{float(round_best.mean()):.2e}")
         bar.close()
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = best.err.tolist()
-        rec.best_round = best.round.tolist()
-        assert best.x is not None
-        return best.x.clamp(0, 1), rec
+        return finish_run(rec, best, timer)
 
 
 def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor | None:
@@ -321,9 +315,3 @@ def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor 
     if not value >= 0:
         raise UserError(f"noise_floor must be >= 0, 'auto' or None, not {setting!r}")
     return torch.full((y.shape[0],), value, device=y.device)
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)

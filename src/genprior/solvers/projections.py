@@ -4,25 +4,83 @@ For ``v`` with ``||v||_1 > r`` the projection onto ``{p : ||p||_1 <= r}`` is the
 ``p = sign(v) * max(|v| - theta, 0)`` whose level ``theta > 0`` makes ``||p||_1 = r``. With
 ``u`` the sorted magnitudes ``u_1 >= u_2 >= ... >= u_n`` and ``S_j = u_1 + ... + u_j``,
 ``theta = (S_rho - r) / rho`` where ``rho = max{j : u_j > (S_j - r) / j}`` (Duchi, Shalev-Shwartz,
-Singer & Chandra 2008; Condat 2016). genprior finds ``theta`` with Michelot's fixed point
-(a handful of O(n) passes: compare, count, sum), falling back to the sort for any row that has not
-settled after 60 passes. Every batch element is handled at once, no Python loop over the batch.
-The data stay in their own dtype (float32 for float16/bfloat16), never copied whole to float64;
-the sums of the support and ``theta`` are float64, and the comparisons with ``theta`` are exact,
-so the result is accurate for float32 inputs with millions of entries. ILO projects its state on
-every step, so the passes are plain vectorised arithmetic in two reused buffers (see ``_shrink``).
+Singer & Chandra 2008; Condat 2016).
+
+The module has two parts:
+
+* **The definition**: :func:`project_l1_ball_sort` computes exactly that formula, in float64
+  (:func:`sort_threshold`). It is the readable reference, O(n log n), and allocates freely.
+* **The fast path**: :func:`project_l1_ball`, :func:`project_l1_ball_around` and
+  :func:`project_state` (ILO's projection of its state, on every step) find ``theta`` with
+  Michelot's fixed point (a handful of O(n) passes: compare, count, sum), falling back to the sort
+  for any row that has not settled after 60 passes. Every batch element is handled at once, no
+  Python loop over the batch. The data stay in their own dtype (float32 for float16/bfloat16),
+  never copied whole to float64; the sums of the final support and ``theta`` are float64, and the
+  comparisons with ``theta`` are exact, so the result is accurate for float32 inputs with millions
+  of entries. The passes are plain vectorised arithmetic in two reused buffers (see ``_shrink``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
 
-__all__ = ["project_l1_ball", "project_l1_ball_around"]
+__all__ = [
+    "project_l1_ball",
+    "project_l1_ball_around",
+    "project_l1_ball_sort",
+    "project_state",
+    "sort_threshold",
+]
+
+
+# ==============================================================================================
+# The definition: the sort-based projection
+# ==============================================================================================
+
+
+def project_l1_ball_sort(x: Tensor, radius: float | Tensor) -> Tensor:
+    """Project each batch element of ``x`` onto the l1 ball ``{v : ||v||_1 <= radius}`` by the
+    sort-based formula of the module docstring, in float64: the reference definition.
+
+    Same arguments and result as :func:`project_l1_ball` (which agrees with it up to round-off in
+    the sums that give ``theta``): ``x`` is ``(B, ...)``, each ``x[b]`` flattened; ``radius`` a
+    number or a ``(B,)`` tensor of radii ``>= 0`` (``inf``: unchanged, ``0``: zeros).
+    """
+    if x.dim() == 0:
+        raise ValueError("project_l1_ball_sort needs a batched tensor (B, ...)")
+    b = x.shape[0]
+    r = _radius_tensor(radius, b, x.device)
+    if b == 0 or x[0].numel() == 0:
+        return x.clone()
+    v = x.reshape(b, -1).to(torch.float64)
+    theta = sort_threshold(v.abs(), r)
+    p = (v.abs() - theta.unsqueeze(1)).clamp_min(0.0).copysign(v)
+    return p.to(x.dtype).reshape(x.shape)
+
+
+def sort_threshold(mag: Tensor, r: Tensor) -> Tensor:
+    """The soft-threshold level of each row of ``mag = |v|`` (``(B, n)`` float64) for the (B,)
+    float64 radii ``r``, by sorting (Duchi et al. 2008): ``theta = (S_rho - r) / rho``, clamped at 0.
+
+    The level is 0 for a row inside its ball (and for ``r = inf``), ``max |v|`` for ``r = 0``.
+    O(n log n); the fast path uses it as its last resort.
+    """
+    b, n = mag.shape
+    u = torch.sort(mag, dim=1, descending=True).values
+    csum = torch.cumsum(u, dim=1)
+    j = torch.arange(1, n + 1, device=mag.device, dtype=torch.float64)
+    cond = u * j > csum - r.unsqueeze(1)
+    # cond holds on a prefix 1..rho; take the largest true index, robust to round-off.
+    # For r = 0 nothing holds and rho falls to 1, theta = u_1: the result is all zeros.
+    rho = torch.where(cond, j.to(torch.long).expand(b, n), torch.ones_like(j, dtype=torch.long)).amax(dim=1)
+    s_rho = csum.gather(1, (rho - 1).unsqueeze(1)).squeeze(1)
+    return ((s_rho - r) / rho.to(torch.float64)).clamp_min(0.0)
 
 
 def _radius_tensor(radius: float | Tensor, batch: int, device: torch.device) -> Tensor:
@@ -40,6 +98,11 @@ def _radius_tensor(radius: float | Tensor, batch: int, device: torch.device) -> 
     return r
 
 
+# ==============================================================================================
+# The fast path: Michelot passes in two reused buffers, the exact level from the final support
+# ==============================================================================================
+
+
 def project_l1_ball(x: Tensor, radius: float | Tensor) -> Tensor:
     """Project each batch element of ``x`` onto the l1 ball ``{v : ||v||_1 <= radius}``.
 
@@ -53,6 +116,71 @@ def project_l1_ball(x: Tensor, radius: float | Tensor) -> Tensor:
     round-off).
     """
     return _project(x, radius)[0]
+
+
+def project_l1_ball_around(x: Tensor, center: Tensor, radius: float | Tensor) -> Tensor:
+    """Project onto the l1 ball of ``radius`` centred at ``center``: ``center + P(x - center)``.
+
+    ``center`` must broadcast to ``x``'s shape (e.g. one ``(1, ...)`` centre for the whole batch).
+    Elements already inside the ball are returned exactly as they are.
+    """
+    center = center.to(device=x.device, dtype=x.dtype)
+    d = x - center
+    p, outside = _project(d, radius)
+    out = center + p
+    return torch.where(outside.view(-1, *([1] * (x.dim() - 1))), out, x)
+
+
+def project_state(state: Sequence[Tensor], center: Sequence[Tensor], radius: Tensor | float) -> None:
+    """In place: project ``state - center`` (all tensors of the state, flattened together per
+    sample) onto the l1 ball of the given radius (a number or one per sample).
+
+    The radius is not checked (it must be >= 0, or inf): ILO builds a valid one per round and
+    projects on every step.
+
+    Runs after every step of an ILO round, so it allocates and writes as little as it can: the
+    deviations of all the tensors go straight into one ``(B, n)`` buffer (no concatenation of
+    temporaries), which becomes their magnitudes in place; the signs are recomputed at the end
+    into the one other buffer the projection needs, rather than kept in a third (on CPU, fresh
+    large buffers cost page faults). While every sample is inside its ball nothing is written;
+    otherwise ``center + projection`` goes straight into the state, and the samples inside their
+    ball keep their state bit for bit.
+    """
+    with torch.no_grad():
+        b = state[0].shape[0]
+        sizes = [s[0].numel() for s in state]
+        dtype = state[0].dtype
+        if dtype in (torch.float32, torch.float64) and b > 0 and min(sizes) > 0:
+
+            def deviation(out: Tensor) -> Tensor:  # state - center, flattened per sample, into out
+                i = 0
+                for s, c, n in zip(state, center, sizes):
+                    torch.sub(s, c, out=out[:, i : i + n].view(s.shape))
+                    i += n
+                return out
+
+            # the two buffers of the projection, in one allocation (the allocator keeps it better)
+            mag, work = torch.empty(2, b, sum(sizes), dtype=dtype, device=state[0].device)
+            r = torch.as_tensor(radius, dtype=torch.float64, device=mag.device).expand(b)
+            shrunk = _shrink(deviation(mag).abs_(), r, work)
+            if shrunk is None:  # every sample inside its ball
+                return
+            p, spare, outside = shrunk
+            p.copysign_(deviation(spare))
+        else:  # other dtypes, empty states: the general path
+            dev = torch.cat([(s - c).reshape(b, -1) for s, c in zip(state, center)], dim=1)
+            p, outside = _project(dev, radius, validate=False, clone=False)
+            if p is dev:
+                return
+        everyone = bool(outside.all())
+        i = 0
+        for s, c, n in zip(state, center, sizes):
+            pv = p[:, i : i + n].view(s.shape)
+            if everyone:
+                torch.add(c, pv, out=s)
+            else:  # a sample inside its ball keeps its state exactly (c + (s - c) may round)
+                s.copy_(torch.where(outside.view(-1, *([1] * (s.dim() - 1))), pv.add_(c), s))
+            i += n
 
 
 def _project(
@@ -255,7 +383,7 @@ def _michelot_exact(
     mag: Tensor, r: Tensor, theta: Tensor, count: Tensor, done: Tensor, work: Tensor, max_iter: int
 ) -> Tensor:
     """Michelot passes with float64 sums for the rows not ``done``, from levels ``theta`` computed
-    exactly from supports of ``count`` entries; rows that do not settle fall back to the sort."""
+    exactly from supports of ``count`` entries; rows that do not settle fall back to the sort (:func:`sort_threshold`)."""
     f64 = torch.float64
     for _ in range(max_iter):
         if bool(done.all()):
@@ -272,32 +400,5 @@ def _michelot_exact(
         count = new_count
     else:
         if not bool(done.all()):  # rare: the sort for the rows that did not settle
-            theta = torch.where(done, theta, _sorted_theta(mag.to(f64), r))
+            theta = torch.where(done, theta, sort_threshold(mag.to(f64), r))
     return theta
-
-
-def _sorted_theta(mag: Tensor, r: Tensor) -> Tensor:
-    """Soft-threshold level by sorting (Duchi et al. 2008): exact, O(n log n)."""
-    b, n = mag.shape
-    u = torch.sort(mag, dim=1, descending=True).values
-    csum = torch.cumsum(u, dim=1)
-    j = torch.arange(1, n + 1, device=mag.device, dtype=torch.float64)
-    cond = u * j > csum - r.unsqueeze(1)
-    # cond holds on a prefix 1..rho; take the largest true index, robust to round-off.
-    # For r = 0 nothing holds and rho falls to 1, theta = u_1: the result is all zeros.
-    rho = torch.where(cond, j.to(torch.long).expand(b, n), torch.ones_like(j, dtype=torch.long)).amax(dim=1)
-    s_rho = csum.gather(1, (rho - 1).unsqueeze(1)).squeeze(1)
-    return ((s_rho - r) / rho.to(torch.float64)).clamp_min(0.0)
-
-
-def project_l1_ball_around(x: Tensor, center: Tensor, radius: float | Tensor) -> Tensor:
-    """Project onto the l1 ball of ``radius`` centred at ``center``: ``center + P(x - center)``.
-
-    ``center`` must broadcast to ``x``'s shape (e.g. one ``(1, ...)`` centre for the whole batch).
-    Elements already inside the ball are returned exactly as they are.
-    """
-    center = center.to(device=x.device, dtype=x.dtype)
-    d = x - center
-    p, outside = _project(d, radius)
-    out = center + p
-    return torch.where(outside.view(-1, *([1] * (x.dim() - 1))), out, x)

@@ -40,12 +40,30 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import Inputs, LayeredGenerator
 from ..losses import fidelity
-from .common import BestTracker, GenerativeSolver, RunRecord, Timer, apply_overrides, lr_schedule
-from .ilo import _progress
+from .common import (
+    Best,
+    BestTracker,
+    GenerativeSolver,
+    RunRecord,
+    SolverConfig,
+    Timer,
+    apply_overrides,
+    check_choice,
+    check_int,
+    check_number,
+    check_seed,
+    finish_run,
+    lr_schedule,
+    progress_bar,
+    setting_error,
+)
 
 __all__ = ["StyleGAN2Projector", "ProjectorConfig", "noise_regularizer", "normalize_noise", "DISTANCES"]
 
 DISTANCES: tuple[str, ...] = ("auto", "lpips", "mse")
+#: the LPIPS trunks :class:`genprior.losses.lpips.LPIPS` knows (any letter case)
+LPIPS_NETS: tuple[str, ...] = ("vgg", "vgg16", "alex", "alexnet")
+OUTPUTS: tuple[str, ...] = ("last", "best")
 
 
 def noise_regularizer(maps: list[Tensor]) -> Tensor:
@@ -84,7 +102,7 @@ def normalize_noise(v: Tensor) -> None:
 
 
 @dataclass
-class ProjectorConfig:
+class ProjectorConfig(SolverConfig):
     """Settings of :class:`StyleGAN2Projector` (defaults: stylegan2-ada ``projector.py`` unless noted).
 
     Attributes:
@@ -116,6 +134,18 @@ class ProjectorConfig:
     output: str = "last"
     seed: int = 0
 
+    def validate(self) -> None:
+        check_int(self, "steps", 1)
+        for name in ("lr", "rampup", "rampdown", "initial_noise_factor", "noise_ramp_length"):
+            check_number(self, name)
+        check_number(self, "regularize_noise_weight")
+        check_int(self, "w_avg_samples", 2)
+        check_choice(self, "distance", DISTANCES)
+        if not (isinstance(self.lpips_net, str) and self.lpips_net.lower() in LPIPS_NETS):
+            raise setting_error(self, "lpips_net", f"use one of {', '.join(repr(n) for n in LPIPS_NETS)}")
+        check_choice(self, "output", OUTPUTS)
+        check_seed(self)
+
 
 class StyleGAN2Projector(GenerativeSolver):
     """The StyleGAN2 projector as a deepinv ``Reconstructor``: ``x_hat = StyleGAN2Projector(G)(y, physics)``.
@@ -128,16 +158,6 @@ class StyleGAN2Projector(GenerativeSolver):
 
     def __init__(self, generator: LayeredGenerator, config: ProjectorConfig | None = None, **overrides: Any):
         config = apply_overrides(config or ProjectorConfig(), overrides)
-        if config.distance not in DISTANCES:
-            raise UserError(
-                f"unknown projector distance {config.distance!r}: use one of {', '.join(DISTANCES)}"
-            )
-        if config.output not in ("last", "best"):
-            raise UserError(f"unknown projector output {config.output!r}: use 'last' or 'best'")
-        if config.steps < 1:
-            raise UserError(f"projector steps must be >= 1: got {config.steps}")
-        if config.w_avg_samples < 2:
-            raise UserError(f"w_avg_samples must be >= 2: got {config.w_avg_samples}")
         super().__init__(generator, config)
         self.codes = self._codes()
         self._lpips_cache: dict[str, Any] = {}
@@ -257,7 +277,7 @@ class StyleGAN2Projector(GenerativeSolver):
 
         rec = RunRecord(method=self.method)
         best = BestTracker(batch)
-        bar = _progress(cfg.steps, progress, "projector")
+        bar = progress_bar(cfg.steps, progress, "projector")
         with Timer() as timer:
             for t in range(cfg.steps + 1):
                 last = t == cfg.steps
@@ -297,18 +317,15 @@ class StyleGAN2Projector(GenerativeSolver):
                     normalize_noise(v)
                 bar.update(1)
         bar.close()
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = best.err.tolist()
-        rec.best_round = [0] * batch
-        rec.extra.update(
+        assert best.x is not None
+        return finish_run(
+            rec,
+            Best(x.detach() if cfg.output == "last" else best.x, best.err, best.round),
+            timer,
+            round_steps=cfg.steps,
+            best_round=[0] * batch,
             distance=dist_name,
             w_std=w_std,
             noise_reg=(reg.detach().float().cpu().tolist() if reg is not None else [0.0] * batch),
             output=cfg.output,
         )
-        rec.rounds.append({"round": 0, "stage": 0, "steps": cfg.steps, "best_meas_err": best.err.tolist()})
-        if cfg.output == "last":
-            return x.detach().clamp(0, 1), rec
-        assert best.x is not None
-        return best.x.clamp(0, 1), rec

@@ -35,8 +35,23 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
 from ..losses import fidelity, geocross
-from .common import GenerativeSolver, RunRecord, Timer, apply_overrides, batch_norms, project_to_norm
-from .ilo import _progress
+from .common import (
+    Best,
+    GenerativeSolver,
+    RunRecord,
+    SolverConfig,
+    Timer,
+    apply_overrides,
+    batch_norms,
+    check_choice,
+    check_int,
+    check_number,
+    check_seed,
+    finish_run,
+    latent_groups,
+    progress_bar,
+    project_to_norm,
+)
 
 __all__ = ["PULSE", "PULSEConfig", "pulse_lr_factor", "PULSE_SCHEDULES"]
 
@@ -62,7 +77,7 @@ def pulse_lr_factor(step: int, total: int, schedule: str = "linear1cycledrop") -
 
 
 @dataclass
-class PULSEConfig:
+class PULSEConfig(SolverConfig):
     """Settings of :class:`PULSE` (defaults: the reference code's ``run.py``, ``eps`` from the paper).
 
     Attributes:
@@ -88,6 +103,16 @@ class PULSEConfig:
     trainable_noise: int | None = 5
     seed: int = 0
 
+    def validate(self) -> None:
+        check_int(self, "steps", 0)
+        check_number(self, "lr")
+        check_choice(self, "lr_schedule", PULSE_SCHEDULES)
+        check_number(self, "weight_l2")
+        check_number(self, "weight_geocross")
+        check_number(self, "eps", inf=True)
+        check_int(self, "trainable_noise", 0, none=True)
+        check_seed(self)
+
 
 class PULSE(GenerativeSolver):
     """PULSE as a deepinv ``Reconstructor``: ``x_hat = PULSE(generator)(y, physics)``.
@@ -101,14 +126,6 @@ class PULSE(GenerativeSolver):
 
     def __init__(self, generator: LayeredGenerator, config: PULSEConfig | None = None, **overrides: Any):
         config = apply_overrides(config or PULSEConfig(), overrides)
-        if config.lr_schedule not in PULSE_SCHEDULES:
-            raise UserError(
-                f"unknown PULSE lr schedule {config.lr_schedule!r}: use one of {', '.join(PULSE_SCHEDULES)}"
-            )
-        if config.steps < 0:
-            raise UserError(f"PULSE steps must be >= 0: got {config.steps}")
-        if not config.eps >= 0:
-            raise UserError(f"PULSE eps must be >= 0: got {config.eps}")
         super().__init__(generator, config)
 
     def free_names(self) -> tuple[str, ...]:
@@ -125,11 +142,7 @@ class PULSE(GenerativeSolver):
         inputs = self._init_inputs(batch, cfg.seed)
         free = {k: inputs[k].clone().requires_grad_(True) for k in self.free_names()}
         radii = {k: batch_norms(v.detach()) for k, v in free.items()}
-        groups: dict[str, list[str]] = {}
-        for spec in G.input_specs:
-            if spec.kind == "latent" and spec.group is not None:
-                groups.setdefault(spec.group, []).append(spec.name)
-        groups = {g: names for g, names in groups.items() if len(names) >= 2}
+        groups = {g: names for g, names in latent_groups(G).items() if len(names) >= 2}
 
         opt = torch.optim.Adam(list(free.values()), lr=cfg.lr) if free else None
         rec = RunRecord(method=self.method)
@@ -138,7 +151,7 @@ class PULSE(GenerativeSolver):
         best_loss = torch.full((batch,), math.inf)
         best_err = torch.full((batch,), math.inf)
         best_x: Tensor | None = None
-        bar = _progress(cfg.steps, progress, "PULSE")
+        bar = progress_bar(cfg.steps, progress, "PULSE")
         with Timer() as timer:
             for t in range(cfg.steps + 1):
                 last = t == cfg.steps or opt is None
@@ -180,18 +193,14 @@ class PULSE(GenerativeSolver):
                             v[keep] = frozen[k][keep]
                 bar.update(1)
         bar.close()
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = best_err.tolist()
-        rec.best_round = [0] * batch
-        rec.extra.update(
+        assert best_x is not None
+        return finish_run(
+            rec,
+            Best(best_x, best_err, torch.zeros(batch, dtype=torch.long)),
+            timer,
+            round_steps=t,  # the loop broke at step t, having logged steps 0 .. t - 1
             reached_eps=[s is not None for s in eps_step],
             eps_step=eps_step,
             eps=cfg.eps,
             norm_ratio={k: (batch_norms(v.detach()) / radii[k]).flatten().tolist() for k, v in free.items()},
         )
-        rec.rounds.append(
-            {"round": 0, "stage": 0, "steps": len(rec.loss), "best_meas_err": best_err.tolist()}
-        )
-        assert best_x is not None
-        return best_x.clamp(0, 1), rec

@@ -26,13 +26,13 @@ which is meant for small images: more than :attr:`LassoConfig.max_pixels` unknow
 physics must be linear (an affine offset ``A(0)`` is subtracted) and shared by all images of the
 batch (deepinv operators whose parameters have batch size 1).
 
-This module also holds :class:`GeneratorFreeSolver`, the small base of the baselines that have no
-generator (this one and :class:`~genprior.solvers.dip.DeepImagePrior`).
+The base of the baselines that have no generator (this one and
+:class:`~genprior.solvers.dip.DeepImagePrior`), :class:`GeneratorFreeSolver`, lives in
+:mod:`genprior.solvers.common` (it is still importable from here).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,13 +40,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from deepinv.models import Reconstructor
 from torch import Tensor
 
 from ..errors import UserError
 from ..losses import fidelity
 from ..physics.tasks import image_shape3
-from .common import RunRecord, Timer, apply_overrides
+from .common import (
+    Best,
+    GeneratorFreeSolver,
+    RunRecord,
+    SolverConfig,
+    Timer,
+    apply_overrides,
+    check_choice,
+    check_int,
+    check_number,
+    finish_run,
+    setting_error,
+)
 
 __all__ = [
     "GeneratorFreeSolver",
@@ -59,39 +70,6 @@ __all__ = [
 ]
 
 BASES: tuple[str, ...] = ("pixel", "dct", "wavelet")
-
-
-class GeneratorFreeSolver(Reconstructor):
-    """A deepinv ``Reconstructor`` with no generator: ``x_hat = solver(y, physics)``.
-
-    The same shape as :class:`~genprior.solvers.common.GenerativeSolver`: subclasses implement
-    :meth:`solve` returning ``(x_hat, RunRecord)``; ``forward`` keeps the record in
-    ``self.last_record``. The image shape ``(C, H, W)`` of the unknown is given to the constructor
-    (nothing else says what ``x`` looks like when ``y`` is, say, a vector of CS measurements).
-    Solvers work on the device of ``y``.
-    """
-
-    method = "generator-free"
-
-    def __init__(self, image_shape: Sequence[int], config: Any, device: torch.device | str = "cpu"):
-        super().__init__(device=device)
-        self.image_shape = image_shape3(image_shape)
-        self.config = config
-        self.last_record: RunRecord | None = None
-
-    def forward(self, y: Tensor, physics: Any, **kwargs: Any) -> Tensor:
-        x, rec = self.solve(y, physics, **kwargs)
-        self.last_record = rec
-        return x
-
-    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
-        raise NotImplementedError
-
-    def _check_y(self, y: Tensor) -> None:
-        if not isinstance(y, Tensor) or y.dim() < 1:
-            raise UserError("measurements must be a tensor with a leading batch dimension")
-        if not torch.isfinite(y).all():
-            raise ValueError("measurements contain NaN or infinite values")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +172,7 @@ def analysis_operator(
 
 
 @dataclass
-class LassoConfig:
+class LassoConfig(SolverConfig):
     """Settings of :class:`Lasso`.
 
     Attributes:
@@ -220,6 +198,17 @@ class LassoConfig:
     max_pixels: int = 65536
     max_entries: int = 100_000_000
     chunk: int = 256
+
+    def validate(self) -> None:
+        check_choice(self, "basis", BASES)
+        check_number(self, "alpha", above=True)
+        if not isinstance(self.wavelet, str):  # PyWavelets checks the name when the basis is built
+            raise setting_error(self, "wavelet", "give the name of an orthogonal wavelet, such as 'db4'")
+        check_int(self, "level", 1, none=True)
+        check_int(self, "max_iter", 1)
+        check_number(self, "tol")
+        for name in ("max_pixels", "max_entries", "chunk"):
+            check_int(self, name, 1)
 
 
 class _Fit(NamedTuple):
@@ -256,10 +245,6 @@ class Lasso(GeneratorFreeSolver):
         **overrides: Any,
     ):
         config = apply_overrides(config or LassoConfig(), overrides)
-        if config.basis not in BASES:
-            raise UserError(f"unknown basis {config.basis!r}: use one of {', '.join(BASES)}")
-        if not (isinstance(config.alpha, (int, float)) and config.alpha > 0 and math.isfinite(config.alpha)):
-            raise UserError(f"alpha {config.alpha!r} is invalid: give a positive number such as 0.1")
         super().__init__(image_shape, config, device)
         self.method = f"lasso-{config.basis}"
 
@@ -407,11 +392,11 @@ class Lasso(GeneratorFreeSolver):
             with torch.no_grad():
                 err = fidelity(physics.A(x), y, "mse").float().cpu()
         rec.log_step(torch.from_numpy(objective), err, batch, 0)
-        rec.time_s = timer.elapsed
-        rec.finish()
-        rec.best_meas_err = err.tolist()
-        rec.best_round = [0] * batch
-        rec.extra.update(
+        return finish_run(  # x is in [0, 1] already
+            rec,
+            Best(x, err, torch.zeros(batch, dtype=torch.long)),
+            timer,
+            round_steps=max(fit.n_iter),
             basis=cfg.basis,
             alpha=float(cfg.alpha),
             measurements=fit.m,
@@ -419,8 +404,5 @@ class Lasso(GeneratorFreeSolver):
             nonzero=[int(v) for v in (fit.coef != 0).sum(1)],
             n_iter=fit.n_iter,
             converged=fit.converged,
+            **({"closed_form": True} if fit.closed_form else {}),
         )
-        if fit.closed_form:
-            rec.extra["closed_form"] = True
-        rec.rounds.append({"round": 0, "stage": 0, "steps": max(fit.n_iter), "best_meas_err": err.tolist()})
-        return x, rec
