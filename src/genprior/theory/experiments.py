@@ -3,7 +3,7 @@
 Every experiment draws, per cell of its grid and per trial, a random network
 (:class:`~genprior.generators.random_relu.RandomReLUGenerator`, weights ``N(0, 1/n_i)``, no bias)
 and a latent ``z* ~ N(0, I_k)``, observes ``G(z*)`` (possibly through measurements, possibly with
-noise) and runs the inversion methods of :mod:`genprior.solvers.inversion` on the *same*
+noise) and runs the inversion methods of :mod:`genprior.theory.inversion` on the *same*
 instance. Recorded per method and trial: the relative latent error ``||z - z*|| / ||z*||``,
 whether recovery is exact, the method's own success flag and the wall time.
 
@@ -20,7 +20,7 @@ Experiments (see :data:`EXPERIMENTS` and the ``*_experiment`` builders):
   coordinates (``lp-inpaint``); with a Gaussian ``A`` (``m x n``, entries ``N(0, 1/m)``):
   gradient descent (``gd``), gradient descent then the layer-wise LP with ``A`` in its last layer
   (``gd+lp``), and gradient descent then the whole-network activation-pattern LP (``gd+plp``,
-  :func:`~genprior.solvers.inversion.pattern_lp_refine`).
+  :func:`~genprior.theory.inversion.pattern_lp_refine`).
 * ``noise``: latent error vs the noise level ``nu``: ``y = G(z*) + nu * rms(G(z*)) * xi``;
   l-infinity LP, l1 LP (each naive, and with the known noise level: outputs below ``3 nu rms``
   read as inactive, ``-3s``), gradient descent.
@@ -55,10 +55,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError
-from .generators.random_relu import RandomReLUGenerator, expansive_widths
-from .io import atomic_path, write_json_atomic, write_text_atomic
-from .solvers.inversion import gd_invert, langevin_sample, lp_invert, pattern_lp_refine, relative_error
+from ..errors import UserError
+from ..generators.random_relu import RandomReLUGenerator, expansive_widths
+from ..io import atomic_path, write_json_atomic, write_text_atomic
+from .inversion import gd_invert, langevin_sample, lp_invert, pattern_lp_refine, relative_error
 
 #: exact-recovery threshold (relative latent error) for the linear programs
 LP_EXACT = 1e-6
@@ -66,9 +66,6 @@ LP_EXACT = 1e-6
 GD_EXACT = 1e-3
 
 EXPERIMENTS = ("expansion", "depth", "measurements", "noise", "langevin")
-
-#: default trials per cell (chosen so that each experiment takes a couple of minutes on 2 cores)
-DEFAULT_TRIALS = {"expansion": 20, "depth": 8, "measurements": 12, "noise": 12, "langevin": 8}
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch import nn
 from genprior.cli import main
 from genprior.errors import UserError
 from genprior.generators.random_relu import RandomReLUGenerator, expansive_widths
-from genprior.solvers.inversion import (
+from genprior.theory.inversion import (
     gd_invert,
     langevin_sample,
     lp_invert,
