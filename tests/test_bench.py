@@ -386,3 +386,74 @@ def test_plot_best_of_is_presentation_only(workdir):
         bench.parse_config(
             __import__("tomllib").loads('plot_best_of = {"CSGM" = 3}\n' + GRID), base_dir=workdir
         )
+
+
+def test_a_method_can_run_on_its_own_model(workdir):
+    """Same images and measurements, another generator for one method; its shape must match."""
+    other = MNISTVAE(image_size=8, hidden_dim=16, latent_dim=4)
+    other.reset_parameters(torch.Generator().manual_seed(5))
+    torch.save(vae_checkpoint(other), workdir / "other.pt")
+    grid = (
+        GRID
+        + '\n[[methods]]\nname = "csgm"\nlabel = "csgm-other"\nmodel = "other.pt"\nsteps = 8\nrestarts = 2\n'
+    )
+    (workdir / "own.toml").write_text(grid)
+    res = bench.run_bench(workdir / "own.toml", workdir / "own", progress=False)
+    rows = {(r["method"], r["level"], r["image"]): r for r in res.rows}
+    same = [k for k in rows if k[0] == "csgm"]
+    assert same and all(rows[k]["mse"] != rows[("csgm-other", k[1], k[2])]["mse"] for k in same)
+    # the rows of the grid's own methods are those of the grid without the extra method
+    ref = bench.run_bench(workdir / "grid.toml", workdir / "own-ref", progress=False)
+    kept = [r for r in bench.comparable_rows(res.rows) if r["method"] != "csgm-other"]
+    assert kept == bench.comparable_rows(ref.rows)
+
+    wide = MNISTVAE(image_size=10, hidden_dim=16, latent_dim=4)
+    torch.save(vae_checkpoint(wide), workdir / "wide.pt")
+    (workdir / "wide.toml").write_text(grid.replace('model = "other.pt"', 'model = "wide.pt"'))
+    with pytest.raises(UserError, match="give a model of the same image shape"):
+        bench.run_bench(workdir / "wide.toml", workdir / "wide", progress=False)
+    (workdir / "lasso.toml").write_text(GRID + '\n[[methods]]\nname = "lasso-dct"\nmodel = "other.pt"\n')
+    with pytest.raises(UserError, match="uses no model"):
+        bench.load_config(workdir / "lasso.toml")
+
+
+def test_code_fingerprint_follows_the_imports_and_skips_the_reports():
+    """A cell's fingerprint covers every genprior module its computation imports (the projector's
+    LPIPS included), and no module that only writes reports."""
+    from genprior.resume import module_closure
+
+    mods = module_closure(["genprior.bench.cell", "genprior.solvers.projector"])
+    assert {
+        "genprior.losses.lpips",
+        "genprior.solvers.projector",
+        "genprior.metrics",
+        "genprior.physics.tasks",
+    } <= set(mods)
+    assert "genprior.bench.report" not in mods and "genprior.bench.run" not in mods
+    ilo = module_closure(["genprior.bench.cell", "genprior.solvers.ilo"])
+    assert "genprior.solvers.projections" in ilo and "genprior.solvers.sparse" not in ilo
+
+
+def test_code_fingerprint_changes_with_the_source(tmp_path, monkeypatch):
+    import sys
+
+    from genprior import resume
+
+    pkg = tmp_path / "genprior_fp_probe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("X = 1\n")
+    (pkg / "c.py").write_text("Y = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(resume, "PACKAGE", "genprior_fp_probe")
+    resume._module_file.cache_clear()
+    try:
+        before = resume.code_fingerprint(["genprior_fp_probe.a"])
+        (pkg / "c.py").write_text("Y = 2\n")  # not imported by a: same fingerprint
+        assert resume.code_fingerprint(["genprior_fp_probe.a"]) == before
+        (pkg / "b.py").write_text("X = 2\n")  # imported by a: another fingerprint
+        assert resume.code_fingerprint(["genprior_fp_probe.a"]) != before
+    finally:
+        resume._module_file.cache_clear()
+        sys.modules.pop("genprior_fp_probe", None)
