@@ -41,7 +41,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import hashlib
-import io
 import json
 import math
 import os
@@ -57,7 +56,8 @@ import torch
 
 from ..errors import UserError
 from ..generators.random_relu import RandomReLUGenerator, expansive_widths
-from ..io import atomic_path, write_json_atomic, write_text_atomic
+from ..io import atomic_path, write_json_atomic
+from ..tables import write_csv
 from .inversion import gd_invert, langevin_sample, lp_invert, pattern_lp_refine, relative_error
 
 #: exact-recovery threshold (relative latent error) for the linear programs
@@ -493,15 +493,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r.get(k)) for k in fields})
-    return buf.getvalue()
-
-
 def _fmt(v: Any) -> Any:
     if v is None:
         return ""
@@ -650,7 +641,7 @@ def run_experiment(
     sfields: list[str] = []
     for s in summary:
         sfields += [k for k in s if k not in sfields]
-    write_text_atomic(sum_path, _csv_text(summary, sfields))
+    write_csv(sum_path, summary, sfields, cell=_fmt)
     json_path = out_dir / f"theory_{exp.name}.json"
     meta = {
         "experiment": exp.name,
@@ -677,7 +668,7 @@ def run_experiment(
 
 
 def _write_rows(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> None:
-    write_text_atomic(path, _csv_text(rows, _fields(exp, rows)))
+    write_csv(path, rows, _fields(exp, rows), cell=_fmt)
 
 
 def format_summary(summary: list[dict[str, Any]], keys: Sequence[str]) -> str:
