@@ -276,183 +276,219 @@ class LPInversionResult:
 _HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
 
 
-def _solve_rows(
-    M: np.ndarray,
-    c: np.ndarray,
-    target: np.ndarray,
-    G: np.ndarray,
-    h: np.ndarray,
-    hg: np.ndarray,
-    floor: np.ndarray,
-    nonneg: bool,
-    norm: str,
-    use_slack: bool,
-    time_limit: float | None,
-) -> tuple[np.ndarray | None, int, str, float, float]:
-    """Solve ``min slack`` s.t. ``|M z + c - target| <= s`` (fit rows) and ``G z + h <= hg + s``
-    (inequality rows), slack ``s >= floor`` on the inequality rows; ``z >= 0`` if ``nonneg``.
+@dataclass
+class LayerLP:
+    """One layer's linear program in its unknown input ``z``::
 
-    Returns ``(z, status, message, objective, max_violation)``.
+        minimise    the slack (its largest entry for norm "linf", its sum for "l1")
+        subject to  |M z + c - t| <= s_fit                 fit rows: outputs the layer must produce
+                    S z + d <= e + s_sign, s_sign >= floor  sign rows: units that must stay off
+                    z >= 0                                  when the input is itself a ReLU output
+
+    For a ReLU layer ``x = relu(W z + b)`` with target ``x``, the fit rows are the active units
+    (``M, c, t = W_on, b_on, x_on``) and the sign rows the inactive ones (``S, d = W_off, b_off``,
+    ``e = max(x_off, 0)``); ``floor = max(-x_off, 0)`` is the misfit no input can remove (a ReLU
+    cannot output a negative value). Without slack (``use_slack=False``) the rows are hard
+    constraints and the LP is a feasibility problem.
     """
-    p = M.shape[1] if M.size or M.shape[1] else G.shape[1]
-    r, q = M.shape[0], G.shape[0]
-    rhs_fit = target - c
-    rhs_ineq = hg - h
-    z_bounds = [(0, None) if nonneg else (None, None)] * p
-    opts = dict(_HIGHS_OPTIONS)
-    if time_limit is not None:
-        opts["time_limit"] = float(time_limit)
-    if not use_slack:
-        res = linprog(
-            np.zeros(p),
-            A_ub=G if q else None,
-            b_ub=rhs_ineq if q else None,
-            A_eq=M if r else None,
-            b_eq=rhs_fit if r else None,
-            bounds=z_bounds,
-            method="highs",
-            options=opts,
-        )
-        if res.x is None:
-            return None, int(res.status), str(res.message), math.inf, math.inf
-        z = res.x
-        viol = _violation(M, c, target, G, h, hg, z)
-        return z, int(res.status), str(res.message), viol, viol
-    if norm == "linf":
-        # variables [z, t]
+
+    M: np.ndarray  # fit rows (r x p)
+    c: np.ndarray  # their offsets (r)
+    t: np.ndarray  # their targets (r)
+    S: np.ndarray  # sign rows (q x p)
+    d: np.ndarray  # their offsets (q)
+    e: np.ndarray  # their upper bounds (q)
+    floor: np.ndarray  # least slack of each sign row (q)
+    nonneg: bool = False  # z >= 0
+
+    @classmethod
+    def fit_only(cls, M: np.ndarray, c: np.ndarray, t: np.ndarray, nonneg: bool) -> LayerLP:
+        """Fit rows and no sign rows (a linear layer)."""
+        return cls(M, c, t, np.zeros((0, M.shape[1])), np.zeros(0), np.zeros(0), np.zeros(0), nonneg)
+
+    @classmethod
+    def with_signs(cls, M, c, t, S, d, nonneg: bool) -> LayerLP:
+        """Fit rows and sign rows ``S z + d <= 0`` with no floor (an activation pattern)."""
+        return cls(M, c, t, S, d, np.zeros(len(d)), np.zeros(len(d)), nonneg)
+
+    @classmethod
+    def of_layer(
+        cls,
+        W: np.ndarray,
+        b: np.ndarray,
+        act: str,
+        slope: float,
+        y: np.ndarray,
+        rows: np.ndarray | None,
+        active_tol: float,
+        threshold: float | None = None,
+        nonneg: bool = False,
+    ) -> LayerLP:
+        """The LP of a layer ``y = act(W z + b)`` with target ``y`` on ``rows``. Units with
+        ``y_i > thr`` are active, ``thr = threshold`` if given else ``active_tol * max|y|``."""
+        if rows is not None:
+            W, b = W[rows], b[rows]
+        scale = float(np.abs(y).max(initial=0.0))
+        if act == "linear":
+            return cls.fit_only(W, b, y, nonneg)
+        if act == "leaky_relu":
+            return cls.fit_only(W, b, np.where(y >= 0, y, y / slope), nonneg)
+        thr = active_tol * scale if threshold is None else float(threshold)
+        on = y > thr
+        off = ~on
+        floor = np.maximum(-y[off], 0.0)
+        return cls(W[on], b[on], y[on], W[off], b[off], np.maximum(y[off], 0.0), floor, nonneg)
+
+    @property
+    def n_rows(self) -> int:
+        return self.M.shape[0] + self.S.shape[0]
+
+    def solve(
+        self, norm: str, use_slack: bool, time_limit: float | None
+    ) -> tuple[np.ndarray | None, int, str, float, float]:
+        """HiGHS on the LP; returns ``(z, status, message, objective, max_violation)``."""
+        M, S = self.M, self.S
+        p = M.shape[1] if M.size or M.shape[1] else S.shape[1]
+        r, q = M.shape[0], S.shape[0]
+        rhs_fit = self.t - self.c
+        rhs_sign = self.e - self.d
+        z_bounds = [(0, None) if self.nonneg else (None, None)] * p
+        opts = dict(_HIGHS_OPTIONS)
+        if time_limit is not None:
+            opts["time_limit"] = float(time_limit)
+        if not use_slack:
+            res = linprog(
+                np.zeros(p),
+                A_ub=S if q else None,
+                b_ub=rhs_sign if q else None,
+                A_eq=M if r else None,
+                b_eq=rhs_fit if r else None,
+                bounds=z_bounds,
+                method="highs",
+                options=opts,
+            )
+            if res.x is None:
+                return None, int(res.status), str(res.message), math.inf, math.inf
+            viol = self.violation(res.x)
+            return res.x, int(res.status), str(res.message), viol, viol
+        if norm == "linf":
+            # variables [z, s]: one slack for every row
+            blocks = []
+            if r:
+                blocks += [np.hstack([M, -np.ones((r, 1))]), np.hstack([-M, -np.ones((r, 1))])]
+            if q:
+                blocks.append(np.hstack([S, -np.ones((q, 1))]))
+            A_ub = np.vstack(blocks) if blocks else None
+            b_ub = np.concatenate([rhs_fit, -rhs_fit, rhs_sign]) if blocks else None
+            s_min = float(max(self.floor.max(initial=0.0), 0.0))
+            obj = np.zeros(p + 1)
+            obj[-1] = 1.0
+            res = linprog(
+                obj, A_ub=A_ub, b_ub=b_ub, bounds=z_bounds + [(s_min, None)], method="highs", options=opts
+            )
+            if res.x is None:
+                return None, int(res.status), str(res.message), math.inf, math.inf
+            return res.x[:p], int(res.status), str(res.message), float(res.x[-1]), float(res.x[-1])
+        # l1: variables [z, s_fit (r), s_sign (q)]
         blocks = []
         if r:
-            blocks += [np.hstack([M, -np.ones((r, 1))]), np.hstack([-M, -np.ones((r, 1))])]
+            blocks += [
+                np.hstack([M, -np.eye(r), np.zeros((r, q))]),
+                np.hstack([-M, -np.eye(r), np.zeros((r, q))]),
+            ]
         if q:
-            blocks.append(np.hstack([G, -np.ones((q, 1))]))
+            blocks.append(np.hstack([S, np.zeros((q, r)), -np.eye(q)]))
         A_ub = np.vstack(blocks) if blocks else None
-        b_ub = np.concatenate([rhs_fit, -rhs_fit, rhs_ineq]) if blocks else None
-        t_min = float(max(floor.max(initial=0.0), 0.0))
-        obj = np.zeros(p + 1)
-        obj[-1] = 1.0
-        res = linprog(
-            obj, A_ub=A_ub, b_ub=b_ub, bounds=z_bounds + [(t_min, None)], method="highs", options=opts
-        )
+        b_ub = np.concatenate([rhs_fit, -rhs_fit, rhs_sign]) if blocks else None
+        obj = np.concatenate([np.zeros(p), np.ones(r + q)])
+        bounds = z_bounds + [(0, None)] * r + [(max(float(f), 0.0), None) for f in self.floor]
+        res = linprog(obj, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method="highs", options=opts)
         if res.x is None:
             return None, int(res.status), str(res.message), math.inf, math.inf
-        return res.x[:p], int(res.status), str(res.message), float(res.x[-1]), float(res.x[-1])
-    # l1: variables [z, s_fit (r), s_ineq (q)]
-    blocks = []
-    if r:
-        blocks += [
-            np.hstack([M, -np.eye(r), np.zeros((r, q))]),
-            np.hstack([-M, -np.eye(r), np.zeros((r, q))]),
-        ]
-    if q:
-        blocks.append(np.hstack([G, np.zeros((q, r)), -np.eye(q)]))
-    A_ub = np.vstack(blocks) if blocks else None
-    b_ub = np.concatenate([rhs_fit, -rhs_fit, rhs_ineq]) if blocks else None
-    obj = np.concatenate([np.zeros(p), np.ones(r + q)])
-    bounds = z_bounds + [(0, None)] * r + [(max(float(f), 0.0), None) for f in floor]
-    res = linprog(obj, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method="highs", options=opts)
-    if res.x is None:
-        return None, int(res.status), str(res.message), math.inf, math.inf
-    s = res.x[p:]
-    return res.x[:p], int(res.status), str(res.message), float(s.sum()), float(s.max(initial=0.0))
+        s = res.x[p:]
+        return res.x[:p], int(res.status), str(res.message), float(s.sum()), float(s.max(initial=0.0))
 
+    def violation(self, z: np.ndarray) -> float:
+        """The largest violation of a row at ``z`` (floors not counted)."""
+        v = 0.0
+        if self.M.shape[0]:
+            v = max(v, float(np.abs(self.M @ z + self.c - self.t).max()))
+        if self.S.shape[0]:
+            v = max(v, float(np.maximum(self.S @ z + self.d - self.e, 0).max()))
+        return v
 
-def _violation(M, c, target, G, h, hg, z) -> float:
-    v = 0.0
-    if M.shape[0]:
-        v = max(v, float(np.abs(M @ z + c - target).max()))
-    if G.shape[0]:
-        v = max(v, float(np.maximum(G @ z + h - hg, 0).max()))
-    return v
+    def objective(self, z: np.ndarray, norm: str) -> float:
+        """The LP's objective at ``z``: the least slack every row needs there."""
+        fit = np.abs(self.M @ z + self.c - self.t) if self.M.shape[0] else np.zeros(0)
+        sign = (
+            np.maximum(np.maximum(self.S @ z + self.d - self.e, 0), self.floor)
+            if self.S.shape[0]
+            else np.zeros(0)
+        )
+        both = np.concatenate([fit, sign])
+        if norm == "linf":
+            return float(both.max(initial=0.0))
+        return float(both.sum())
 
-
-def _objective(M, c, target, G, h, hg, floor, z, norm) -> float:
-    fit = np.abs(M @ z + c - target) if M.shape[0] else np.zeros(0)
-    ineq = np.maximum(np.maximum(G @ z + h - hg, 0), floor) if G.shape[0] else np.zeros(0)
-    both = np.concatenate([fit, ineq])
-    if norm == "linf":
-        return float(both.max(initial=0.0))
-    return float(both.sum())
-
-
-def _polish(M, c, target, G, h, hg, floor, z, nonneg, norm, obj_lp, scale):
-    """Least squares on the equations (on the support of ``z`` when ``z >= 0``).
-
-    Returns ``(z_new or None, determined)``.
-    """
-    if M.shape[0] == 0:
-        return None, False
-    p = M.shape[1]
-    support = np.flatnonzero(z > 1e-9 * max(scale, 1e-300)) if nonneg else np.arange(p)
-    if support.size == 0:
-        return None, False
-    Ms = M[:, support]
-    sol, _, rank, _ = np.linalg.lstsq(Ms, target - c, rcond=None)
-    determined = rank == support.size
-    if not determined:
-        return None, False
-    z_new = np.zeros(p)
-    z_new[support] = sol
-    if nonneg and (z_new < -1e-12 * scale).any():
+    def polish(self, z: np.ndarray, norm: str, obj_lp: float, scale: float) -> tuple[np.ndarray | None, bool]:
+        """Least squares on the fit rows (on the support of ``z`` when ``z >= 0``), kept when it
+        is no worse than the LP's answer. Returns ``(z_new or None, determined)``."""
+        M = self.M
+        if M.shape[0] == 0:
+            return None, False
+        p = M.shape[1]
+        support = np.flatnonzero(z > 1e-9 * max(scale, 1e-300)) if self.nonneg else np.arange(p)
+        if support.size == 0:
+            return None, False
+        sol, _, rank, _ = np.linalg.lstsq(M[:, support], self.t - self.c, rcond=None)
+        determined = rank == support.size
+        if not determined:
+            return None, False
+        z_new = np.zeros(p)
+        z_new[support] = sol
+        if self.nonneg and (z_new < -1e-12 * scale).any():
+            return None, True
+        if self.nonneg:
+            z_new = np.maximum(z_new, 0)
+        if self.objective(z_new, norm) <= obj_lp + 1e-12 * max(scale, 1.0):
+            return z_new, True
         return None, True
-    if nonneg:
-        z_new = np.maximum(z_new, 0)
-    obj_new = _objective(M, c, target, G, h, hg, floor, z_new, norm)
-    if obj_new <= obj_lp + 1e-12 * max(scale, 1.0):
-        return z_new, True
-    return None, True
 
+    def polish_into(
+        self, rep: LayerReport, z: np.ndarray, norm: str, obj_lp: float, scale: float
+    ) -> np.ndarray:
+        """:meth:`polish` ``z`` and record it in ``rep`` (determined, polished, slack, largest
+        violation); returns the polished input, or ``z`` when polishing did not help."""
+        z_new, rep.determined = self.polish(z, norm, obj_lp, scale)
+        if z_new is None:
+            return z
+        rep.polished = True
+        rep.slack = self.objective(z_new, norm)
+        rep.max_violation = max(self.violation(z_new), float(self.floor.max(initial=0.0)))
+        return z_new
 
-def _presolve(M, c, target, G, h, hg, floor, nonneg, scale, tol=1e-10):
-    """The LP's answer without the LP when the equations alone pin the input down.
+    def presolve(self, scale: float, tol: float = 1e-10) -> np.ndarray | None:
+        """The LP's answer without the LP when the fit rows alone pin the input down.
 
-    If the equation rows have full column rank, their least-squares solution is the only candidate
-    with zero slack; when it fits them, meets every inequality (and ``z >= 0`` where required)
-    within ``tol * scale`` and no slack floor is positive, it is an optimal LP solution and the
-    unique one. Returns it, or None (then the LP runs).
-    """
-    p = M.shape[1]
-    if M.shape[0] < p or (floor.size and floor.max() > tol * scale):
-        return None
-    z, _, rank, _ = np.linalg.lstsq(M, target - c, rcond=None)
-    if rank < p:
-        return None
-    if nonneg:
-        if (z < -tol * scale).any():
+        If the fit rows have full column rank, their least-squares solution is the only candidate
+        with zero slack; when it fits them, meets every sign row (and ``z >= 0`` where required)
+        within ``tol * scale`` and no floor is positive, it is an optimal LP solution and the
+        unique one. Returns it, or None (then the LP runs).
+        """
+        M = self.M
+        p = M.shape[1]
+        if M.shape[0] < p or (self.floor.size and self.floor.max() > tol * scale):
             return None
-        z = np.maximum(z, 0.0)
-    if _violation(M, c, target, G, h, hg, z) > tol * scale:
-        return None
-    return z
-
-
-def _layer_rows(
-    W: np.ndarray,
-    b: np.ndarray,
-    act: str,
-    slope: float,
-    y: np.ndarray,
-    rows: np.ndarray | None,
-    active_tol: float,
-    threshold: float | None = None,
-):
-    """Build (M, c, target, G, h, hg, floor) for one layer with target ``y`` on ``rows``.
-
-    Units with ``y_i > thr`` are active, ``thr = threshold`` if given else ``active_tol * max|y|``.
-    """
-    if rows is not None:
-        W, b = W[rows], b[rows]
-    scale = float(np.abs(y).max(initial=0.0))
-    empty = np.zeros((0, W.shape[1]))
-    if act == "linear":
-        return W, b, y, empty, np.zeros(0), np.zeros(0), np.zeros(0)
-    if act == "leaky_relu":
-        u = np.where(y >= 0, y, y / slope)
-        return W, b, u, empty, np.zeros(0), np.zeros(0), np.zeros(0)
-    thr = active_tol * scale if threshold is None else float(threshold)
-    on = y > thr
-    off = ~on
-    floor = np.maximum(-y[off], 0.0)  # a ReLU cannot output a negative value: irreducible misfit
-    return W[on], b[on], y[on], W[off], b[off], np.maximum(y[off], 0.0), floor
+        z, _, rank, _ = np.linalg.lstsq(M, self.t - self.c, rcond=None)
+        if rank < p:
+            return None
+        if self.nonneg:
+            if (z < -tol * scale).any():
+                return None
+            z = np.maximum(z, 0.0)
+        if self.violation(z) > tol * scale:
+            return None
+        return z
 
 
 def lp_invert(
@@ -600,16 +636,14 @@ def lp_invert(
             above = layers[-1].max_violation if layers else 0.0
             xmax = float(np.abs(x_next).max(initial=0.0))
             thr = max(active_tol * xmax, min(hidden_threshold * above, hidden_cap * xmax))
-        M, c, tgt, G, h, hg, floor = _layer_rows(
-            W, b, act, net.negative_slope, x_next, rows_i, active_tol, thr
-        )
         nonneg = i > 1 and net.layer_activation(i - 1) == "relu"
+        lp = LayerLP.of_layer(W, b, act, net.negative_slope, x_next, rows_i, active_tol, thr, nonneg)
         tl = time.perf_counter()
         scale = max(float(np.abs(x_next).max(initial=0.0)), 1.0)
-        z = _presolve(M, c, tgt, G, h, hg, floor, nonneg, scale) if presolve else None
+        z = lp.presolve(scale) if presolve else None
         if z is not None:
-            viol = _violation(M, c, tgt, G, h, hg, z)
-            obj = _objective(M, c, tgt, G, h, hg, floor, z, norm)
+            viol = lp.violation(z)
+            obj = lp.objective(z, norm)
             rep = LayerReport(
                 i,
                 0,
@@ -617,8 +651,8 @@ def lp_invert(
                 "constraint holds (least squares); LP not needed",
                 obj,
                 viol,
-                M.shape[0],
-                M.shape[0] + G.shape[0],
+                lp.M.shape[0],
+                lp.n_rows,
                 W.shape[1],
                 determined=True,
                 presolved=True,
@@ -628,22 +662,15 @@ def lp_invert(
             acts_rev.append(z)
             x_next = z
             continue
-        z, status, message, obj, viol = _solve_rows(
-            M, c, tgt, G, h, hg, floor, nonneg, norm, slack, time_limit
-        )
-        rep = LayerReport(i, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], W.shape[1])
+        z, status, message, obj, viol = lp.solve(norm, slack, time_limit)
+        rep = LayerReport(i, status, message, obj, viol, lp.M.shape[0], lp.n_rows, W.shape[1])
         if z is None or status != 0:
             rep.time_s = time.perf_counter() - tl
             layers.append(rep)
             what = "infeasible" if status == 2 else "failed"
             return fail(f"layer {i}: LP {what} (status {status}): {message}")
         if polish:
-            z_new, rep.determined = _polish(M, c, tgt, G, h, hg, floor, z, nonneg, norm, obj, scale)
-            if z_new is not None:
-                z = z_new
-                rep.polished = True
-                rep.slack = _objective(M, c, tgt, G, h, hg, floor, z, norm)
-                rep.max_violation = max(_violation(M, c, tgt, G, h, hg, z), float(floor.max(initial=0.0)))
+            z = lp.polish_into(rep, z, norm, obj, scale)
         rep.time_s = time.perf_counter() - tl
         layers.append(rep)
         if tol is not None and rep.max_violation > tol * scale:
@@ -678,13 +705,10 @@ def _last_layer_general(
     tl = time.perf_counter()
     nonneg = d > 1 and net.layer_activation(d - 1) == "relu"
     scale = max(float(np.abs(y).max(initial=0.0)), 1.0)
-    empty_g = np.zeros((0, W.shape[1]))
     if act == "linear":
-        M, c = Amat @ W, Amat @ b
-        z, status, message, obj, viol = _solve_rows(
-            M, c, y, empty_g, np.zeros(0), np.zeros(0), np.zeros(0), nonneg, norm, slack, time_limit
-        )
-        rep = LayerReport(d, status, message, obj, viol, M.shape[0], M.shape[0], W.shape[1])
+        lp = LayerLP.fit_only(Amat @ W, Amat @ b, y, nonneg)
+        z, status, message, obj, viol = lp.solve(norm, slack, time_limit)
+        rep = LayerReport(d, status, message, obj, viol, lp.M.shape[0], lp.M.shape[0], W.shape[1])
         rep.time_s = time.perf_counter() - tl
         if z is None or status != 0:
             return rep, None, f"layer {d}: LP failed (status {status}): {message}"
@@ -715,40 +739,31 @@ def _last_layer_general(
             break
         seen.add(key)
         gain = np.where(on, 1.0, 0.0 if act == "relu" else slope)
-        M = Amat @ (gain[:, None] * W)
-        c = Amat @ (gain * b)
-        # sign constraints of the pattern: -(Wz+b) <= 0 on, (Wz+b) <= 0 off
+        # sign rows of the pattern: -(Wz+b) <= 0 on, (Wz+b) <= 0 off
         sgn = np.where(on, -1.0, 1.0)
-        G = sgn[:, None] * W
-        h = sgn * b
-        z, status, message, obj, viol = _solve_rows(
-            M, c, y, G, h, np.zeros(len(h)), np.zeros(len(h)), nonneg, norm, True, time_limit
+        lp = LayerLP.with_signs(
+            Amat @ (gain[:, None] * W), Amat @ (gain * b), y, sgn[:, None] * W, sgn * b, nonneg
         )
+        z, status, message, obj, viol = lp.solve(norm, True, time_limit)
         if z is None or status != 0:
             if best is None:
-                rep = LayerReport(d, status, message, math.inf, math.inf, M.shape[0], M.shape[0], W.shape[1])
+                n_fit = lp.M.shape[0]
+                rep = LayerReport(d, status, message, math.inf, math.inf, n_fit, n_fit, W.shape[1])
                 rep.time_s = time.perf_counter() - tl
                 return rep, None, f"layer {d}: pattern LP failed (status {status}): {message}"
             break
         if best is None or viol < best[1] - 1e-15:
-            best = (z, viol, obj, status, message, on.copy(), M, c, G, h)
+            best = (z, viol, obj, status, message, on.copy(), lp)
         if viol <= 1e-12 * scale:
             break
         new_on = (W @ z + b) > 0
         if np.array_equal(new_on, on):
             break
         on = new_on
-    z, viol, obj, status, message, on, M, c, G, h = best
-    rep = LayerReport(d, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], W.shape[1])
+    z, viol, obj, status, message, on, lp = best
+    rep = LayerReport(d, status, message, obj, viol, lp.M.shape[0], lp.n_rows, W.shape[1])
     rep.pattern_iters = its
-    z_new, rep.determined = _polish(
-        M, c, y, G, h, np.zeros(len(h)), np.zeros(len(h)), z, nonneg, norm, obj, scale
-    )
-    if z_new is not None:
-        z = z_new
-        rep.polished = True
-        rep.max_violation = _violation(M, c, y, G, h, np.zeros(len(h)), z)
-        rep.slack = _objective(M, c, y, G, h, np.zeros(len(h)), np.zeros(len(h)), z, norm)
+    z = lp.polish_into(rep, z, norm, obj, scale)
     rep.time_s = time.perf_counter() - tl
     bad = ""
     if tol is not None and rep.max_violation > tol * scale:
@@ -806,9 +821,9 @@ def pattern_lp_refine(
     best: tuple[np.ndarray, float] | None = None
 
     def affine(zv: np.ndarray):
-        """Pattern at ``zv`` and the affine maps it implies: (P, q, Gs, hs, key)."""
+        """Pattern at ``zv`` and the affine maps it implies: (P, q, S, d, key)."""
         P, q = np.eye(k), np.zeros(k)
-        Gs, hs, keys = [], [], []
+        Ss, ds, keys = [], [], []
         for i, (W, b) in enumerate(wbs, start=1):
             U, v = W @ P, W @ q + b
             act = net.layer_activation(i)
@@ -819,36 +834,26 @@ def pattern_lp_refine(
             on = u_at > 0
             gain = np.where(on, 1.0, 0.0 if act == "relu" else net.negative_slope)
             sgn = np.where(on, -1.0, 1.0)
-            Gs.append(sgn[:, None] * U)
-            hs.append(sgn * v)
+            Ss.append(sgn[:, None] * U)
+            ds.append(sgn * v)
             keys.append(on.tobytes())
             P, q = gain[:, None] * U, gain * v
-        G = np.vstack(Gs) if Gs else np.zeros((0, k))
-        h = np.concatenate(hs) if hs else np.zeros(0)
-        return P, q, G, h, b"|".join(keys)
+        S = np.vstack(Ss) if Ss else np.zeros((0, k))
+        d = np.concatenate(ds) if ds else np.zeros(0)
+        return P, q, S, d, b"|".join(keys)
 
     its = 0
     for its in range(1, max_iters + 1):
-        P, q, G, h, key = affine(z)
+        P, q, S, d, key = affine(z)
         if key in seen:
             break
         seen.add(key)
-        M, c = Amat @ P, Amat @ q
+        lp = LayerLP.with_signs(Amat @ P, Amat @ q, yv, S, d, False)
         tl = time.perf_counter()
-        zn, status, message, obj, viol = _solve_rows(
-            M, c, yv, G, h, np.zeros(len(h)), np.zeros(len(h)), False, norm, True, time_limit
-        )
-        rep = LayerReport(
-            0, status, message, obj, viol, M.shape[0], M.shape[0] + G.shape[0], k, pattern_iters=its
-        )
+        zn, status, message, obj, viol = lp.solve(norm, True, time_limit)
+        rep = LayerReport(0, status, message, obj, viol, lp.M.shape[0], lp.n_rows, k, pattern_iters=its)
         if zn is not None and status == 0:
-            z_pol, rep.determined = _polish(
-                M, c, yv, G, h, np.zeros(len(h)), np.zeros(len(h)), zn, False, norm, obj, scale
-            )
-            if z_pol is not None:
-                zn, rep.polished = z_pol, True
-                rep.max_violation = _violation(M, c, yv, G, h, np.zeros(len(h)), zn)
-                rep.slack = _objective(M, c, yv, G, h, np.zeros(len(h)), np.zeros(len(h)), zn, norm)
+            zn = lp.polish_into(rep, zn, norm, obj, scale)
         rep.time_s = time.perf_counter() - tl
         reports.append(rep)
         if zn is None or status != 0:
