@@ -39,8 +39,15 @@ def _module_file(name: str) -> Path | None:
     return Path(spec.origin)
 
 
-def _imports_of(name: str, path: Path) -> set[str]:
-    """The genprior modules that ``name`` (at ``path``) imports anywhere in its source."""
+def _imports_of(name: str, path: Path) -> frozenset[str]:
+    """The genprior modules that ``name`` (at ``path``) imports anywhere in its source; parsed
+    again only when the file changes (every cell of a bench asks)."""
+    st = path.stat()
+    return _parsed_imports(name, path, st.st_mtime_ns, st.st_size)
+
+
+@cache
+def _parsed_imports(name: str, path: Path, mtime_ns: int, size: int) -> frozenset[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -57,7 +64,7 @@ def _imports_of(name: str, path: Path) -> set[str]:
             found.add(mod)
             # "from . import metrics" / "from .solvers import ilo": the names may be modules
             found.update(f"{mod}.{a.name}" for a in node.names)
-    return {m for m in found if (m == PACKAGE or m.startswith(PACKAGE + ".")) and _module_file(m)}
+    return frozenset(m for m in found if (m == PACKAGE or m.startswith(PACKAGE + ".")) and _module_file(m))
 
 
 def module_closure(roots: Iterable[str]) -> list[str]:
