@@ -204,16 +204,21 @@ def _run_cells(
     bar = tqdm(total=len(pending), disable=not progress, unit="cell", desc="bench", dynamic_ncols=True)
     n = 0
     cfg_dict = cfg.to_dict()
+
+    def finished(cell: Cell, rows: list[dict[str, Any]]) -> None:
+        nonlocal n
+        done[cell] = rows
+        n += 1
+        bar.set_postfix_str(f"{cell.task} {cell.level} {cell.method}", refresh=False)
+        bar.update(1)
+        if on_cell_done is not None:
+            on_cell_done(cell, n)
+
     try:
         if workers == 1:
             for cell in pending:
                 _, rows, _ = _cell_job(cfg_dict, cell, str(cells_dir))
-                done[cell] = rows
-                n += 1
-                bar.set_postfix_str(f"{cell.task} {cell.level} {cell.method}", refresh=False)
-                bar.update(1)
-                if on_cell_done is not None:
-                    on_cell_done(cell, n)
+                finished(cell, rows)
         else:
             import multiprocessing as mp
 
@@ -225,12 +230,7 @@ def _run_cells(
                 try:
                     for fut in as_completed(futs):
                         cell, rows, _ = fut.result()
-                        done[cell] = rows
-                        n += 1
-                        bar.set_postfix_str(f"{cell.task} {cell.level} {cell.method}", refresh=False)
-                        bar.update(1)
-                        if on_cell_done is not None:
-                            on_cell_done(cell, n)
+                        finished(cell, rows)
                 except BaseException:
                     for f in futs:
                         f.cancel()
