@@ -52,3 +52,21 @@ def test_demo_with_no_available_model_is_a_user_error(tmp_path, capsys):
     assert rc == 2
     assert "no demo model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_table_does_not_depend_on_the_number_of_workers(tmp_path):
+    """The solves run in a pool and finish in any order; each draws its measurements from the same
+    seeds, so one process and two give the same rows, in the table's order."""
+    rows = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        argv = ["demo", "--out", str(out), "--models", "mnist-vae-20", "--images", "2"]
+        argv += ["--ilo-steps", "3,2", "--workers", str(workers), "--quiet"]
+        assert main(argv) == 0
+        data = json.loads((out / "results.json").read_text())
+        rows[workers] = [(r["task"], r["method"], r["psnr_per_image"], r["meas_err"]) for r in data["rows"]]
+        assert (out / "mnist-vae-20-gallery.png").exists()
+    assert [r[:2] for r in rows[1]] == [
+        (t, m) for t in ("inpaint", "superres x4", "denoise", "cs") for m in ("CSGM", "ILO")
+    ]
+    assert rows[1] == rows[2]

@@ -20,7 +20,7 @@ from deepinv.physics import (
 from PIL import Image
 
 from genprior.errors import UserError
-from genprior.physics import TASKS, PartialCirculant, load_mask, make_physics, measurement_preview
+from genprior.physics import TASKS, GaussianCS, PartialCirculant, load_mask, make_physics, measurement_preview
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
@@ -166,6 +166,40 @@ SHAPE = (3, 32, 32)
 
 def _x(shape=SHAPE, b=2, seed=0):
     return torch.rand(b, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+class TestGaussianCS:
+    """genprior's Gaussian CS is deepinv's CompressedSensing with the pseudo-inverse made late."""
+
+    def test_same_operator_as_deepinv_bit_for_bit(self):
+        shape, m = (3, 8, 8), 50
+        ours = GaussianCS(m, shape, rng=torch.Generator().manual_seed(7))
+        theirs = CompressedSensing(m=m, img_size=shape, rng=torch.Generator().manual_seed(7))
+        assert isinstance(ours, CompressedSensing)
+        assert ours._A_dagger is None  # nothing computed yet
+        x = _x(shape, b=3)
+        y = theirs.A(x)
+        assert torch.equal(ours.A(x), y)
+        assert torch.equal(ours.A_adjoint(y), theirs.A_adjoint(y))
+        assert torch.equal(ours.A_dagger(y), theirs.A_dagger(y))
+        assert ours.A_dagger(y).shape == (3, *shape)
+
+    def test_rescale_scales_every_product(self):
+        shape, c = (1, 6, 6), 4.0
+        p = GaussianCS(20, shape, rng=torch.Generator().manual_seed(1))
+        x = _x(shape, b=2)
+        y, at, ad = p.A(x), p.A_adjoint(p.A(x)), p.A_dagger(p.A(x))
+        p.rescale(c)
+        assert torch.allclose(p.A(x), c * y)
+        assert torch.allclose(p.A_adjoint(p.A(x)), c * c * at, rtol=1e-5)
+        assert torch.allclose(p.A_dagger(p.A(x)), ad, atol=1e-5)  # A^+ A is unchanged by the scale
+        assert p.adjointness_test(u=x).item() < 1e-4
+
+    def test_make_physics_uses_it_with_the_old_matrix(self):
+        p = make_physics("cs", SHAPE, seed=3, measurements=40)
+        assert isinstance(p, GaussianCS) and p._A_dagger is None
+        old = CompressedSensing(m=40, img_size=SHAPE, rng=torch.Generator().manual_seed(3))
+        assert torch.equal(p._A, old._A)  # the matrix deepinv's class draws from the same seed
 
 
 class TestMakePhysics:

@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
-from .data import astronaut_face
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -63,10 +65,10 @@ class DemoConfig:
         csgm_restarts: CSGM random restarts.
         seed: seed of images, masks, noise and solver initialisations.
         out: output folder.
-        workers: models run side by side in this many processes; None: one per model, up to the
-            number of CPU cores (1 on a GPU).
-        threads: torch threads per model on a CPU (1: the table is the same on any machine with
-            the same code, whatever its core count).
+        workers: the demo's solves (one task, one method each) run side by side in this many
+            processes; None: one per CPU core (1, in this process, on a GPU).
+        threads: torch threads per process on a CPU (1: the table is the same on any machine
+            with the same code, whatever its core count).
     """
 
     models: tuple[str, ...] = ("fmnist-stylegan2-32", "dcgan-faces-64")
@@ -84,7 +86,9 @@ class DemoConfig:
 
 
 def _images_for(name: str, G: Any, n: int, seed: int) -> tuple[torch.Tensor, str]:
-    from .data import heldout
+    import torch
+
+    from .data import astronaut_face, heldout
 
     if name.startswith("fmnist"):
         x, _ = heldout("fmnist", n=n)
@@ -112,9 +116,23 @@ def _physics_kwargs(spec: TaskSpec, shape: tuple[int, int, int]) -> dict[str, An
     return kw
 
 
-def run_model(cfg: DemoConfig, name: str) -> dict[str, Any] | str:
-    """Every task of the demo on model ``name``: ``{"rows", "panels", "source"}``, or the reason
-    the model is skipped (its weights are not installed)."""
+def demo_jobs(cfg: DemoConfig) -> list[tuple[str, TaskSpec, str]]:
+    """The demo's units of work, ``(model, task, method)`` in table order: each solves one task's
+    measurements with one method, independent of the others (the same seeds give the same
+    measurements in every job), so they can run in any process and in any order."""
+    return [(name, spec, method) for name in cfg.models for spec in cfg.tasks for method in METHODS]
+
+
+#: The demo's methods, in the order of the table's columns (``ILO - CSGM`` is the last one).
+METHODS: tuple[str, ...] = ("CSGM", "ILO")
+
+
+def run_job(cfg: DemoConfig, name: str, spec: TaskSpec, method: str) -> dict[str, Any] | str | None:
+    """One unit of :func:`demo_jobs`: ``{"row", "truth", "measurement", "x_hat"}`` (images as
+    numpy arrays), ``None`` when the task does not apply to the model (colour on a grey model), or
+    the reason the model is skipped (its weights are not installed)."""
+    import torch
+
     from . import metrics
     from .physics import make_physics, measurement_preview
     from .solvers.ilo import default_stages
@@ -122,120 +140,153 @@ def run_model(cfg: DemoConfig, name: str) -> dict[str, Any] | str:
     from .zoo import load_generator
 
     device = torch.device(cfg.device)
-    ilo, csgm = get_method("ilo"), get_method("csgm")
     try:
         G = load_generator(name, device=device)
     except UserError as e:
         return str(e)
     shape = G.image_shape
-    truth_all, source = _images_for(name, G, cfg.n_images, cfg.seed)
-    truth = truth_all.to(device)
-    rows: list[dict[str, Any]] = []
-    panels: dict[str, dict[str, torch.Tensor]] = {}
-    for spec in cfg.tasks:
-        if spec.color_only and shape[0] != 3:
-            continue
-        physics = make_physics(spec.task, shape, seed=cfg.seed, device=device, **_physics_kwargs(spec, shape))
-        torch.manual_seed(cfg.seed)
-        y = physics(truth)
-        ilo_cfg = ilo.make_config(
-            {"steps": tuple(cfg.ilo_steps), "noise_floor": cfg.noise_floor, **ILO_SETTINGS.get(name, {})},
-            seed=cfg.seed,
-        )
+    if spec.color_only and shape[0] != 3:
+        return None
+    truth, source = _images_for(name, G, cfg.n_images, cfg.seed)
+    truth = truth.to(device)
+    physics = make_physics(spec.task, shape, seed=cfg.seed, device=device, **_physics_kwargs(spec, shape))
+    torch.manual_seed(cfg.seed)
+    y = physics(truth)
+    ilo = get_method("ilo")
+    ilo_cfg = ilo.make_config(
+        {"steps": tuple(cfg.ilo_steps), "noise_floor": cfg.noise_floor, **ILO_SETTINGS.get(name, {})},
+        seed=cfg.seed,
+    )
+    if method == "ILO":
+        solver = ilo.build(ilo_cfg, model=G)
+    else:
         rounds = 1 + len(ilo_cfg.stages if ilo_cfg.stages is not None else default_stages(G.num_stages))
         total = sum((list(cfg.ilo_steps) + [cfg.ilo_steps[-1]] * rounds)[:rounds])
+        csgm = get_method("csgm")
         csgm_cfg = csgm.make_config(
             {"steps": cfg.csgm_steps or total, "restarts": cfg.csgm_restarts, "lr": 0.05}, seed=cfg.seed
         )
-        solvers = {"CSGM": csgm.build(csgm_cfg, model=G), "ILO": ilo.build(ilo_cfg, model=G)}
-        entry = panels.setdefault(spec.name, {})
-        entry["truth"] = truth.cpu()
-        entry["measurement"] = measurement_preview(y, physics, shape).cpu()
-        for method, solver in solvers.items():
-            t0 = time.perf_counter()
-            x_hat = solver(y, physics)
-            dt = time.perf_counter() - t0
-            entry[method] = x_hat.cpu()
-            p = metrics.psnr(x_hat, truth)
-            s = metrics.ssim(x_hat, truth)
-            rows.append(
-                {
-                    "model": name,
-                    "task": spec.name,
-                    "method": method,
-                    "psnr": float(p.mean()),
-                    "ssim": float(s.mean()),
-                    "psnr_per_image": p.tolist(),
-                    "meas_err": float(metrics.measurement_error(x_hat, y, physics).mean()),
-                    "time_s": dt,
-                }
-            )
-    return {"rows": rows, "panels": panels, "source": source}
+        solver = csgm.build(csgm_cfg, model=G)
+    t0 = time.perf_counter()
+    x_hat = solver(y, physics)
+    dt = time.perf_counter() - t0
+    p = metrics.psnr(x_hat, truth)
+    row = {
+        "model": name,
+        "task": spec.name,
+        "method": method,
+        "psnr": float(p.mean()),
+        "ssim": float(metrics.ssim(x_hat, truth).mean()),
+        "psnr_per_image": p.tolist(),
+        "meas_err": float(metrics.measurement_error(x_hat, y, physics).mean()),
+        "time_s": dt,
+    }
+    preview = measurement_preview(y, physics, shape)
+    return {
+        "row": row,
+        "source": source,
+        "truth": truth.cpu().numpy(),
+        "measurement": preview.cpu().numpy(),
+        "x_hat": x_hat.detach().cpu().numpy(),
+    }
 
 
-def _model_job(cfg: DemoConfig, name: str, threads: int) -> dict[str, Any] | str:
-    torch.set_num_threads(threads)
-    return run_model(cfg, name)
+def _job(cfg: DemoConfig, job: tuple[str, TaskSpec, str]) -> dict[str, Any] | str | None:
+    if cfg.device == "cpu" or cfg.device.startswith("cpu:"):
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return run_job(cfg, *job)
+
+
+def _gallery_job(path: Path, tasks: dict[str, dict[str, Any]], title: str) -> Path:
+    save_gallery(path, tasks, title=title)
+    return path
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo; returns the results table (also written under ``cfg.out``).
 
-    The models run side by side, one process each with ``cfg.threads`` torch threads (on a CPU;
-    one after the other on a GPU, or with ``workers = 1``): their small batches keep one core
-    busy better than they share two, and the table does not depend on the machine's core count.
+    The units of :func:`demo_jobs` (one task, one method) run side by side in ``cfg.workers``
+    processes with ``cfg.threads`` torch threads each (on a CPU; one after the other in this
+    process on a GPU, or with ``workers = 1``), and each model's gallery is drawn by a worker as
+    soon as the model's last unit is in: small batches keep one core busy better than they share
+    two, the units are small enough to keep every core busy to the end, and the table does not
+    depend on the machine's core count or on the order the units finish in.
     """
     from tqdm.auto import tqdm
 
     from .io import write_json_atomic, write_text_atomic
 
-    device = torch.device(cfg.device)
-    workers = cfg.workers or (1 if device.type != "cpu" else min(len(cfg.models), os.cpu_count() or 1))
-    bar = tqdm(total=len(cfg.models), desc="demo", unit="model", disable=not progress, dynamic_ncols=True)
+    jobs = demo_jobs(cfg)
+    on_cpu = cfg.device == "cpu" or cfg.device.startswith("cpu:")
+    workers = cfg.workers or (min(len(jobs), os.cpu_count() or 1) if on_cpu else 1)
+    bar = tqdm(total=len(jobs), desc="demo", unit="solve", disable=not progress, dynamic_ncols=True)
     t_all = time.perf_counter()
-    results: dict[str, dict[str, Any] | str] = {}
+    results: dict[int, dict[str, Any] | str | None] = {}
+    left = {name: sum(1 for j in jobs if j[0] == name) for name in cfg.models}
+    panels: dict[str, dict[str, dict[str, Any]]] = {}
+    sources: dict[str, str] = {}
+    gallery_paths: dict[str, Path] = {}
+
+    def take(i: int, result: dict[str, Any] | str | None) -> str | None:
+        """Record job ``i``; the model's name once all its jobs are in and it has a gallery."""
+        results[i] = result
+        name, spec, method = jobs[i]
+        if isinstance(result, dict):
+            entry = panels.setdefault(name, {}).setdefault(spec.name, {})
+            entry["truth"], entry["measurement"] = result["truth"], result["measurement"]
+            entry[method] = result["x_hat"]
+            sources[name] = result["source"]
+        bar.set_postfix_str(f"{name} {spec.name} {method}")
+        bar.update(1)
+        left[name] -= 1
+        if left[name] == 0 and name in panels:
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            gallery_paths[name] = cfg.out / f"{name}-gallery.png"
+            return name
+        return None
+
+    def gallery_args(name: str) -> tuple[Path, dict[str, dict[str, Any]], str]:
+        tasks = {spec.name: panels[name][spec.name] for spec in cfg.tasks if spec.name in panels[name]}
+        return gallery_paths[name], tasks, f"{name}: {sources[name]}"
+
     if workers == 1:
-        for name in cfg.models:
-            bar.set_postfix_str(name)
-            results[name] = (
-                _model_job(cfg, name, cfg.threads) if device.type == "cpu" else run_model(cfg, name)
-            )
-            bar.update(1)
+        for i, job in enumerate(jobs):
+            done = take(i, _job(cfg, job))
+            if done is not None:
+                _gallery_job(*gallery_args(done))
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import ProcessPoolExecutor, wait
 
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_model_job, cfg, name, cfg.threads): name for name in cfg.models}
-            for fut in as_completed(futs):
-                results[futs[fut]] = fut.result()
-                bar.set_postfix_str(futs[fut])
-                bar.update(1)
+            pending = {ex.submit(_job, cfg, job): i for i, job in enumerate(jobs)}
+            drawing = []
+            while pending:
+                finished, _ = wait(pending, return_when="FIRST_COMPLETED")
+                for fut in finished:
+                    done = take(pending.pop(fut), fut.result())
+                    if done is not None:
+                        drawing.append(ex.submit(_gallery_job, *gallery_args(done)))
+            for fut in drawing:
+                fut.result()
     bar.close()
     elapsed = time.perf_counter() - t_all
-    for name in cfg.models:
-        if isinstance(results[name], str):
-            log(f"skipping {name}: {results[name]}")
-    done = {n: r for n, r in ((n, results[n]) for n in cfg.models) if not isinstance(r, str)}
-    if not done:
+    skipped = {jobs[i][0]: r for i, r in sorted(results.items()) if isinstance(r, str)}
+    for name, reason in skipped.items():
+        log(f"skipping {name}: {reason}")
+    rows = [r["row"] for _, r in sorted(results.items()) if isinstance(r, dict)]
+    if not rows:
         raise UserError("no demo model is available: run `bash scripts/setup.sh` to install them")
-    rows = [row for r in done.values() for row in r["rows"]]
-    panels = {n: r["panels"] for n, r in done.items()}
-    sources = {n: r["source"] for n, r in done.items()}
-
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    galleries = []
-    for name, tasks in panels.items():
-        path = cfg.out / f"{name}-gallery.png"
-        save_gallery(path, tasks, title=f"{name}: {sources[name]}")
-        galleries.append(path)
+    galleries = [gallery_paths[name] for name in cfg.models if name in gallery_paths]
     table = results_markdown(rows)
     header = (
         f"# genprior demo\n\nILO vs CSGM, {cfg.n_images} images per model, seed {cfg.seed}, "
         f"ILO steps per round {list(cfg.ilo_steps)} (last repeated), noise floor {cfg.noise_floor!r}, "
         f"per-model ILO settings {ILO_SETTINGS}; CSGM as many steps as ILO in total unless set "
         f"({cfg.csgm_steps}); "
-        f"{elapsed:.0f} s on {device}.\n\n"
+        f"{elapsed:.0f} s on {cfg.device}.\n\n"
     )
     write_text_atomic(cfg.out / "results.md", header + table)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
@@ -274,8 +325,9 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_gallery(path: Path, tasks: dict[str, dict[str, torch.Tensor]], title: str = "") -> None:
-    """Rows truth / measurement / CSGM / ILO; a block of columns (one per image) for each task."""
+def save_gallery(path: Path, tasks: dict[str, dict[str, Any]], title: str = "") -> None:
+    """Rows truth / measurement / CSGM / ILO; a block of columns (one per image) for each task
+    (each panel a ``(n, C, H, W)`` array or tensor on the CPU)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,11 +349,11 @@ def save_gallery(path: Path, tasks: dict[str, dict[str, torch.Tensor]], title: s
         for j in range(n):
             for i, rname in enumerate(row_names):
                 ax = axes[i, col]
-                img = entry[rname][j].clamp(0, 1)
+                img = np.clip(np.asarray(entry[rname][j]), 0, 1)
                 if img.shape[0] == 1:
-                    ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+                    ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
                 else:
-                    ax.imshow(img.permute(1, 2, 0).numpy())
+                    ax.imshow(img.transpose(1, 2, 0))
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if col == 0:

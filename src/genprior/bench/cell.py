@@ -82,10 +82,8 @@ def build_physics(
     params[task.vary] = tuple(level) if isinstance(level, list) else level
     physics = make_physics(task.type, image_shape, seed=seed, device=device, **params)
     if scale == "unscaled":
-        c = math.sqrt(int(params["measurements"]))
-        with torch.no_grad():  # out of place: deepinv's A^T may be a view of A
-            a, at, ad = physics._A * c, physics._A_adjoint * c, physics._A_dagger / c
-            physics._A, physics._A_adjoint, physics._A_dagger = a, at, ad
+        with torch.no_grad():
+            physics.rescale(math.sqrt(int(params["measurements"])))
         physics.genprior_cs_scale = "unscaled"
     return physics
 

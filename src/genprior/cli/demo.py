@@ -26,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        help="models run side by side in N processes (default: one per model, up to the cores)",
+        help="solves (one task, one method each) run side by side in N processes (default: one per core)",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch threads per model on a CPU (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process on a CPU (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(p)
     p.set_defaults(func=run)

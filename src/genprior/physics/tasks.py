@@ -14,7 +14,8 @@ superres   :class:`deepinv.physics.Downsampling` with a bicubic anti-aliasing fi
 denoise    :class:`deepinv.physics.Denoising` with Gaussian noise ``noise_std`` (> 0).
 cs         compressed sensing with ``measurements`` rows: ``cs_operator="gaussian"`` is deepinv's
            dense :class:`~deepinv.physics.CompressedSensing` (entries ``N(0, 1/m)``; small images
-           only), ``"circulant"`` the FFT-based :class:`~genprior.physics.PartialCirculant` (any
+           only) as :class:`~genprior.physics.GaussianCS`, which computes ``A^+`` only when asked
+           for; ``"circulant"`` the FFT-based :class:`~genprior.physics.PartialCirculant` (any
            size). ``y`` is ``(B, m)``.
 colorize   :class:`deepinv.physics.Decolorize` (Rec.601 weights): RGB -> grey ``(B, 1, H, W)``.
 ========== ======================================================================================
@@ -49,6 +50,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from .circulant import PartialCirculant
+from .gaussian import GaussianCS
 
 __all__ = [
     "TASKS",
@@ -245,7 +247,7 @@ def make_physics(
                     f"a dense Gaussian {m_}x{n} CS matrix is too large: use cs_operator='circulant' or fewer measurements"
                 )
             # drawn on the CPU so that a seed gives the same matrix on every device
-            physics = CompressedSensing(m=m_, img_size=shape, device="cpu", rng=gen).to(device)
+            physics = GaussianCS(m_, shape, rng=gen, device="cpu").to(device)
         else:
             physics = PartialCirculant(m_, shape, device=device, rng=gen)
     else:  # colorize
