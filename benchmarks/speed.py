@@ -242,11 +242,12 @@ def full_solvers(G: Any) -> list[tuple[str, Callable[[], Any], list[tuple[str, i
     """(label, default solver, plan) for the images/second column; the plan lists the step-timed
     method rows and their step counts, to estimate solves too slow to run."""
     from genprior.solvers import CSGM, ILO, CSGMConfig, ILOConfig
-    from genprior.solvers.ilo import _per_round, default_stages
+    from genprior.solvers.common import per_round
+    from genprior.solvers.ilo import default_stages
 
     out: list[tuple[str, Callable[[], Any], list[tuple[str, int]]]] = []
     stages = default_stages(G.num_stages)
-    steps = _per_round(ILOConfig().steps, 1 + len(stages))
+    steps = per_round(ILOConfig().steps, 1 + len(stages))
     plan = [("ilo (round 0)", steps[0])] + [
         (f"ilo (round at stage {k})", n) for k, n in zip(stages, steps[1:])
     ]
@@ -341,7 +342,7 @@ def ablate_ilo(
     from genprior.physics import make_physics
     from genprior.solvers import ILO, ILOConfig
     from genprior.solvers.common import BestTracker, RunRecord, batch_norms, lr_schedule, project_to_norm
-    from genprior.solvers.ilo import project_state
+    from genprior.solvers.projections import project_state
 
     # the loop changed in commit 4604fd6 (buffered records, foreach Adam, no geocross without
     # groups): replicate whichever version of ILO.solve is installed
@@ -480,7 +481,7 @@ def l1_microbench(repeats: int, dev: torch.device) -> list[dict[str, Any]]:
     """Cost of ILO's ``project_state`` alone, for state shapes of the bundled generators, with the
     deviation outside the ball (the projection is active) and inside it (only the check runs).
     The radius is ILOConfig's default, 0.4 times the l1 norm of the starting state."""
-    from genprior.solvers.ilo import project_state
+    from genprior.solvers.projections import project_state
 
     shapes = (
         ("mnist-vae-20 stage 1/2", (500,)),

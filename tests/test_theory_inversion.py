@@ -13,13 +13,10 @@ from torch import nn
 from genprior.cli import main
 from genprior.errors import UserError
 from genprior.generators.random_relu import RandomReLUGenerator, expansive_widths
-from genprior.theory.inversion import (
-    gd_invert,
-    langevin_sample,
-    lp_invert,
-    pattern_lp_refine,
-    relative_error,
-)
+from genprior.theory.common import relative_error
+from genprior.theory.gd import gd_invert
+from genprior.theory.langevin import langevin_sample
+from genprior.theory.lp import lp_invert, pattern_lp_refine
 
 
 def instance(widths, seed, **kw):
@@ -254,9 +251,10 @@ def test_cli_theory_tiny_grid_and_resume(tmp_path, capsys):
     capsys.readouterr()
     assert main(args[:3] + ["3"] + args[4:]) == 0  # one more trial per cell: the rest is reused
     assert "3 trials run, 6 reused" in capsys.readouterr().out
-    assert main(args) == 0  # fewer trials: nothing runs, the third trial stays in the CSV
+    assert main(args) == 0  # fewer trials: nothing runs; the table has 2, the store keeps all 3
     assert "0 trials run, 6 reused" in capsys.readouterr().out
-    assert len((tmp_path / "theory_expansion.csv").read_text().splitlines()) == 1 + 9
+    assert len((tmp_path / "theory_expansion.csv").read_text().splitlines()) == 1 + 6
+    assert len(list((tmp_path / "theory_expansion_trials").glob("*.json"))) == 9
     assert (
         main(
             [
@@ -282,6 +280,54 @@ def test_cli_theory_tiny_grid_and_resume(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "f" / "theory_langevin.png").is_file()
+
+
+def test_theory_resume_keeps_finished_trials_and_reruns_stale_ones(tmp_path, monkeypatch):
+    from genprior.resume import UnitStore
+    from genprior.theory import experiments, run
+
+    exp = experiments.expansion_experiment(k=4, factors=(2, 4), log_c=(), methods=("lp",))
+    calls = []
+    real = exp.run_trial
+
+    def dies_on_the_third(cell, s):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a run stopped in its third trial
+        calls.append((cell["cell"], s))
+        return real(cell, s)
+
+    exp.run_trial = dies_on_the_third
+    with pytest.raises(KeyboardInterrupt):
+        run.run_experiment(exp, tmp_path, trials=2, progress=False)
+    # the two finished trials are stored and in the partial table
+    assert len((tmp_path / "theory_expansion.csv").read_text().splitlines()) == 1 + 2
+    exp.run_trial = real
+    out = run.run_experiment(exp, tmp_path, trials=2, progress=False)
+    assert (out.ran, out.reused) == (2, 2)
+    first = {(r["cell"], r["trial"]): r["rel_err"] for r in out.rows}
+    # a damaged file and a trial computed by other code run again; the others are reused
+    store = UnitStore(tmp_path / "theory_expansion_trials", run.config_hash(exp, 0))
+    units = list(store)
+    (store.folder / store.file_name(units[0].key)).write_text("{not json")
+    store.save(units[1].key, units[1].data, "other code")
+    out = run.run_experiment(exp, tmp_path, trials=2, progress=False)
+    assert (out.ran, out.reused) == (2, 2)
+    assert {(r["cell"], r["trial"]): r["rel_err"] for r in out.rows} == first  # seeded: same numbers
+
+
+def test_theory_trial_fingerprint_covers_algorithms_not_reports():
+    from genprior.resume import module_closure
+    from genprior.theory.run import TRIAL_CODE
+
+    mods = module_closure(TRIAL_CODE)
+    for m in (
+        "genprior.theory.lp",
+        "genprior.theory.gd",
+        "genprior.theory.langevin",
+        "genprior.theory.common",
+    ):
+        assert m in mods
+    assert "genprior.theory.report" not in mods and "genprior.theory.run" not in mods
 
 
 @pytest.mark.parametrize(

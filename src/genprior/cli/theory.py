@@ -9,8 +9,9 @@
 
 Each writes ``theory_<name>.csv`` (per trial), ``theory_<name>_summary.csv``, ``theory_<name>.json``
 into ``--out`` and ``theory_<name>.png`` into ``--figures`` (default: ``--out``); a rerun resumes
-from the CSV. Numbers are parsed here (not by argparse) so that a bad value is a one-line error
-with exit status 2 from :func:`genprior.cli.main`.
+the finished trials (stored one file each in ``theory_<name>_trials/``). Numbers are parsed here
+(not by argparse) so that a bad value is a one-line error with exit status 2 from
+:func:`genprior.cli.main`.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def register(subparsers: Any) -> None:
         help="phase-transition experiments: inverting random expansive ReLU networks",
         description="Phase-transition experiments on random expansive ReLU networks: layer-wise LP "
         "inversion, gradient descent with sign flip, Langevin sampling. Writes CSV/JSON tables and PNG "
-        "figures; a rerun resumes finished trials from the CSV.",
+        "figures; a rerun resumes the finished trials.",
     )
     sub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     for name in _OPTIONS:

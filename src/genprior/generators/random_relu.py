@@ -65,7 +65,7 @@ class RandomReLUGenerator(LayeredGenerator):
 
     Weights are stored as frozen parameters ``weights[i]`` (``n_i x n_{i-1}``) and ``biases[i]``
     (zeros when ``bias=False``); :meth:`weights_biases` returns them as numpy arrays, the form the
-    LP inversion (:func:`genprior.theory.inversion.lp_invert`) takes.
+    LP inversion (:func:`genprior.theory.lp.lp_invert`) takes.
     """
 
     def __init__(

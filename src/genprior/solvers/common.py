@@ -122,6 +122,16 @@ def check_choice(config: Any, name: str, choices: Sequence[str]) -> None:
         raise setting_error(config, name, f"use one of {', '.join(repr(c) for c in choices)}")
 
 
+def per_round(value: Any, n: int) -> list[Any]:
+    """A per-round setting as ``n`` values: a scalar repeated, a sequence padded with its last."""
+    if not is_sequence(value):
+        return [value] * n
+    seq = list(value)
+    if not seq:
+        raise UserError("empty per-round setting: give a value, or a non-empty list of values")
+    return (seq + [seq[-1]] * n)[:n]
+
+
 def check_per_round(config: Any, name: str, item_ok: Callable[[Any], bool], what: str) -> None:
     """``config.name`` is one value, or a non-empty sequence of values, each passing ``item_ok``."""
     v = getattr(config, name)

@@ -50,6 +50,7 @@ from .common import (
     is_sequence,
     latent_groups,
     lr_schedule,
+    per_round,
     progress_bar,
     project_to_norm,
     setting_error,
@@ -155,15 +156,6 @@ def _noise_floor_ok(v: Any) -> bool:
     return is_number(v) and v >= 0
 
 
-def _per_round(value: Any, n: int) -> list[Any]:
-    if not is_sequence(value):
-        return [value] * n
-    seq = list(value)
-    if not seq:
-        raise UserError("empty per-round setting: give a value, or a non-empty list of values")
-    return (seq + [seq[-1]] * n)[:n]
-
-
 def default_stages(num_stages: int) -> list[int]:
     return list(range(1, max(1, math.ceil(num_stages / 2)) + 1)) if num_stages > 0 else []
 
@@ -188,8 +180,8 @@ class ILO(GenerativeSolver):
         for s in stages:  # increasing and >= 1: ILOConfig checks that
             G.check_stage(s)
         n_rounds = 1 + len(stages)
-        steps = _per_round(cfg.steps, n_rounds)
-        radii = _per_round(cfg.radius, max(1, len(stages)))
+        steps = per_round(cfg.steps, n_rounds)
+        radii = per_round(cfg.radius, max(1, len(stages)))
         batch = y.shape[0]
 
         inputs = self._init_inputs(batch, cfg.seed)

@@ -3,7 +3,8 @@
 Every experiment draws, per cell of its grid and per trial, a random network
 (:class:`~genprior.generators.random_relu.RandomReLUGenerator`, weights ``N(0, 1/n_i)``, no bias)
 and a latent ``z* ~ N(0, I_k)``, observes ``G(z*)`` (possibly through measurements, possibly with
-noise) and runs the inversion methods of :mod:`genprior.theory.inversion` on the *same*
+noise) and runs the inversion methods of :mod:`genprior.theory` (:mod:`~genprior.theory.lp`, :mod:`~genprior.theory.gd`,
+:mod:`~genprior.theory.langevin`) on the *same*
 instance. Recorded per method and trial: the relative latent error ``||z - z*|| / ||z*||``,
 whether recovery is exact, the method's own success flag and the wall time.
 
@@ -20,7 +21,7 @@ Experiments (see :data:`EXPERIMENTS` and the ``*_experiment`` builders):
   coordinates (``lp-inpaint``); with a Gaussian ``A`` (``m x n``, entries ``N(0, 1/m)``):
   gradient descent (``gd``), gradient descent then the layer-wise LP with ``A`` in its last layer
   (``gd+lp``), and gradient descent then the whole-network activation-pattern LP (``gd+plp``,
-  :func:`~genprior.theory.inversion.pattern_lp_refine`).
+  :func:`~genprior.theory.lp.pattern_lp_refine`).
 * ``noise``: latent error vs the noise level ``nu``: ``y = G(z*) + nu * rms(G(z*)) * xi``;
   l-infinity LP, l1 LP (each naive, and with the known noise level: outputs below ``3 nu rms``
   read as inactive, ``-3s``), gradient descent.
@@ -29,26 +30,16 @@ Experiments (see :data:`EXPERIMENTS` and the ``*_experiment`` builders):
   posterior spread ``||std|| / ||z*||`` (comparable with the relative error), and the coverage of
   ``z*`` by the mean +- 2 std intervals; least-squares gradient descent as the comparison.
 
-Outputs (in ``out_dir``; every file written atomically): ``theory_<name>.csv`` (one row per
-method and trial), ``theory_<name>_summary.csv`` (one row per method and cell),
-``theory_<name>.json`` (configuration, summary, machine, date) and ``theory_<name>.png`` (in
-``figures_dir``). A rerun with the same configuration reads the trials CSV and runs only the
-missing trials (more ``trials`` adds trials; any other change starts afresh).
+This module is the whole computation of a trial: :mod:`genprior.theory.run` runs, resumes and
+summarises the experiments, :mod:`genprior.theory.report` draws their tables and figures.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import hashlib
-import json
 import math
-import os
-import platform
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,9 +47,10 @@ import torch
 
 from ..errors import UserError
 from ..generators.random_relu import RandomReLUGenerator, expansive_widths
-from ..io import atomic_path, write_json_atomic
-from ..tables import write_csv
-from .inversion import gd_invert, langevin_sample, lp_invert, pattern_lp_refine, relative_error
+from .common import relative_error
+from .gd import gd_invert
+from .langevin import langevin_sample
+from .lp import lp_invert, pattern_lp_refine
 
 #: exact-recovery threshold (relative latent error) for the linear programs
 LP_EXACT = 1e-6
@@ -77,18 +69,8 @@ class Experiment:
     methods: tuple[str, ...]
     config: dict[str, Any]
     run_trial: Callable[[dict[str, Any], int], list[dict[str, Any]]]
-    plot: Callable[[list[dict[str, Any]], Path, dict[str, Any]], None]
     cell_keys: tuple[str, ...]
     extra_metrics: tuple[str, ...] = ()
-
-
-@dataclass
-class ExperimentOutput:
-    rows: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
-    paths: dict[str, Path] = field(default_factory=dict)
-    ran: int = 0
-    reused: int = 0
 
 
 # ==================================================================================================
@@ -198,7 +180,6 @@ def expansion_experiment(
         methods,
         cfg,
         trial,
-        _plot_expansion,
         ("schedule", "param", "eff_factor", "widths"),
         ("determined", "flips"),
     )
@@ -244,7 +225,6 @@ def depth_experiment(
         methods,
         cfg,
         trial,
-        _plot_depth,
         ("factor", "depth", "widths"),
         ("determined", "flips"),
     )
@@ -314,7 +294,6 @@ def measurements_experiment(
         methods,
         cfg,
         trial,
-        _plot_measurements,
         ("ratio", "m", "widths"),
         ("determined", "flips"),
     )
@@ -366,9 +345,7 @@ def noise_experiment(
         methods=list(methods),
         gd_steps=gd_steps,
     )
-    return Experiment(
-        "noise", cells, methods, cfg, trial, _plot_noise, ("level", "widths"), ("determined", "flips")
-    )
+    return Experiment("noise", cells, methods, cfg, trial, ("level", "widths"), ("determined", "flips"))
 
 
 def langevin_experiment(
@@ -446,7 +423,6 @@ def langevin_experiment(
         methods,
         cfg,
         trial,
-        _plot_langevin,
         ("sigma", "widths"),
         ("post_spread", "coverage", "accept_rate", "flips"),
     )
@@ -459,462 +435,3 @@ BUILDERS: dict[str, Callable[..., Experiment]] = {
     "noise": noise_experiment,
     "langevin": langevin_experiment,
 }
-
-
-# ==================================================================================================
-# running, resuming, summarising
-# ==================================================================================================
-def config_hash(exp: Experiment, seed: int) -> str:
-    blob = json.dumps({"name": exp.name, "seed": int(seed), **exp.config}, sort_keys=True)
-    return "c" + hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def _coerce(v: str) -> Any:
-    if v == "":
-        return None
-    try:
-        i = int(v)
-        return i
-    except ValueError:
-        pass
-    try:
-        return float(v)
-    except ValueError:
-        return v
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    try:
-        with open(path, newline="") as f:
-            return [{k: _coerce(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-
-
-def _fmt(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (tuple, list)):
-        return "-".join(str(x) for x in v)
-    return v
-
-
-def _fields(exp: Experiment, rows: list[dict[str, Any]]) -> list[str]:
-    base = [
-        "config",
-        "experiment",
-        "cell",
-        *exp.cell_keys,
-        "trial",
-        "seed",
-        "method",
-        "rel_err",
-        "exact",
-        "solver_success",
-        "time_s",
-    ]
-    extra = [k for k in exp.extra_metrics if any(k in r for r in rows)]
-    return base + extra
-
-
-def summarise(exp: Experiment, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (cell, method): counts, exact rate, error quartiles, time, extra metrics."""
-    out = []
-    for cell in exp.cells:
-        for m in exp.methods:
-            rs = [r for r in rows if r["cell"] == cell["cell"] and r["method"] == m]
-            if not rs:
-                continue
-            err = np.array([float(r["rel_err"]) for r in rs])
-            t = np.array([float(r["time_s"]) for r in rs])
-            s = {
-                "cell": cell["cell"],
-                **{k: cell[k] for k in exp.cell_keys},
-                "method": m,
-                "trials": len(rs),
-                "exact_rate": float(np.mean([int(r["exact"]) for r in rs])),
-                "success_rate": float(np.mean([int(r["solver_success"]) for r in rs])),
-                "err_median": float(np.median(err)),
-                "err_q25": float(np.quantile(err, 0.25)),
-                "err_q75": float(np.quantile(err, 0.75)),
-                "time_median_s": float(np.median(t)),
-                "time_mean_s": float(np.mean(t)),
-            }
-            for key in exp.extra_metrics:
-                vals = [float(r[key]) for r in rs if r.get(key) is not None]
-                if vals:
-                    s[f"{key}_mean"] = float(np.mean(vals))
-            out.append(s)
-    return out
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
-def run_experiment(
-    exp: Experiment,
-    out_dir: str | os.PathLike,
-    trials: int,
-    seed: int = 0,
-    figures_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> ExperimentOutput:
-    """Run (or resume) ``exp`` with ``trials`` per cell and write its table, JSON and figure."""
-    if trials < 1:
-        raise UserError(f"--trials {trials}: give at least 1 trial per cell")
-    out_dir = Path(out_dir)
-    fig_dir = Path(figures_dir) if figures_dir is not None else out_dir
-    for d in (out_dir, fig_dir):
-        if d.exists() and not d.is_dir():
-            raise UserError(f"{d} exists and is not a folder: give a folder for the outputs")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    h = config_hash(exp, seed)
-    csv_path = out_dir / f"theory_{exp.name}.csv"
-    cell_ids = {c["cell"] for c in exp.cells}
-    same = [
-        r
-        for r in _read_rows(csv_path)
-        if r.get("config") == h and r.get("cell") in cell_ids and isinstance(r.get("trial"), int)
-    ]
-    old = [r for r in same if r["trial"] < trials]
-    spare = [r for r in same if r["trial"] >= trials]  # from a run with more trials: kept in the CSV
-    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in old:
-        done.setdefault((r["cell"], r["trial"]), []).append(r)
-    # a (cell, trial) counts as done only if every method has its row
-    done = {key: rs for key, rs in done.items() if {r["method"] for r in rs} >= set(exp.methods)}
-    rows: list[dict[str, Any]] = [r for rs in done.values() for r in rs]
-    todo = [(c, t) for c in exp.cells for t in range(trials) if (c["cell"], t) not in done]
-    reused = len(done)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc=f"theory {exp.name}", unit="trial", disable=not progress, leave=False)
-    last_cell = None
-    try:
-        for c, t in todo:
-            if last_cell is not None and c["cell"] != last_cell:
-                _write_rows(exp, rows + spare, csv_path)  # a finished cell is saved before the next starts
-            last_cell = c["cell"]
-            s = instance_seed(seed, exp.name, c["cell"], t)
-            for r in exp.run_trial(c, s):
-                rows.append(
-                    {
-                        "config": h,
-                        "experiment": exp.name,
-                        "cell": c["cell"],
-                        **{k: c[k] for k in exp.cell_keys},
-                        "trial": t,
-                        "seed": s,
-                        **r,
-                    }
-                )
-            bar.update(1)
-    finally:
-        bar.close()
-        _write_rows(exp, rows + spare, csv_path)
-
-    order = {c["cell"]: i for i, c in enumerate(exp.cells)}
-    morder = {m: i for i, m in enumerate(exp.methods)}
-
-    def key(r):
-        return (order[r["cell"]], int(r["trial"]), morder.get(r["method"], 99))
-
-    rows.sort(key=key)
-    _write_rows(exp, sorted(rows + spare, key=key), csv_path)
-    summary = summarise(exp, rows)
-    sum_path = out_dir / f"theory_{exp.name}_summary.csv"
-    sfields: list[str] = []
-    for s in summary:
-        sfields += [k for k in s if k not in sfields]
-    write_csv(sum_path, summary, sfields, cell=_fmt)
-    json_path = out_dir / f"theory_{exp.name}.json"
-    meta = {
-        "experiment": exp.name,
-        "config_hash": h,
-        "seed": seed,
-        "trials": trials,
-        **exp.config,
-        "thresholds": {"lp": LP_EXACT, "gd": GD_EXACT},
-        "machine": machine_info(),
-        "trials_run": len(todo),
-        "trials_reused": reused,
-        "summary": summary,
-    }
-    write_json_atomic(json_path, meta)
-    png_path = fig_dir / f"theory_{exp.name}.png"
-    exp.plot(summary, png_path, {"trials": trials, **exp.config})
-    return ExperimentOutput(
-        rows,
-        summary,
-        {"csv": csv_path, "summary": sum_path, "json": json_path, "png": png_path},
-        len(todo),
-        reused,
-    )
-
-
-def _write_rows(exp: Experiment, rows: list[dict[str, Any]], path: Path) -> None:
-    write_csv(path, rows, _fields(exp, rows), cell=_fmt)
-
-
-def format_summary(summary: list[dict[str, Any]], keys: Sequence[str]) -> str:
-    """A fixed-width text table of a summary (for the terminal and the docs)."""
-    cols = [*keys, "method", "trials", "exact_rate", "err_median", "time_median_s"]
-    extra = [
-        k for k in ("post_spread_mean", "coverage_mean", "accept_rate_mean") if any(k in s for s in summary)
-    ]
-    cols += extra
-    lines = [" | ".join(cols)]
-    for s in summary:
-        vals = []
-        for c in cols:
-            v = s.get(c, "")
-            if isinstance(v, float):
-                v = f"{v:.3g}"
-            elif isinstance(v, (tuple, list)):
-                v = "-".join(map(str, v))
-            vals.append(str(v))
-        lines.append(" | ".join(vals))
-    return "\n".join(lines)
-
-
-# ==================================================================================================
-# figures
-# ==================================================================================================
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _figure(ncols: int):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.0))
-    return fig, np.atleast_1d(axes)
-
-
-_MARK = {
-    "lp": "o",
-    "gd": "s",
-    "gd-noflip": "x",
-    "lp-inpaint": "o",
-    "gd+lp": "^",
-    "gd+plp": "P",
-    "lp-linf": "o",
-    "lp-l1": "D",
-    "lp-linf-3s": "<",
-    "lp-l1-3s": ">",
-    "langevin": "v",
-    "mala": "*",
-}
-
-
-def _plain_log_ticks(ax, values, zero_at: float | None = None) -> None:
-    """Log-scaled x axis with plain tick labels at ``values`` (and "0" at ``zero_at``)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
-    vals = sorted(set(float(v) for v in values if v > 0))
-    ticks = ([zero_at] if zero_at is not None else []) + vals
-    labels = (["0"] if zero_at is not None else []) + [f"{v:g}" for v in vals]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.set_xticklabels(labels)
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _plot_expansion(summary, path, cfg):
-    fig, (a, b) = _figure(2)
-    for m in cfg["methods"]:
-        for sched, ls in (("constant", "-"), ("log", ":")):
-            ss = sorted(
-                [s for s in summary if s["method"] == m and s["schedule"] == sched],
-                key=lambda s: s["eff_factor"],
-            )
-            if not ss:
-                continue
-            x = [s["eff_factor"] for s in ss]
-            lab = f"{m}, {'constant factor' if sched == 'constant' else 'c n log n'}"
-            a.plot(x, [s["exact_rate"] for s in ss], ls, marker=_MARK.get(m, "o"), label=lab)
-            b.plot(x, [s["time_median_s"] for s in ss], ls, marker=_MARK.get(m, "o"), label=lab)
-            if sched == "log":
-                for s in ss:
-                    a.annotate(
-                        f"c={s['param']:g}",
-                        (s["eff_factor"], s["exact_rate"]),
-                        fontsize=7,
-                        xytext=(3, -9),
-                        textcoords="offset points",
-                    )
-    a.set(
-        xscale="log",
-        xlabel="effective expansion factor (n / k)^(1/d)",
-        ylabel="exact-recovery rate",
-        title=f"k={cfg['k']}, depth {cfg['depth']}, {cfg['trials']} trials/cell",
-        ylim=(-0.03, 1.03),
-    )
-    b.set(
-        xscale="log", yscale="log", xlabel="effective expansion factor", ylabel="median time per instance [s]"
-    )
-    for ax in (a, b):
-        ax.grid(True, which="both", alpha=0.3)
-        _plain_log_ticks(ax, [1.5, 2, 3, 4, 6, 8])
-    a.legend(fontsize=8)
-    fig.suptitle(f"Exact recovery (LP: rel. error < {LP_EXACT:g}, GD: < {GD_EXACT:g}) vs expansion")
-    _save(fig, path)
-
-
-def _plot_depth(summary, path, cfg):
-    fig, (a, b) = _figure(2)
-    for m in cfg["methods"]:
-        for f in cfg["factors"]:
-            ss = sorted(
-                [s for s in summary if s["method"] == m and s["factor"] == f], key=lambda s: s["depth"]
-            )
-            if not ss:
-                continue
-            d = [s["depth"] for s in ss]
-            a.plot(d, [s["exact_rate"] for s in ss], marker=_MARK.get(m, "o"), label=f"{m}, factor {f:g}")
-            b.plot(d, [s["time_median_s"] for s in ss], marker=_MARK.get(m, "o"), label=f"{m}, factor {f:g}")
-    a.set(
-        xlabel="depth d",
-        ylabel="exact-recovery rate",
-        ylim=(-0.03, 1.03),
-        title=f"k={cfg['k']}, {cfg['trials']} trials/cell",
-    )
-    b.set(yscale="log", xlabel="depth d", ylabel="median time per instance [s]")
-    for ax in (a, b):
-        ax.grid(True, alpha=0.3)
-    a.legend(fontsize=8)
-    fig.suptitle("Exact recovery vs depth at constant expansion")
-    _save(fig, path)
-
-
-def _plot_measurements(summary, path, cfg):
-    fig, (a, b) = _figure(2)
-    for m in cfg["methods"]:
-        ss = sorted([s for s in summary if s["method"] == m], key=lambda s: s["ratio"])
-        if not ss:
-            continue
-        r = [s["ratio"] for s in ss]
-        a.plot(r, [s["exact_rate"] for s in ss], marker=_MARK.get(m, "o"), label=m)
-        b.errorbar(
-            r,
-            [max(s["err_median"], 1e-17) for s in ss],
-            yerr=[
-                [max(s["err_median"] - s["err_q25"], 0) for s in ss],
-                [max(s["err_q75"] - s["err_median"], 0) for s in ss],
-            ],
-            marker=_MARK.get(m, "o"),
-            capsize=2,
-            label=m,
-        )
-    w = expansive_widths(cfg["k"], cfg["depth"], factor=cfg["factor"])
-    a.set(
-        xscale="log",
-        xlabel="m / k",
-        ylabel="exact-recovery rate",
-        ylim=(-0.03, 1.03),
-        title=f"widths {'-'.join(map(str, w))}, {cfg['trials']} trials/cell",
-    )
-    b.set(xscale="log", yscale="log", xlabel="m / k", ylabel="relative latent error (median, IQR)")
-    for ax in (a, b):
-        ax.grid(True, which="both", alpha=0.3)
-        _plain_log_ticks(ax, cfg["ratios"])
-    a.legend(fontsize=8)
-    fig.suptitle("Recovery from m measurements (inpainting for the layer-wise LP, Gaussian A otherwise)")
-    _save(fig, path)
-
-
-def _plot_noise(summary, path, cfg):
-    fig, (a,) = _figure(1)
-    pos = sorted({s["level"] for s in summary if s["level"] > 0})
-    zero_x = (pos[0] / 10) if pos else 1e-5
-    for m in cfg["methods"]:
-        ss = sorted([s for s in summary if s["method"] == m], key=lambda s: s["level"])
-        x = [s["level"] if s["level"] > 0 else zero_x for s in ss]
-        a.errorbar(
-            x,
-            [max(s["err_median"], 1e-17) for s in ss],
-            yerr=[
-                [max(s["err_median"] - s["err_q25"], 0) for s in ss],
-                [max(s["err_q75"] - s["err_median"], 0) for s in ss],
-            ],
-            marker=_MARK.get(m, "o"),
-            capsize=2,
-            label=m,
-        )
-    if pos:
-        a.plot(pos, pos, "k--", lw=0.8, label="error = noise level")
-    a.set(
-        xscale="log",
-        yscale="log",
-        xlabel="relative noise level nu",
-        ylabel="relative latent error (median, IQR)",
-        title=f"k={cfg['k']}, depth {cfg['depth']}, factor {cfg['factor']:g}, {cfg['trials']} trials/cell",
-    )
-    a.grid(True, which="both", alpha=0.3)
-    _plain_log_ticks(a, pos, zero_x if any(s["level"] == 0 for s in summary) else None)
-    a.legend(fontsize=8)
-    _save(fig, path)
-
-
-def _plot_langevin(summary, path, cfg):
-    fig, (a, b) = _figure(2)
-    for m in cfg["methods"]:
-        ss = sorted([s for s in summary if s["method"] == m], key=lambda s: s["sigma"])
-        x = [s["sigma"] for s in ss]
-        a.plot(
-            x,
-            [s["err_median"] for s in ss],
-            marker=_MARK.get(m, "o"),
-            label=f"{m}: {'least squares' if m == 'gd' else 'posterior mean'} error",
-        )
-        if m != "gd":
-            a.plot(
-                x,
-                [s.get("post_spread_mean", np.nan) for s in ss],
-                "--",
-                marker=".",
-                label=f"{m}: posterior spread ||std|| / ||z*||",
-            )
-            b.plot(
-                x,
-                [s.get("coverage_mean", np.nan) for s in ss],
-                marker=_MARK.get(m, "o"),
-                label=f"{m}: coverage of z* by mean +- 2 std",
-            )
-    b.axhline(0.954, color="k", ls=":", lw=0.8, label="Gaussian 2-sigma: 0.954")
-    a.set(
-        xscale="log",
-        yscale="log",
-        xlabel="noise sigma",
-        ylabel="relative latent error / std",
-        title=f"k={cfg['k']}, depth {cfg['depth']}, factor {cfg['factor']:g}, {cfg['trials']} trials/cell",
-    )
-    b.set(xscale="log", xlabel="noise sigma", ylabel="coverage", ylim=(0, 1.05))
-    for ax in (a, b):
-        ax.grid(True, which="both", alpha=0.3)
-        _plain_log_ticks(ax, cfg["sigmas"])
-        ax.legend(fontsize=8)
-    fig.suptitle("Langevin posterior sampling on a random ReLU network")
-    _save(fig, path)

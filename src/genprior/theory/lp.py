@@ -1,18 +1,4 @@
-"""Inverting (leaky) ReLU generators: layer-wise linear programs, gradient descent with the
-sign-flip step, and Langevin sampling of the latent posterior.
-
-Setting: ``x = G(z) = act_d(W_d act_{d-1}(... act_1(W_1 z + b_1) ...) + b_d)`` (see
-:class:`genprior.generators.random_relu.RandomReLUGenerator`), observed as ``y = A x (+ noise)``.
-The measurement operator ``A`` is given in one of three forms everywhere in this module:
-
-* ``None``: the identity (``y`` is the output itself);
-* a dense matrix ``(m, n)`` (numpy array or tensor);
-* a deepinv :class:`~deepinv.physics.LinearPhysics`; it is called on ``x`` reshaped to
-  ``x_shape`` (default ``(1, 1, n)``, the generator's output shape). The LP materialises it
-  column by column (``n`` calls of ``A`` batched), which is meant for small ``n``; gradient
-  descent and Langevin only call ``A`` (and autograd through it).
-
-Methods (all seeded; nothing touches the global RNG):
+"""Layer-wise LP inversion of ReLU generators and the activation-pattern LP refinement.
 
 * :func:`lp_invert` -- Lei, Jalal, Dhillon & Dimakis (2019), *Inverting deep generative models,
   one layer at a time*: invert the last layer first. For ``y = relu(W z + b)`` the units with
@@ -25,11 +11,6 @@ Methods (all seeded; nothing touches the global RNG):
 * :func:`pattern_lp_refine` -- from an estimate ``z0`` (e.g. gradient descent's), fix every
   layer's activation pattern, which makes ``A G`` affine in ``z``, and solve one LP over ``z``;
   repeat with the new pattern. Exact as soon as the pattern is right.
-* :func:`gd_invert` -- gradient descent (Adam or plain) on ``||A G(z) - y||^2`` with Hand &
-  Voroninski's sign-flip check: every few steps compare the loss at ``z`` and ``-rho z`` and jump
-  when the latter is lower (the spurious critical point of the landscape sits near ``-rho_d z*``).
-* :func:`langevin_sample` -- unadjusted Langevin on ``p(z | y) ~ exp(-||A G(z) - y||^2 / (2 sigma^2)
-  - ||z||^2 / 2)``, vectorised over chains.
 
 Measurements in :func:`lp_invert`: a row-selection (inpainting: each row a multiple of a
 unit vector, zero rows dropped, deepinv ``Inpainting`` included) restricts the last layer's LP to
@@ -44,176 +25,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy.optimize import linprog
-from torch import Tensor
 
 from ..errors import UserError
-from ..generators.base import LayeredGenerator
 from ..generators.random_relu import RandomReLUGenerator
+from .common import (
+    Operator,
+    WeightsBiases,
+    as_generator,
+    flat_target,
+    row_selection,
+)
+from .gd import gd_invert
 
 Norm = Literal["linf", "l1"]
-WeightsBiases = Sequence[tuple[Any, Any]]
-
-__all__ = [
-    "LayerReport",
-    "LPInversionResult",
-    "GDInversionResult",
-    "LangevinResult",
-    "lp_invert",
-    "pattern_lp_refine",
-    "gd_invert",
-    "langevin_sample",
-    "as_generator",
-    "relative_error",
-]
 
 
-# ==================================================================================================
-# helpers: generators and measurement operators
-# ==================================================================================================
-def as_generator(
-    net: RandomReLUGenerator | WeightsBiases,
-    activation: str = "relu",
-    negative_slope: float = 0.2,
-    output_activation: str | None = None,
-) -> RandomReLUGenerator:
-    """A :class:`RandomReLUGenerator` from itself or from a list of ``(W, b)`` layers."""
-    if isinstance(net, RandomReLUGenerator):
-        return net
-    if isinstance(net, LayeredGenerator):
-        raise UserError(
-            f"{type(net).__name__} is not a fully connected ReLU network: wrap its weights with "
-            "RandomReLUGenerator.from_weights"
-        )
-    return RandomReLUGenerator.from_weights(
-        list(net), activation=activation, negative_slope=negative_slope, output_activation=output_activation
-    )
-
-
-def relative_error(z_hat: Any, z_true: Any) -> float:
-    """``||z_hat - z_true|| / ||z_true||`` (inf when ``z_hat`` is None)."""
-    if z_hat is None:
-        return math.inf
-    a = np.asarray(torch.as_tensor(z_hat).detach().cpu().double().reshape(-1))
-    b = np.asarray(torch.as_tensor(z_true).detach().cpu().double().reshape(-1))
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
-
-
-def _is_physics(A: Any) -> bool:
-    return hasattr(A, "A") and hasattr(A, "A_adjoint") and callable(A.A)
-
-
-class _Operator:
-    """A measurement operator ``R^n -> R^m`` on flat vectors, whatever form it was given in."""
-
-    def __init__(self, A: Any, n: int, x_shape: Sequence[int] | None, dtype: torch.dtype):
-        self.n = n
-        self.dtype = dtype
-        self.x_shape = tuple(x_shape) if x_shape is not None else (1, 1, n)
-        if int(np.prod(self.x_shape)) != n:
-            raise UserError(
-                f"x_shape {self.x_shape} holds {int(np.prod(self.x_shape))} values, the generator gives {n}"
-            )
-        self.physics = None
-        self.mat: Tensor | None = None
-        if A is None:
-            self.kind = "identity"
-            self.m = n
-        elif _is_physics(A):
-            self.kind = "physics"
-            self.physics = A
-            with torch.no_grad():
-                probe = A.A(torch.zeros((1, *self.x_shape), dtype=torch.float32))
-            self.m = int(probe[0].numel())
-        else:
-            mat = torch.as_tensor(np.asarray(A.detach().cpu() if isinstance(A, Tensor) else A), dtype=dtype)
-            if mat.dim() != 2 or mat.shape[1] != n:
-                raise UserError(
-                    f"A must be a matrix with {n} columns (the output size), got shape {tuple(mat.shape)}"
-                )
-            if not torch.isfinite(mat).all():
-                raise UserError("A holds NaN or infinite values")
-            self.kind = "dense"
-            self.mat = mat
-            self.m = mat.shape[0]
-
-    def apply(self, x: Tensor) -> Tensor:
-        """``(B, n) -> (B, m)``."""
-        if self.kind == "identity":
-            return x
-        if self.kind == "dense":
-            return x @ self.mat.to(x.device, x.dtype).t()
-        p = self.physics
-        out = p.A(x.reshape(x.shape[0], *self.x_shape).to(self._phys_dtype()))
-        return out.reshape(x.shape[0], -1).to(x.dtype)
-
-    def _phys_dtype(self) -> torch.dtype:
-        for t in list(getattr(self.physics, "parameters", lambda: [])()) + list(
-            getattr(self.physics, "buffers", lambda: [])()
-        ):
-            if t.is_floating_point():
-                return t.dtype
-        return self.dtype
-
-    def matrix(self) -> np.ndarray:
-        """The ``(m, n)`` matrix (materialised for physics, ``n`` columns at a time in chunks)."""
-        if self.kind == "identity":
-            return np.eye(self.n)
-        if self.kind == "dense":
-            return self.mat.double().cpu().numpy()
-        cols = []
-        with torch.no_grad():
-            for s in range(0, self.n, 256):
-                e = torch.zeros((min(256, self.n - s), self.n), dtype=self.dtype)
-                e[torch.arange(e.shape[0]), torch.arange(s, s + e.shape[0])] = 1
-                cols.append(self.apply(e).double().cpu().numpy())
-        return np.concatenate(cols, 0).T
-
-    def norm(self) -> float:
-        """Spectral norm ``||A||_2``."""
-        if self.kind == "identity":
-            return 1.0
-        if self.kind == "dense":
-            return float(torch.linalg.matrix_norm(self.mat.double(), ord=2))
-        if self.n <= 4096:
-            return float(np.linalg.norm(self.matrix(), 2))
-        x0 = torch.randn((1, *self.x_shape), generator=torch.Generator().manual_seed(0))
-        return float(self.physics.compute_norm(x0.to(self._phys_dtype()), verbose=False, squared=False))
-
-
-def _flat_target(y: Any, m: int, what: str = "y") -> np.ndarray:
-    arr = np.asarray(y.detach().cpu().double() if isinstance(y, Tensor) else y, dtype=np.float64).reshape(-1)
-    if arr.size != m:
-        raise UserError(f"{what} has {arr.size} values but the measurement operator gives {m}")
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"{what} holds NaN or infinite values")
-    return arr
-
-
-def _selection(M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """If every non-zero row of ``M`` is a multiple of a distinct unit vector: (rows, cols, scale)."""
-    nz = np.flatnonzero(np.abs(M).max(axis=1) > 0)
-    if nz.size == 0:
-        return None
-    sub = M[nz]
-    cols = np.argmax(np.abs(sub), axis=1)
-    scale = sub[np.arange(len(nz)), cols]
-    rest = sub.copy()
-    rest[np.arange(len(nz)), cols] = 0
-    if np.abs(rest).max() > 0 or len(np.unique(cols)) != len(cols):
-        return None
-    return nz, cols, scale
-
-
-# ==================================================================================================
-# the LP
-# ==================================================================================================
 @dataclass
 class LayerReport:
     """What the LP of one layer did.
@@ -567,8 +400,8 @@ def lp_invert(
     wbs = net.weights_biases()
     d = len(wbs)
     n = net.output_dim
-    op = _Operator(A, n, x_shape, torch.float64)
-    y = _flat_target(x_target, op.m, "x_target")
+    op = Operator(A, n, x_shape, torch.float64)
+    y = flat_target(x_target, op.m, "x_target")
     if not np.all(np.isfinite(y)):
         raise UserError("x_target holds NaN or infinite values")
 
@@ -586,7 +419,7 @@ def lp_invert(
     general: np.ndarray | None = None
     if op.kind != "identity":
         Mat = op.matrix()
-        sel = _selection(Mat)
+        sel = row_selection(Mat)
         if sel is not None:
             r_idx, cols, scl = sel
             rows = cols
@@ -807,8 +640,8 @@ def pattern_lp_refine(
     if z0 is None:
         raise UserError("pattern_lp_refine needs a starting latent z0 (e.g. gd_invert(...).z)")
     net = as_generator(generator, activation, negative_slope, output_activation)
-    op = _Operator(A, net.output_dim, x_shape, torch.float64)
-    yv = _flat_target(y, op.m)
+    op = Operator(A, net.output_dim, x_shape, torch.float64)
+    yv = flat_target(y, op.m)
     Amat = op.matrix()
     wbs = net.weights_biases()
     k = net.latent_dim
@@ -878,446 +711,3 @@ def pattern_lp_refine(
         else f"no tried activation pattern fits the measurements (slack {viol:.3g}, residual {resid:.3g})"
     )
     return LPInversionResult(z, ok, msg, reports, [z], resid, time.perf_counter() - t0)
-
-
-# ==================================================================================================
-# gradient descent with the sign flip
-# ==================================================================================================
-@dataclass
-class GDInversionResult:
-    """Result of :func:`gd_invert`.
-
-    Attributes:
-        z: best latent ``(k,)`` over the restarts (float64 tensor).
-        loss: its loss ``||A G(z) - y||^2 / 2``.
-        rel_residual: ``||A G(z) - y|| / ||y||``.
-        success: ``rel_residual <= residual_tol``.
-        z_all: final latents of all restarts ``(R, k)``; ``losses``: their losses ``(R,)``.
-        flips: number of sign flips taken, summed over restarts.
-        steps: iterations run (early stop when every restart fits).
-        time_s: wall time.
-    """
-
-    z: Tensor
-    loss: float
-    rel_residual: float
-    success: bool
-    z_all: Tensor
-    losses: Tensor
-    flips: int
-    steps: int
-    time_s: float
-
-
-def _net_and_op(generator, y, A, x_shape, activation="relu", negative_slope=0.2, output_activation=None):
-    net = as_generator(generator, activation, negative_slope, output_activation)
-    op = _Operator(A, net.output_dim, x_shape, net.dtype)
-    yt = torch.as_tensor(_flat_target(y, op.m), dtype=net.dtype)
-    return net, op, yt
-
-
-def gd_invert(
-    generator: RandomReLUGenerator | WeightsBiases,
-    y: Any,
-    A: Any = None,
-    *,
-    x_shape: Sequence[int] | None = None,
-    steps: int = 1000,
-    optimizer: Literal["gd", "adam"] = "gd",
-    lr: float | None = None,
-    lr_final: float = 1e-4,
-    step_scale: float = 0.9,
-    curvature_every: int = 100,
-    sign_flip: bool = True,
-    flip_every: int = 10,
-    rho: float = 1.0,
-    restarts: int = 4,
-    seed: int = 0,
-    z_init: Any = None,
-    residual_tol: float = 1e-3,
-    stop_tol: float = 1e-13,
-    activation: str = "relu",
-    negative_slope: float = 0.2,
-    output_activation: str | None = None,
-) -> GDInversionResult:
-    """Minimise ``f(z) = ||A G(z) - y||^2 / 2`` over ``z`` by gradient descent, all restarts at once.
-
-    Hand & Voroninski's sign flip (``sign_flip``): every ``flip_every`` steps, a restart whose loss
-    at ``-rho z`` is lower than at ``z`` jumps there (and its optimiser state is reset).
-
-    Args:
-        generator: a :class:`RandomReLUGenerator` or a list of ``(W, b)``.
-        y: the observation ``A G(z*) (+ noise)``.
-        A: measurements (None, matrix or deepinv LinearPhysics).
-        steps: iterations.
-        optimizer: ``"gd"``: plain gradient descent. With ``lr=None`` each restart's step is
-            ``step_scale / lambda_max(J^T A^T A J)`` at its current point (power iteration,
-            re-measured every ``curvature_every`` steps and after a flip; halved for a restart
-            whose loss went up), so it converges linearly on the piecewise-linear landscape.
-            A given ``lr`` is a constant step. ``"adam"``: per-restart Adam with the step decaying
-            geometrically from ``lr`` (default 0.05) to ``lr_final``.
-        restarts: independent random initialisations ``N(0, I)`` run as one batch.
-        z_init: initial latent(s) ``(k,)`` or ``(R, k)`` instead of random ones.
-        residual_tol: ``success`` when ``||A G(z) - y|| / ||y|| <= residual_tol``.
-        stop_tol: stop early once the best restart has relative residual below this.
-    """
-    t0 = time.perf_counter()
-    if steps < 1 or restarts < 1 or flip_every < 1 or curvature_every < 1:
-        raise UserError("steps, restarts, flip_every and curvature_every must be positive")
-    if optimizer not in ("adam", "gd"):
-        raise UserError(f"unknown optimizer {optimizer!r}: use gd or adam")
-    if lr is not None and not lr > 0:
-        raise UserError(f"lr {lr} must be positive")
-    net, op, yt = _net_and_op(generator, y, A, x_shape, activation, negative_slope, output_activation)
-    k = net.latent_dim
-    g = torch.Generator().manual_seed(int(seed))
-    if z_init is not None:
-        z = torch.as_tensor(np.asarray(z_init), dtype=net.dtype).reshape(-1, k).clone()
-        restarts = z.shape[0]
-    else:
-        z = torch.randn((restarts, k), generator=g, dtype=net.dtype)
-    ynorm = float(yt.norm()) or 1.0
-
-    def fwd(zz: Tensor) -> Tensor:
-        return op.apply(net.vector(zz))
-
-    def losses(zz: Tensor) -> Tensor:
-        return 0.5 * ((fwd(zz) - yt) ** 2).sum(1)
-
-    auto = optimizer == "gd" and lr is None
-    base_lr = 0.05 if lr is None else float(lr)
-    m1 = torch.zeros_like(z)
-    m2 = torch.zeros_like(z)
-    tcount = torch.zeros(restarts, 1, dtype=net.dtype)
-    b1, b2, eps = 0.9, 0.999, 1e-12
-    decay = (lr_final / base_lr) ** (1.0 / max(steps - 1, 1)) if optimizer == "adam" and lr_final > 0 else 1.0
-    row_step = torch.full((restarts,), base_lr, dtype=net.dtype)
-    shrink = torch.ones(restarts, dtype=net.dtype)
-    stale = torch.ones(restarts, dtype=torch.bool)  # curvature to (re)measure
-    prev_f = torch.full((restarts,), math.inf, dtype=net.dtype)
-    flips = 0
-    it = 0
-    for it in range(1, steps + 1):
-        if sign_flip and (it - 1) % flip_every == 0:
-            with torch.no_grad():
-                jump = losses(-rho * z) < losses(z)
-                if jump.any():
-                    z = torch.where(jump[:, None], -rho * z, z)
-                    m1[jump] = 0
-                    m2[jump] = 0
-                    tcount[jump] = 0
-                    stale |= jump
-                    prev_f[jump] = math.inf
-                    flips += int(jump.sum())
-        if auto and ((it - 1) % curvature_every == 0 or stale.any()):
-            lam = _local_curvature(fwd, z.detach(), iters=12, seed=seed + it)
-            row_step = step_scale / lam.clamp_min(1e-12)
-            shrink = torch.ones_like(shrink)
-            stale[:] = False
-        zz = z.detach().requires_grad_(True)
-        f = losses(zz)
-        (grad,) = torch.autograd.grad(f.sum(), zz)
-        with torch.no_grad():
-            f = f.detach()
-            if float((2 * f.min()).sqrt()) / ynorm <= stop_tol:
-                break  # the best restart fits to round-off
-            if optimizer == "adam":
-                step = base_lr * decay ** (it - 1)
-                tcount += 1
-                m1.mul_(b1).add_(grad, alpha=1 - b1)
-                m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                mhat = m1 / (1 - b1**tcount)
-                vhat = m2 / (1 - b2**tcount)
-                z = z - step * mhat / (vhat.sqrt() + eps)
-            else:
-                if auto:
-                    shrink = torch.where(f > prev_f * (1 + 1e-9), shrink * 0.5, shrink)
-                z = z - (row_step * shrink)[:, None] * grad
-            prev_f = f
-    with torch.no_grad():
-        f = losses(z)
-    best = int(torch.argmin(f))
-    loss = float(f[best])
-    rel = math.sqrt(2 * loss) / ynorm
-    return GDInversionResult(
-        z[best].detach().clone(),
-        loss,
-        rel,
-        rel <= residual_tol,
-        z.detach(),
-        f.detach(),
-        flips,
-        it,
-        time.perf_counter() - t0,
-    )
-
-
-# ==================================================================================================
-# Langevin
-# ==================================================================================================
-@dataclass
-class LangevinResult:
-    """Result of :func:`langevin_sample`.
-
-    Attributes:
-        samples: ``(chains * n_samples, k)`` latent samples after burn-in and thinning.
-        mean, std: their per-coordinate mean and standard deviation ``(k,)``.
-        x_mean: the mean of ``G(samples)`` ``(n,)``.
-        step_size: the final step size.
-        chain_means: per-chain means ``(chains, k)`` (a mixing diagnostic).
-        time_s: wall time.
-        accept_rate: fraction of proposals taken (1 minus the guarded ones for plain Langevin;
-            the Metropolis acceptance rate with ``metropolis=True``).
-        guarded: proposals refused by the divergence guard.
-    """
-
-    samples: Tensor
-    mean: Tensor
-    std: Tensor
-    x_mean: Tensor
-    step_size: float
-    chain_means: Tensor
-    time_s: float
-    accept_rate: float = 1.0
-    guarded: int = 0
-
-
-def _lipschitz_bound(net: RandomReLUGenerator, op: _Operator) -> float:
-    """``||A|| * prod ||W_i||`` (times the largest activation slope, which is 1)."""
-    L = op.norm()
-    for w in net.weights:
-        L *= float(torch.linalg.matrix_norm(w.double(), ord=2))
-    return L
-
-
-def _local_curvature(f: Callable[[Tensor], Tensor], z: Tensor, iters: int = 30, seed: int = 0) -> Tensor:
-    """``lambda_max(J_c^T J_c)`` of ``f`` at each row ``z_c``, shape ``(C,)`` (power iteration;
-    ``f`` acts row-wise, so one batched Jacobian-vector product serves every row)."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(z.shape, generator=g, dtype=z.dtype)
-    v = v / v.norm(dim=1, keepdim=True)
-    lam = torch.zeros(z.shape[0], dtype=z.dtype)
-    for _ in range(iters):
-        _, jv = torch.func.jvp(f, (z,), (v,))
-        _, vjp_fn = torch.func.vjp(f, z)
-        (w,) = vjp_fn(jv)
-        lam = (w * v).sum(1)
-        v = w / w.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    return lam.clamp_min(0)
-
-
-def _jacobian(f: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
-    """Row-wise Jacobians ``(C, m, k)`` of ``f`` at ``z`` ``(C, k)`` by ``k`` batched JVPs."""
-    cols = []
-    for j in range(z.shape[1]):
-        v = torch.zeros_like(z)
-        v[:, j] = 1.0
-        _, jv = torch.func.jvp(f, (z,), (v,))
-        cols.append(jv)
-    return torch.stack(cols, -1)
-
-
-def langevin_sample(
-    generator: RandomReLUGenerator | WeightsBiases,
-    y: Any,
-    A: Any = None,
-    *,
-    sigma: float,
-    x_shape: Sequence[int] | None = None,
-    n_samples: int = 200,
-    burn_in: int = 1000,
-    thin: int = 5,
-    chains: int = 4,
-    precondition: bool = True,
-    precondition_every: int = 50,
-    step_size: float | None = None,
-    step_scale: float = 0.1,
-    step_curvature: Literal["local", "bound"] = "local",
-    metropolis: bool = False,
-    guard: float | None = None,
-    anneal: bool = True,
-    anneal_from: float = 1.0,
-    sign_flip: bool = True,
-    init: Literal["prior"] | Any = "prior",
-    seed: int = 0,
-    activation: str = "relu",
-    negative_slope: float = 0.2,
-    output_activation: str | None = None,
-) -> LangevinResult:
-    """Unadjusted Langevin sampling of ``p(z | y) ~ exp(-U(z))``,
-    ``U(z) = ||A G(z) - y||^2 / (2 sigma^2) + ||z||^2 / 2``, all chains in one batch.
-
-    Update: ``z <- z - eta M grad U(z) + sqrt(2 eta) M^(1/2) xi`` with ``xi ~ N(0, I)``.
-
-    * ``precondition=True`` (default): ``M`` is the inverse Gauss-Newton Hessian
-      ``(J^T A^T A J / sigma^2 + I)^(-1)`` of each chain (``J`` the Jacobian of ``G``, exact here
-      because a ReLU network is piecewise linear), refreshed every ``precondition_every`` steps of
-      burn-in and then **frozen** for the sampling phase, so the kept chain is a fixed-preconditioner
-      Langevin chain with the right target. In those units the posterior is well conditioned and
-      ``eta = step_scale`` (a Gaussian posterior is then sampled with variance inflated by
-      ``1 / (1 - eta / 2)``, 2.6 % at the default 0.1). Costs ``k`` Jacobian-vector products per
-      refresh.
-    * ``precondition=False``: ``M = I`` and ``eta = step_scale / (L^2 / sigma^2 + 1)`` where ``L^2``
-      is the largest eigenvalue of ``J^T A^T A J`` over the chains (power iteration, at the start
-      and when burn-in ends; ``step_curvature="local"``) or the global bound
-      ``(||A|| prod ||W_i||)^2`` (``"bound"``). Mixing then slows with the posterior's condition
-      number.
-
-    ``step_size`` overrides ``eta``. During burn-in only, the noise level is annealed geometrically
-    from ``max(anneal_from, sigma)`` down to ``sigma`` over the first half, and the sign-flip check
-    of :func:`gd_invert` moves a chain from ``z`` to ``-z`` when that lowers ``U``; both only help
-    the chains reach the posterior's main mode.
-
-    Divergence guard: a step that raises ``U`` by more than ``guard`` (default ``10 k + 100``; a
-    step at equilibrium changes ``U`` by O(k)) is refused, and during burn-in the preconditioner is
-    refreshed where the chain stands. It fires when a chain crosses into a region of the piecewise
-    linear ``G`` much steeper than its preconditioner assumed; ``LangevinResult.guarded`` counts the
-    refusals. ``metropolis=True`` adds the Metropolis-Hastings correction (MALA with the same fixed
-    preconditioner), which removes the discretisation bias.
-
-    Args:
-        sigma: noise level of the likelihood (> 0).
-        n_samples: kept samples per chain; ``thin``: steps between kept samples.
-        init: ``"prior"`` (``z ~ N(0, I)``) or initial latents ``(k,)`` / ``(chains, k)``.
-    """
-    t0 = time.perf_counter()
-    if not sigma > 0:
-        raise UserError(f"sigma {sigma} must be positive")
-    if n_samples < 1 or burn_in < 0 or thin < 1 or chains < 1 or precondition_every < 1:
-        raise UserError(
-            "n_samples, thin, chains and precondition_every must be positive and burn_in non-negative"
-        )
-    if step_size is not None and not step_size > 0:
-        raise UserError(f"step_size {step_size} must be positive")
-    if step_curvature not in ("local", "bound"):
-        raise UserError(f"unknown step_curvature {step_curvature!r}: use local or bound")
-    net, op, yt = _net_and_op(generator, y, A, x_shape, activation, negative_slope, output_activation)
-    k = net.latent_dim
-    guard = 10.0 * k + 100.0 if guard is None else float(guard)
-    g = torch.Generator().manual_seed(int(seed))
-    if isinstance(init, str):
-        if init != "prior":
-            raise UserError(f"unknown init {init!r}: use 'prior' or give latents")
-        z = torch.randn((chains, k), generator=g, dtype=net.dtype)
-    else:
-        z = torch.as_tensor(np.asarray(init), dtype=net.dtype).reshape(-1, k)
-        z = z.expand(chains, k).clone() if z.shape[0] == 1 else z.clone()
-        chains = z.shape[0]
-
-    def fwd(zz: Tensor) -> Tensor:
-        return op.apply(net.vector(zz))
-
-    def data_term(zz: Tensor) -> tuple[Tensor, Tensor]:
-        """``D = ||A G(z) - y||^2 / 2`` per chain and its gradient."""
-        zz = zz.detach().requires_grad_(True)
-        D = 0.5 * ((fwd(zz) - yt) ** 2).sum(1)
-        (gD,) = torch.autograd.grad(D.sum(), zz)
-        return D.detach(), gD
-
-    def energy(D: Tensor, zz: Tensor, s: float) -> Tensor:
-        return D / s**2 + 0.5 * (zz**2).sum(1)
-
-    eye = torch.eye(k, dtype=net.dtype)
-    M = eye.expand(chains, k, k).clone()  # preconditioner, its Cholesky factor and its inverse
-    C = M.clone()
-    H = M.clone()
-
-    def refresh(zz: Tensor, s: float) -> tuple[Tensor, Tensor, Tensor]:
-        with torch.no_grad():
-            J = _jacobian(fwd, zz.detach())
-            Hn = J.transpose(1, 2) @ J / s**2 + eye
-            Hn = 0.5 * (Hn + Hn.transpose(1, 2))
-            Mn = torch.linalg.inv(Hn)
-            Mn = 0.5 * (Mn + Mn.transpose(1, 2))
-            return Mn, torch.linalg.cholesky(Mn), Hn
-
-    L2 = None
-    if not precondition and step_size is None:
-        L2 = (
-            _lipschitz_bound(net, op) ** 2
-            if step_curvature == "bound"
-            else 1.5 * float(_local_curvature(fwd, z.detach(), seed=seed).max())
-        )
-
-    def eta_for(s: float) -> float:
-        if step_size is not None:
-            return float(step_size)
-        return step_scale if precondition else step_scale / (L2 / s**2 + 1.0)
-
-    def mv(P: Tensor, v: Tensor) -> Tensor:
-        return (P @ v[:, :, None])[:, :, 0]
-
-    s_start = max(float(anneal_from), float(sigma)) if anneal else float(sigma)
-    anneal_steps = burn_in // 2 if anneal else 0
-    total = burn_in + n_samples * thin
-    kept = []
-    eta = eta_for(sigma)
-    D, gD = data_term(z)
-    guarded = 0
-    accepted = 0
-    proposed = 0
-    for it in range(total):
-        s = (
-            s_start * (sigma / s_start) ** (it / max(anneal_steps - 1, 1))
-            if it < anneal_steps
-            else float(sigma)
-        )
-        if sign_flip and it < burn_in and it % 10 == 0:
-            Dn, gDn = data_term(-z)
-            jump = energy(Dn, z, s) < energy(D, z, s)
-            if jump.any():
-                z = torch.where(jump[:, None], -z, z)
-                D = torch.where(jump, Dn, D)
-                gD = torch.where(jump[:, None], gDn, gD)
-        if precondition and (it == burn_in or (it < burn_in and it % precondition_every == 0)):
-            M, C, H = refresh(z, s)  # frozen from it == burn_in on
-        if not precondition and it == burn_in and step_size is None and step_curvature == "local":
-            L2 = 1.5 * float(_local_curvature(fwd, z.detach(), seed=seed).max())
-        eta = eta_for(s)
-        with torch.no_grad():
-            grad = gD / s**2 + z
-            drift = mv(M, grad) if precondition else grad
-            noise = torch.randn(z.shape, generator=g, dtype=z.dtype)
-            kick = mv(C, noise) if precondition else noise
-            z_new = z - eta * drift + math.sqrt(2 * eta) * kick
-        D_new, gD_new = data_term(z_new)
-        with torch.no_grad():
-            U_old, U_new = energy(D, z, s), energy(D_new, z_new, s)
-            ok = torch.isfinite(U_new) & (U_new - U_old <= guard)
-            n_bad = int((~ok).sum())
-            if metropolis:
-                grad_new = gD_new / s**2 + z_new
-                drift_new = mv(M, grad_new) if precondition else grad_new
-                fwd_res = z_new - z + eta * drift
-                bwd_res = z - z_new + eta * drift_new
-                Hq = H if precondition else eye.expand(chains, k, k)
-                log_q_fwd = -(fwd_res * mv(Hq, fwd_res)).sum(1) / (4 * eta)
-                log_q_bwd = -(bwd_res * mv(Hq, bwd_res)).sum(1) / (4 * eta)
-                log_a = (U_old - U_new + log_q_bwd - log_q_fwd).clamp(max=0.0)
-                u = torch.rand(chains, generator=g, dtype=z.dtype)
-                ok = ok & (torch.log(u) < torch.nan_to_num(log_a, nan=-math.inf))
-            proposed += chains
-            accepted += int(ok.sum())
-            guarded += n_bad
-            z = torch.where(ok[:, None], z_new, z)
-            D = torch.where(ok, D_new, D)
-            gD = torch.where(ok[:, None], gD_new, gD)
-        if n_bad and precondition and it < burn_in:
-            M, C, H = refresh(z, s)
-        if it >= burn_in and (it - burn_in + 1) % thin == 0:
-            kept.append(z.clone())
-    samples_c = torch.stack(kept, 1)  # (chains, n_samples, k)
-    samples = samples_c.reshape(-1, k)
-    with torch.no_grad():
-        x_mean = net.vector(samples).mean(0)
-    return LangevinResult(
-        samples,
-        samples.mean(0),
-        samples.std(0),
-        x_mean,
-        eta,
-        samples_c.mean(1),
-        time.perf_counter() - t0,
-        accepted / max(proposed, 1),
-        guarded,
-    )
