@@ -28,3 +28,23 @@ def tiny_stylegan2_path() -> Path:
     if not p.exists():
         pytest.skip(f"{p.name} not found: {FIXTURE_SETUP}")
     return p
+
+
+def train_tiny_score(G, path: Path, stage: int = 1, steps: int = 10) -> Path:
+    """A few steps of a tiny score model of ``G``'s state at ``stage``, exported to ``path``."""
+    from genprior.training.score import ScoreTrainConfig, export_score, train_score
+
+    cfg = ScoreTrainConfig(
+        stage=stage, steps=steps, batch=8, width=16, depth=1, heads=2, norm_samples=64, warmup=1
+    )
+    train_score(G, path.parent / (path.stem + "-run"), cfg, progress=False)
+    export_score(path.parent / (path.stem + "-run") / "checkpoint.pt", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_score_path(tiny_stylegan2_path, tmp_path_factory) -> Path:
+    """A tiny score model of the tiny StyleGAN2's stage-1 state (for SGILO through the CLI)."""
+    from genprior.zoo import load_generator
+
+    return train_tiny_score(load_generator(tiny_stylegan2_path), tmp_path_factory.mktemp("score") / "s.pt")

@@ -274,6 +274,11 @@ def test_shipped_configs_are_valid():
 
 
 def test_every_method_runs_through_the_bench(workdir):
+    from conftest import train_tiny_score
+
+    from genprior.zoo import load_generator
+
+    score = train_tiny_score(load_generator(workdir / "tiny.pt"), workdir / "score.pt")
     grid = textwrap.dedent(
         """
         generator = "tiny.pt"
@@ -307,8 +312,16 @@ def test_every_method_runs_through_the_bench(workdir):
         name = "lasso-wavelet"
         alpha = 0.001
         wavelet = "haar"
+        [[methods]]
+        name = "sgilo"
+        warm_steps = 3
+        chains = 2
+        levels = 2
+        steps_per_level = 2
+        final_steps = 2
+        score = "SCORE"
         """
-    )
+    ).replace("SCORE", str(score))
     (workdir / "all.toml").write_text(grid)
     res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)
     assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(METHODS)

@@ -179,6 +179,7 @@ QUICK = {  # a few steps each, so that every method runs in about a second
     "lasso-wavelet": ["--set", "alpha=0.001", "--set", "wavelet=haar"],
     "lasso-pixel": ["--set", "alpha=0.001"],
     "dip": ["--set", "steps=3", "--set", "channels=8", "--set", "layers=2"],
+    "sgilo": ["--set", "warm_steps=3", "--samples", "3", "--set", "levels=2", "--set", "final_steps=2"],
 }
 
 
@@ -189,10 +190,12 @@ def test_every_method_of_the_table_has_a_quick_setting():
 
 
 @pytest.mark.parametrize("method", sorted(QUICK))
-def test_solve_runs_every_method_of_the_table(tmp_path, tiny_stylegan2_path, clean_png, method):
+def test_solve_runs_every_method_of_the_table(tmp_path, tiny_stylegan2_path, clean_png, method, request):
     from genprior.solvers.registry import METHODS
 
     model = ["--model", str(tiny_stylegan2_path)] if METHODS[method].needs_model else []
+    if METHODS[method].needs == "generator+score":
+        model += ["--set", f"score={request.getfixturevalue('tiny_score_path')}"]
     out, js = tmp_path / "rec.png", tmp_path / "run.json"
     argv = ["solve", *model, "--input", str(clean_png), "--task", "inpaint", "--mask-ratio", "0.5"]
     argv += ["--method", method, *QUICK[method], "--out", str(out), "--json", str(js), "--quiet"]
@@ -200,6 +203,13 @@ def test_solve_runs_every_method_of_the_table(tmp_path, tiny_stylegan2_path, cle
     assert np.asarray(Image.open(out)).shape == (32, 32, 3)  # a model-free method: the input's size
     data = json.loads(js.read_text())
     assert data["method"] == method and data["psnr"] is not None and np.isfinite(data["measurement_error"])
+    if "--samples" in QUICK[method]:  # a posterior sampler: the std map, the samples, the calibration
+        assert np.asarray(Image.open(tmp_path / "rec-std.png")).shape[:2] == (32, 32)
+        assert np.asarray(Image.open(tmp_path / "rec-samples.png")).shape[1] == 3 * 32 + 2 * 2
+        post = data["posterior"]
+        assert (
+            post["samples"] == 3 and 0 <= post["calibration"] <= 1 and post["calibration_pixels"] == 3 * 512
+        )  # 50 % of 32x32, 3 channels
     settings = dict(item.split("=") for item in QUICK[method][1::2] if "=" in item)
     for k, v in settings.items():  # the --set values reached the method's config, typed
         assert str(data["config"][k]) == v or data["config"][k] == float(v)

@@ -77,3 +77,22 @@ def measurement_error(x: Tensor, y: Tensor, physics: Any) -> Tensor:
     if ax.shape != y.shape:
         raise ValueError(f"measurement_error: A(x) has shape {tuple(ax.shape)} but y has {tuple(y.shape)}")
     return (ax - y.to(ax.device)).pow(2).reshape(ax.shape[0], -1).mean(dim=1)
+
+
+def unobserved(physics: Any, shape: tuple[int, ...]) -> Tensor:
+    """Boolean map ``shape`` of the pixels the measurements do not observe directly: the masked
+    pixels of an inpainting operator, every pixel for any other operator."""
+    mask = getattr(physics, "mask", None)
+    if type(physics).__name__ == "Inpainting" and isinstance(mask, Tensor):
+        return torch.broadcast_to(mask.detach() == 0, shape)
+    return torch.ones(shape, dtype=torch.bool)
+
+
+def coverage(truth: Tensor, mean: Tensor, std: Tensor, where: Tensor | None = None, k: float = 2.0) -> Tensor:
+    """Per image, the share of true pixels inside ``mean +- k std`` (among ``where``, default all),
+    ``(B,)``: a posterior sampler's calibration (0.95 for a Gaussian posterior at ``k = 2``)."""
+    inside = ((truth - mean).abs() <= k * std).float()
+    if where is None:
+        return inside.flatten(1).mean(1)
+    w = where.to(inside.device).expand_as(inside).float()
+    return (inside * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)

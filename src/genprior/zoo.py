@@ -171,6 +171,29 @@ def load_generator(name_or_path: str | os.PathLike, device: torch.device | str =
     raise UserError(f"unknown model {key!r}: use one of {names}, or the path of a checkpoint file")
 
 
+def score_model_files() -> list[Path]:
+    """The bundled score models (``score-<generator>-s<stage>.pt``), sorted."""
+    return sorted(ASSETS_MODELS.glob("score-*.pt"))
+
+
+def load_score_model(generator: LayeredGenerator, path: str | os.PathLike | None = None) -> Any:
+    """The score model SGILO uses on ``generator``: the file at ``path``, or else the bundled one
+    trained on this generator's weights (found by their fingerprint)."""
+    from .score.model import StateScoreModel, weights_fingerprint
+
+    if path is not None:
+        return StateScoreModel.load(path, generator.device)
+    sha = weights_fingerprint(generator)
+    for f in score_model_files():
+        d = torch.load(f, map_location="cpu", weights_only=True)
+        if isinstance(d, dict) and d.get("generator_sha") == sha:
+            return StateScoreModel.from_dict(d).to(generator.device).eval()
+    raise UserError(
+        "no bundled score model fits this generator: train one with `genprior train score --model NAME "
+        "--stage K --out DIR` and give its file (--set score=PATH)"
+    )
+
+
 def _read_checkpoint(path: Path) -> Any:
     """``torch.load(weights_only=True)`` (plus ``argparse.Namespace``, which rosinality's training
     checkpoints hold) via :func:`genprior.generators.checkpoint.safe_load`; errors are UserErrors."""

@@ -29,8 +29,9 @@ def run_methods(args: argparse.Namespace) -> int:
     from ..solvers.registry import METHODS, settable
 
     width = max(len(n) for n in METHODS)
+    nw = max(len(m.needs) for m in METHODS.values())
     for m in METHODS.values():
-        print(f"{m.name:<{width}}  needs {m.needs:<9}  {m.description}")
+        print(f"{m.name:<{width}}  needs {m.needs:<{nw}}  {m.description}")
         if args.settings:
             defaults = {f.name: f.default for f in dataclasses.fields(m.config_class())}
             fixed = "".join(f"  ({k} = {v!r} fixed)" for k, v in m.fixed)
@@ -50,4 +51,19 @@ def run_models(args: argparse.Namespace) -> int:
     print(
         f"{'a path':<{width}}  {'':<8}  a StyleGAN2 (rosinality g_ema), genprior VAE or DCGAN checkpoint file"
     )
+    import torch
+
+    from ..zoo import score_model_files
+
+    print("score models (the prior of `--method sgilo`, matched to a generator by its weights):")
+    for f in score_model_files():
+        d = torch.load(f, map_location="cpu", weights_only=True)
+        info = d.get("info", {})
+        print(
+            f"  {f.name}  stage {d['stage']} of {info.get('generator', '?')}, {info.get('steps', '?')} steps"
+        )
+    if not score_model_files():
+        print(
+            "  none bundled: train one with `genprior train score --model NAME --stage K --out DIR --export FILE`"
+        )
     return 0

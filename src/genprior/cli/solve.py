@@ -16,7 +16,14 @@ TASKS = ("inpaint", "superres", "denoise", "cs", "colorize")
 
 
 #: shortcut options and the config setting each one sets (the rest: --set NAME=VALUE)
-SHORTCUTS = {"steps": "steps", "stages": "stages", "radius": "radius", "lr": "lr", "restarts": "restarts"}
+SHORTCUTS = {
+    "steps": "steps",
+    "stages": "stages",
+    "radius": "radius",
+    "lr": "lr",
+    "restarts": "restarts",
+    "samples": "chains",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--radius", help="= --set radius=...: ILO's l1 radius per state element, per round")
     m.add_argument("--lr", help="= --set lr=...: learning rate")
     m.add_argument("--restarts", help="= --set restarts=...: CSGM's random restarts")
+    m.add_argument(
+        "--samples",
+        help="= --set chains=...: a posterior sampler's samples (sgilo); writes OUT-std.png and OUT-samples.png",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the measurements and the method (default 0)")
     p.add_argument("--resize", action="store_true", help="resize the input to the generator's size")
     p.add_argument("--out", required=True, type=Path, help="reconstruction PNG")
@@ -217,15 +228,39 @@ def run(args: argparse.Namespace) -> int:
     strip = torch.cat([t for p in panels for t in (p, sep)][:-1], dim=3)
     compare = args.side_by_side or args.out.with_name(args.out.stem + "-compare.png")
 
+    post = getattr(rec, "posterior", None)
+    written = [args.out, compare]
+    if post is not None and post.num_samples > 1:
+        std_png = args.out.with_name(args.out.stem + "-std.png")
+        grid_png = args.out.with_name(args.out.stem + "-samples.png")
+        std = post.std[0]
+        peak = float(std.max())
+        result["posterior"] = {
+            "samples": post.num_samples,
+            "std_mean": float(std.mean()),
+            "std_max": peak,
+            "std_png_scale": "white = the largest std, " + f"{peak:.4g}",
+        }
+        if truth is not None:
+            where = metrics.unobserved(physics, tuple(truth.shape))
+            result["posterior"]["calibration"] = float(metrics.coverage(truth, post.mean, post.std, where)[0])
+            result["posterior"]["calibration_pixels"] = int(where.sum())
+        save_image(std_png, (std / max(peak, 1e-12)).clamp(0, 1))
+        n_show = min(post.num_samples, 8)
+        tiles = [t for s in post.samples[:n_show, 0] for t in (s, sep[0])][:-1]
+        save_image(grid_png, torch.cat(tiles, dim=2))
+        written += [std_png, grid_png]
     save_image(args.out, x_hat[0])
     save_image(compare, strip[0])
     if args.json is not None:
         write_json_atomic(args.json, result)
-    msg = f"wrote {args.out} and {compare}"
+    msg = "wrote " + ", ".join(str(p) for p in written)
     if args.json is not None:
         msg += f" and {args.json}"
     if truth is not None:
         msg += f"  (PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f})"
+        if "calibration" in result.get("posterior", {}):
+            msg += f"  (calibration {result['posterior']['calibration']:.3f})"
     print(msg)
     return 0
 

@@ -73,6 +73,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sg.add_argument("stylegan2_argv", nargs=argparse.REMAINDER)
     sg.set_defaults(func=run_stylegan2)
 
+    sc = sub.add_parser(
+        "score",
+        help="a score model of a generator's state at one stage (SGILO's prior)",
+        description=(
+            "Train a score model (VP SDE, epsilon prediction, EMA) of a generator's state at --stage on the "
+            "generator's own samples; checkpoints go to OUT/checkpoint.pt and --resume continues bit for bit."
+        ),
+    )
+    sc.add_argument("--model", required=True, help="a zoo name (see `genprior models`) or a checkpoint path")
+    sc.add_argument("--stage", default=None, help="the stage whose state is modelled (default 2)")
+    sc.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder of the training checkpoint"
+    )
+    sc.add_argument("--steps", default=None, help="total optimiser steps to reach (default 3000)")
+    sc.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other setting of ScoreTrainConfig (batch, lr, width, depth, heads, ema, seed, ...)",
+    )
+    sc.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    sc.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long"
+    )
+    sc.add_argument(
+        "--export", type=Path, default=None, metavar="PATH", help="write the EMA model to PATH at the end"
+    )
+    sc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sc.set_defaults(func=run_score)
+
 
 def _stylegan2_module() -> ModuleType | None:
     try:
@@ -125,4 +156,53 @@ def run_vae(args: argparse.Namespace) -> int:
     if args.export is not None:
         export_weights(args.out, args.export)
         print(f"wrote {args.export} (inference weights)")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from ..solvers.registry import field_types, parse_value
+    from ..training.score import ScoreTrainConfig, export_score, loss_by_level, train_score
+    from ..zoo import load_generator
+
+    settings: dict[str, object] = {}
+    kinds = field_types(ScoreTrainConfig)
+    pairs = [("stage", args.stage), ("steps", args.steps)] + [tuple(s.partition("=")[::2]) for s in args.set]
+    for name, text in pairs:
+        if text is None:
+            continue
+        name = name.strip().replace("-", "_")
+        if name not in kinds:
+            raise UserError(f"--set {name}: not a score training setting; use one of {', '.join(kinds)}")
+        try:
+            settings[name] = parse_value(text, kinds[name])
+        except ValueError:
+            what = {int: "an integer", float: "a number", bool: "true or false"}.get(
+                kinds[name][0], "a value"
+            )
+            raise UserError(f"--{name} {text}: give {what}") from None
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UserError(f"--max-minutes {args.max_minutes}: give a positive number of minutes")
+    G = load_generator(args.model)
+    cfg = ScoreTrainConfig(**settings)
+    ck = train_score(
+        G,
+        args.out,
+        cfg,
+        resume=args.resume,
+        generator_name=str(args.model),
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        progress=not args.no_progress,
+    )
+    last = ck["history"][-1]["loss"] if ck["history"] else float("nan")
+    print(
+        f"wrote {args.out / 'checkpoint.pt'}: step {ck['step']} of {ck['config']['steps']}, loss {last:.4f}"
+    )
+    if args.export is not None:
+        export_score(args.out / "checkpoint.pt", args.export)
+        from ..score.model import StateScoreModel
+
+        m = StateScoreModel.load(args.export)
+        for r in loss_by_level(m, G):
+            print(f"  held-out denoising loss at sigma {r['sigma']:.3g}: {r['loss']:.4f}")
+        print(f"wrote {args.export} (the EMA score model)")
     return 0

@@ -5,11 +5,12 @@ of posterior samplers."""
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -236,6 +237,8 @@ class RunRecord:
     best_round: list[int] = field(default_factory=list)
     time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a posterior sampler's samples, their mean and per-pixel std (not in :meth:`to_dict`)
+    posterior: PosteriorSamples | None = field(default=None, repr=False)
     _steps: list[tuple[Tensor, Tensor, int, int]] = field(default_factory=list, repr=False)
     _extra_steps: dict[str, list[Any]] = field(default_factory=dict, repr=False)
 
@@ -263,10 +266,8 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         self.finish()
-        d = asdict(self)
-        d.pop("_steps")
-        d.pop("_extra_steps")
-        return d
+        skip = ("posterior", "_steps", "_extra_steps")
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
 
 # ==== the solvers ================================================================================

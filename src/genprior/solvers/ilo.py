@@ -171,6 +171,7 @@ class ILO(GenerativeSolver):
     def __init__(self, generator: LayeredGenerator, config: ILOConfig | None = None, **overrides: Any):
         config = apply_overrides(config or ILOConfig(), overrides)
         super().__init__(generator, config)
+        self.last_inputs: dict[str, Tensor] | None = None
 
     def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
         cfg: ILOConfig = self.config
@@ -285,6 +286,7 @@ class ILO(GenerativeSolver):
                 )
                 bar.set_postfix(round=r, err=f"{float(round_best.mean()):.2e}")
         bar.close()
+        self.last_inputs = inputs  # where the last round ended (SGILO starts from round 0's)
         return finish_run(rec, best, timer)
 
 

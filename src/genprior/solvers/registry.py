@@ -135,6 +135,13 @@ METHODS: dict[str, Method] = {
             "Intermediate Layer Optimization (Daras et al. 2021): rounds one layer deeper, l1 balls",
         ),
         Method(
+            "sgilo",
+            "genprior.solvers.sgilo:SGILO",
+            "genprior.solvers.sgilo:SGILOConfig",
+            GENERATOR_AND_SCORE,
+            "Score-Guided ILO (Daras et al. 2022): Langevin posterior sampling of a layer, learned score prior",
+        ),
+        Method(
             "csgm",
             "genprior.solvers.csgm:CSGM",
             "genprior.solvers.csgm:CSGMConfig",

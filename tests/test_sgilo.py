@@ -1,0 +1,143 @@
+"""SGILO: the sampler against a posterior known in closed form, settings, seeds, shapes."""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import pytest
+import torch
+
+from genprior.errors import UserError
+from genprior.generators.base import InputSpec, LayeredGenerator
+from genprior.solvers.sgilo import SGILO, SGILOConfig
+
+
+class LinearGenerator(LayeredGenerator):
+    """``x = W u + b`` with the state at stage 1 the latent itself: a linear tail."""
+
+    num_stages = 1
+
+    def __init__(self, W: torch.Tensor, b: float):
+        super().__init__()
+        self.register_buffer("W", W)
+        self.b = b
+        self.input_specs = (InputSpec("z", (W.shape[1],), "latent"),)
+        self.image_shape = (1, 1, W.shape[0])
+
+    def tail_inputs(self, k):
+        return ("z",) if k == 0 else ()
+
+    def head(self, k, inputs):
+        return () if k == 0 else (inputs["z"],)
+
+    def advance(self, k_from, k_to, state, inputs):
+        return state if k_from == k_to else (inputs["z"],)
+
+    def tail(self, k, state, inputs):
+        u = inputs["z"] if k == 0 else state[0]
+        return (u @ self.W.T + self.b).view(u.shape[0], 1, 1, -1)
+
+
+class GaussianScore:
+    """The exact score of ``N(mu, Sigma)`` blurred by noise of std ``sigma``."""
+
+    stage = 1
+
+    def __init__(self, mu, Sigma):
+        self.mu, self.Sigma = mu, Sigma
+
+    def normalize(self, state):
+        return tuple(state)
+
+    def denormalize(self, u):
+        return tuple(u)
+
+    def score(self, u, sigma):
+        P = torch.linalg.inv(self.Sigma + sigma**2 * torch.eye(len(self.mu)))
+        return (-(u[0] - self.mu) @ P.T,)
+
+    def check_generator(self, G):
+        pass
+
+
+def _problem():
+    W = 0.1 * torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    mu, Sigma = torch.tensor([0.3, -0.2]), torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    sigma_y = 0.05
+    G = LinearGenerator(W, 0.5)
+    physics = dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=sigma_y))
+    u_true = torch.tensor([[0.8, 0.4], [-1.0, 0.2]])
+    g = torch.Generator().manual_seed(5)
+    y = G.tail(1, (u_true,), {}) + sigma_y * torch.randn((2, 1, 1, 3), generator=g)
+    return G, physics, y, W, mu, Sigma, sigma_y
+
+
+def test_chains_match_the_exact_gaussian_posterior():
+    G, physics, y, W, mu, Sigma, sy = _problem()
+    K = 3000
+    cfg = SGILOConfig(
+        warm_steps=20, chains=K, levels=3, steps_per_level=20, final_steps=1500, step_scale=0.05
+    )
+    solver = SGILO(G, cfg, score_model=GaussianScore(mu, Sigma))
+    x_hat = solver(y, physics)
+    post = solver.last_samples
+    assert post.samples.shape == (K, 2, 1, 1, 3) and x_hat.shape == (2, 1, 1, 3)
+    P = torch.linalg.inv(Sigma) + W.T @ W / sy**2
+    C = torch.linalg.inv(P)
+    for i in range(2):
+        m_exact = W @ (C @ (torch.linalg.solve(Sigma, mu) + W.T @ (y[i].reshape(-1) - 0.5) / sy**2)) + 0.5
+        cov_exact = W @ C @ W.T
+        s = post.samples[:, i].reshape(K, -1)
+        sd = cov_exact.diagonal().sqrt()
+        se = sd / math.sqrt(K)
+        assert ((s.mean(0) - m_exact).abs() < 4 * se).all(), (s.mean(0), m_exact, se)
+        # std within Monte-Carlo error (1/sqrt(2K)) plus the step's bias (~ step_scale / 4)
+        assert ((s.std(0) / sd - 1).abs() < 4 / math.sqrt(2 * K) + 0.02).all(), (s.std(0), sd)
+        emp_cov = torch.cov(s.T)
+        assert (emp_cov - cov_exact).abs().max() < 0.1 * cov_exact.abs().max()
+    assert torch.allclose(x_hat, post.mean.clamp(0, 1))
+
+
+def test_seeded_and_bad_settings():
+    G, physics, y, W, mu, Sigma, sy = _problem()
+    kw = dict(warm_steps=5, chains=4, levels=2, steps_per_level=3, final_steps=5)
+    a = SGILO(G, SGILOConfig(**kw), score_model=GaussianScore(mu, Sigma))(y, physics)
+    b = SGILO(G, SGILOConfig(**kw), score_model=GaussianScore(mu, Sigma))(y, physics)
+    c = SGILO(G, SGILOConfig(**kw, seed=1), score_model=GaussianScore(mu, Sigma))(y, physics)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    one = SGILO(G, SGILOConfig(**kw, output="sample"), score_model=GaussianScore(mu, Sigma))
+    out = one(y, physics)
+    assert torch.equal(out, one.last_samples.samples[0])
+    rec = one.last_record
+    assert len(rec.extra["chain_meas_err"]) == 4 and rec.rounds[-1]["chains"] == 4
+    assert "posterior" not in rec.to_dict() and rec.posterior is one.last_samples
+    for bad in (
+        dict(chains=0),
+        dict(sigma_min=1.0, sigma_max=0.5),
+        dict(update="adam"),
+        dict(output="median"),
+        dict(step_scale=2.0),
+        dict(noise_sigma=0.0),
+        dict(levels=-1),
+    ):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            SGILOConfig(**bad)
+
+
+def test_official_update_runs_and_keeps_the_chain_count():
+    G, physics, y, W, mu, Sigma, sy = _problem()
+
+    class WithSDE(GaussianScore):
+        from genprior.score.sde import VPSDE
+
+        sde = VPSDE()
+
+    s = SGILO(
+        G,
+        SGILOConfig(warm_steps=5, chains=1, update="official", levels=2, steps_per_level=5, final_steps=0),
+        score_model=WithSDE(mu, Sigma),
+    )
+    x = s(y, physics)
+    assert x.shape == y.shape and torch.isfinite(x).all()
+    assert s.last_samples.samples.shape[0] == 1 and torch.isnan(s.last_samples.std).all()
