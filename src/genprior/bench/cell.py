@@ -131,6 +131,14 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
             from ..losses.lpips import lpips_distance
 
             cols["lpips"] = lpips_distance(x_hat, x, net=cfg.lpips_net).tolist()
+        post = getattr(solver.last_record, "posterior", None)
+        if post is not None:  # a posterior sampler: one sample's quality, the calibration
+            one = post.samples[0].to(dev).float()
+            cols["psnr_sample"] = metrics.psnr(one, x).tolist()
+            if post.num_samples > 1:
+                where = metrics.unobserved(physics, tuple(x.shape))
+                cols["calibration"] = metrics.coverage(x, post.mean.to(dev), post.std.to(dev), where).tolist()
+                cols["std_mean"] = post.std.flatten(1).mean(1).tolist()
         clf = get_classifier(cfg, G)
         if clf is not None:
             pred = clf(x_hat).argmax(1).cpu()
@@ -154,6 +162,9 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
         }
         for k in ("psnr", "ssim", "mse", "lpips", "meas_err", "pred", "correct"):
             row[k] = cols[k][i] if k in cols else None
+        for k in ("psnr_sample", "calibration", "std_mean"):  # posterior samplers only
+            if k in cols:
+                row[k] = cols[k][i]
         row["time_s"] = elapsed / (hi - lo)
         row["cpu_s"] = cpu / (hi - lo)
         rows.append(row)

@@ -32,11 +32,16 @@ LEVEL_PARAM = {
 TASK_PARAMS = ("mask", "mask_ratio", "box", "scale", "measurements", "cs_operator", "noise_std", "cs_scale")
 CS_SCALES = ("deepinv", "unscaled")
 IMAGE_SOURCES = ("heldout", "samples", "files", "astronaut")
-METRIC_COLUMNS = ("psnr", "ssim", "mse", "lpips", "meas_err", "correct", "time_s", "cpu_s")
+METRIC_COLUMNS = (
+    "psnr", "ssim", "mse", "lpips", "meas_err", "correct", "psnr_sample", "calibration", "std_mean",
+    "time_s", "cpu_s",
+)  # fmt: skip
+#: the last three of METRIC_COLUMNS come from posterior samplers only: one sample's PSNR, the share
+#: of unobserved true pixels inside mean +- 2 std, and the mean per-pixel std
 ROW_COLUMNS = (
     "task", "task_type", "level_param", "level", "method", "method_name", "seed", "batch",
     "image", "image_id", "label", "psnr", "ssim", "mse", "lpips", "meas_err", "pred", "correct",
-    "time_s", "cpu_s",
+    "psnr_sample", "calibration", "std_mean", "time_s", "cpu_s",
 )  # fmt: skip
 #: columns that legitimately differ between two runs of the same config
 TIMING_COLUMNS = ("time_s", "cpu_s")

@@ -52,7 +52,8 @@ def summary_markdown(
     metrics_: Sequence[str] = ("mse", "psnr", "ssim", "meas_err", "time_s", "cpu_s"),
 ) -> str:
     """A markdown table: one row per (task, level), one column per (method, metric) pair."""
-    present = [m for m in list(metrics_) + ["lpips", "correct"] if any(f"{m}_mean" in s for s in summary)]
+    extra = ["lpips", "correct", "psnr_sample", "calibration"]
+    present = [m for m in list(metrics_) + extra if any(f"{m}_mean" in s for s in summary)]
     present = list(dict.fromkeys(present))
     lines = [
         [s["task"], s["level"], s["method"], s["n"]]
@@ -72,6 +73,9 @@ METRIC_LABELS = {
     "lpips": "LPIPS",
     "meas_err": "measurement error",
     "correct": "classifier accuracy",
+    "psnr_sample": "PSNR of one posterior sample (dB)",
+    "calibration": "share of unobserved pixels in mean ± 2 std",
+    "std_mean": "mean posterior std per pixel",
     "time_s": "time per image (s)",
     "cpu_s": "CPU time per image (s)",
 }

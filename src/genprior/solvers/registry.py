@@ -135,13 +135,6 @@ METHODS: dict[str, Method] = {
             "Intermediate Layer Optimization (Daras et al. 2021): rounds one layer deeper, l1 balls",
         ),
         Method(
-            "sgilo",
-            "genprior.solvers.sgilo:SGILO",
-            "genprior.solvers.sgilo:SGILOConfig",
-            GENERATOR_AND_SCORE,
-            "Score-Guided ILO (Daras et al. 2022): Langevin posterior sampling of a layer, learned score prior",
-        ),
-        Method(
             "csgm",
             "genprior.solvers.csgm:CSGM",
             "genprior.solvers.csgm:CSGMConfig",
@@ -171,6 +164,13 @@ METHODS: dict[str, Method] = {
             "genprior.solvers.dip:DIPConfig",
             NONE,
             "Deep Image Prior (Ulyanov et al. 2018): an untrained network fitted to y",
+        ),
+        Method(
+            "sgilo",
+            "genprior.solvers.sgilo:SGILO",
+            "genprior.solvers.sgilo:SGILOConfig",
+            GENERATOR_AND_SCORE,
+            "Score-Guided ILO (Daras et al. 2022): Langevin posterior sampling of a layer, learned score prior",
         ),
     )
 }

@@ -1,0 +1,96 @@
+"""Check a score model of a generator's state by itself (docs/sgilo.md, "The score models").
+
+    OMP_NUM_THREADS=1 python benchmarks/score_check.py --model fmnist-stylegan2-32 \
+        --score src/genprior/assets/models/score-fmnist-stylegan2-32-s2.pt --dataset fmnist --n 2000
+
+1. States drawn with the reverse SDE (``StateScoreModel.sample``), pushed through the tail with
+   fresh random inputs for the layers after the stage, against the generator's own samples (the
+   same tail inputs) and against a Gaussian with the state's mean and scale (what the score model
+   starts from): the Fréchet distance to the training set in the data set's classifier space
+   (:mod:`genprior.quality`), for the same number of images.
+2. The held-out denoising loss by noise level, on generator states of a seed training never used,
+   beside the loss of the Gaussian baseline (``eps = sqrt(1 - abar) u``, the network's output at
+   initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from genprior import quality as Q
+from genprior.io import write_json_atomic
+from genprior.score.model import StateScoreModel
+from genprior.training.score import loss_by_level
+from genprior.zoo import load_generator
+
+
+@torch.no_grad()
+def images_from_states(G, stage, states, seed):
+    inputs = G.sample_inputs(states[0].shape[0], generator=torch.Generator().manual_seed(seed))
+    return G.tail(stage, states, inputs).clamp(0, 1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--score", required=True)
+    ap.add_argument("--dataset", default="fmnist", help="classifier and training set of the FD (fmnist)")
+    ap.add_argument("--n", type=int, default=2000, help="images per FD")
+    ap.add_argument("--sde-steps", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    G = load_generator(args.model)
+    S = StateScoreModel.load(args.score)
+    S.check_generator(G)
+    k = S.stage
+    out = {"model": args.model, "score": args.score, "stage": k, "n": args.n, "sde_steps": args.sde_steps}
+    clf = Q.load_classifier(args.dataset)
+    xtr, _ = Q.dataset_images(args.dataset, "train")
+    mu_t, cov_t = Q.gaussian_stats(Q.features(clf, xtr))
+    rows = []
+    for name in ("generator", "score model", "gaussian"):
+        t0 = time.time()
+        imgs = []
+        for b in range(0, args.n, args.batch):
+            nb = min(args.batch, args.n - b)
+            if name == "generator":
+                inputs = G.sample_inputs(nb, generator=torch.Generator().manual_seed(50_000 + b))
+                with torch.no_grad():
+                    states = G.head(k, inputs)
+            elif name == "score model":
+                states = S.sample(nb, steps=args.sde_steps, seed=60_000 + b)
+            else:
+                g = torch.Generator().manual_seed(70_000 + b)
+                states = S.denormalize(tuple(torch.randn((nb, *s), generator=g) for s in S.shapes))
+            imgs.append(images_from_states(G, k, states, 80_000 + b))
+        x = torch.cat(imgs)
+        mu, cov = Q.gaussian_stats(Q.features(clf, x))
+        fd = Q.frechet_distance(mu, cov, mu_t, cov_t)
+        rows.append({"states": name, "fd": fd, "seconds": round(time.time() - t0, 1)})
+        print(f"{name:>12}: FD {fd:.2f} ({args.n} images, {rows[-1]['seconds']} s)", flush=True)
+    out["fd"] = rows
+    levels = loss_by_level(S, G, n=1024)
+    net = S.net
+    zero = {k_: torch.zeros_like(v) for k_, v in net.state_dict().items()}
+    trained = {k_: v.clone() for k_, v in net.state_dict().items()}
+    net.load_state_dict(zero)
+    base = loss_by_level(S, G, n=1024)
+    net.load_state_dict(trained)
+    print("denoising loss on held-out states (eps MSE):")
+    print("| t | sigma | score model | Gaussian baseline |\n|---|---|---|---|")
+    for a, b in zip(levels, base):
+        print(f"| {a['t']:g} | {a['sigma']:.3g} | {a['loss']:.4f} | {b['loss']:.4f} |")
+        a["gaussian_loss"] = b["loss"]
+    out["loss_by_level"] = levels
+    if args.json:
+        write_json_atomic(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
