@@ -124,7 +124,6 @@ def test_files_generator_check_and_bad_settings(tmp_path):
 
 def test_cli_trains_and_exports(tmp_path, capsys):
     from genprior.cli import main
-
     from genprior.generators.vae import vae_checkpoint
 
     m = MNISTVAE(image_size=8, hidden_dim=16, latent_dim=4)
