@@ -14,19 +14,21 @@ from genprior.solvers.sgilo import SGILO, SGILOConfig
 
 
 class LinearGenerator(LayeredGenerator):
-    """``x = W u + b`` with the state at stage 1 the latent itself: a linear tail."""
+    """``x = W u + V w + b``: the state at stage 1 is the latent ``z`` itself and the tail also
+    reads a second latent ``w`` (as StyleGAN2's tail reads the later W+ rows)."""
 
     num_stages = 1
 
-    def __init__(self, W: torch.Tensor, b: float):
+    def __init__(self, W: torch.Tensor, V: torch.Tensor, b: float):
         super().__init__()
         self.register_buffer("W", W)
+        self.register_buffer("V", V)
         self.b = b
-        self.input_specs = (InputSpec("z", (W.shape[1],), "latent"),)
+        self.input_specs = (InputSpec("z", (W.shape[1],), "latent"), InputSpec("w", (V.shape[1],), "latent"))
         self.image_shape = (1, 1, W.shape[0])
 
     def tail_inputs(self, k):
-        return ("z",) if k == 0 else ()
+        return ("z", "w") if k == 0 else ("w",)
 
     def head(self, k, inputs):
         return () if k == 0 else (inputs["z"],)
@@ -36,7 +38,8 @@ class LinearGenerator(LayeredGenerator):
 
     def tail(self, k, state, inputs):
         u = inputs["z"] if k == 0 else state[0]
-        return (u @ self.W.T + self.b).view(u.shape[0], 1, 1, -1)
+        x = u @ self.W.T + inputs["w"] @ self.V.T + self.b
+        return x.view(u.shape[0], 1, 1, -1)
 
 
 class GaussianScore:
@@ -46,6 +49,7 @@ class GaussianScore:
 
     def __init__(self, mu, Sigma):
         self.mu, self.Sigma = mu, Sigma
+        self.shapes = (tuple(mu.shape),)
 
     def normalize(self, state):
         return tuple(state)
@@ -63,18 +67,22 @@ class GaussianScore:
 
 def _problem():
     W = 0.1 * torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    V = 0.1 * torch.tensor([[0.5], [-0.5], [1.0]])
     mu, Sigma = torch.tensor([0.3, -0.2]), torch.tensor([[1.0, 0.5], [0.5, 1.0]])
     sigma_y = 0.05
-    G = LinearGenerator(W, 0.5)
+    G = LinearGenerator(W, V, 0.5)
     physics = dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=sigma_y))
-    u_true = torch.tensor([[0.8, 0.4], [-1.0, 0.2]])
+    u_true, w_true = torch.tensor([[0.8, 0.4], [-1.0, 0.2]]), torch.tensor([[0.5], [-1.5]])
     g = torch.Generator().manual_seed(5)
-    y = G.tail(1, (u_true,), {}) + sigma_y * torch.randn((2, 1, 1, 3), generator=g)
-    return G, physics, y, W, mu, Sigma, sigma_y
+    y = G.tail(1, (u_true,), {"w": w_true}) + sigma_y * torch.randn((2, 1, 1, 3), generator=g)
+    return G, physics, y, W, V, mu, Sigma, sigma_y
 
 
 def test_chains_match_the_exact_gaussian_posterior():
-    G, physics, y, W, mu, Sigma, sy = _problem()
+    """The joint posterior of the state (prior N(mu, Sigma), its exact score) and the tail's
+    latent (prior N(0, 1)) under Gaussian noise is Gaussian: the chains' image-space mean and
+    covariance match it within Monte-Carlo error."""
+    G, physics, y, W, V, mu, Sigma, sy = _problem()
     K = 3000
     cfg = SGILOConfig(
         warm_steps=20, chains=K, levels=3, steps_per_level=20, final_steps=1500, step_scale=0.05
@@ -83,11 +91,13 @@ def test_chains_match_the_exact_gaussian_posterior():
     x_hat = solver(y, physics)
     post = solver.last_samples
     assert post.samples.shape == (K, 2, 1, 1, 3) and x_hat.shape == (2, 1, 1, 3)
-    P = torch.linalg.inv(Sigma) + W.T @ W / sy**2
-    C = torch.linalg.inv(P)
+    M = torch.cat([W, V], 1)  # x = M [u; w] + b
+    prior_prec = torch.block_diag(torch.linalg.inv(Sigma), torch.eye(1))
+    prior_mean = torch.cat([mu, torch.zeros(1)])
+    C = torch.linalg.inv(prior_prec + M.T @ M / sy**2)
     for i in range(2):
-        m_exact = W @ (C @ (torch.linalg.solve(Sigma, mu) + W.T @ (y[i].reshape(-1) - 0.5) / sy**2)) + 0.5
-        cov_exact = W @ C @ W.T
+        m_exact = M @ (C @ (prior_prec @ prior_mean + M.T @ (y[i].reshape(-1) - 0.5) / sy**2)) + 0.5
+        cov_exact = M @ C @ M.T
         s = post.samples[:, i].reshape(K, -1)
         sd = cov_exact.diagonal().sqrt()
         se = sd / math.sqrt(K)
@@ -97,10 +107,17 @@ def test_chains_match_the_exact_gaussian_posterior():
         emp_cov = torch.cov(s.T)
         assert (emp_cov - cov_exact).abs().max() < 0.1 * cov_exact.abs().max()
     assert torch.allclose(x_hat, post.mean.clamp(0, 1))
+    # with the tail's latent held at round 0's value, the spread is too small: the test can tell
+    fixed = SGILO(
+        G, SGILOConfig(**{**cfg.__dict__, "tail_latents": False}), score_model=GaussianScore(mu, Sigma)
+    )
+    fixed(y, physics)
+    s = fixed.last_samples.samples[:, 0].reshape(K, -1)
+    assert (s.std(0) < 0.9 * (M @ C @ M.T).diagonal().sqrt()).any()
 
 
 def test_seeded_and_bad_settings():
-    G, physics, y, W, mu, Sigma, sy = _problem()
+    G, physics, y, W, V, mu, Sigma, sy = _problem()
     kw = dict(warm_steps=5, chains=4, levels=2, steps_per_level=3, final_steps=5)
     a = SGILO(G, SGILOConfig(**kw), score_model=GaussianScore(mu, Sigma))(y, physics)
     b = SGILO(G, SGILOConfig(**kw), score_model=GaussianScore(mu, Sigma))(y, physics)
@@ -126,7 +143,7 @@ def test_seeded_and_bad_settings():
 
 
 def test_official_update_runs_and_keeps_the_chain_count():
-    G, physics, y, W, mu, Sigma, sy = _problem()
+    G, physics, y, W, V, mu, Sigma, sy = _problem()
 
     class WithSDE(GaussianScore):
         from genprior.score.sde import VPSDE

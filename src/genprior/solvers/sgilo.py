@@ -6,10 +6,12 @@ generator's intermediate layer (:mod:`genprior.score`), and samples the posterio
 
 1. **Round 0** (a warm start): ILO's first round, Adam on the generator's inputs (with geocross
    and the spherical projection), which finds the region of the posterior.
-2. **The score round** at the score model's stage ``k``: the state ``u`` (normalised) follows
-   Langevin dynamics on ``log p(y | u) + log p_theta(u)`` with ``K`` chains per image in one
-   batch, the inputs the tail still reads held at round 0's values. ``p(y | u)`` is Gaussian
-   with the physics' noise level (``noise_sigma``, default 0.01, where the physics has none).
+2. **The score round** at the score model's stage ``k``: the state ``u`` (normalised) and the
+   latents the tail still reads (StyleGAN2's later W+ rows, whose prior is the generator's own
+   ``N(0, I)``) follow Langevin dynamics on ``log p(y | u, w) + log p_theta(u) + log N(w)``, ``K``
+   chains per image in one batch, each starting from round 0's answer plus its own noise of std
+   ``sigma_max``. ``p(y | u, w)`` is Gaussian with the physics' noise level (``noise_sigma``,
+   default 0.01, where the physics has none).
    Annealed over noise levels ``sigma_max -> sigma_min`` of the prior (Song & Ermon 2019;
    Jalal et al. 2021 for the likelihood): at level ``sigma_i`` the score of the blurred prior,
    the likelihood with variance ``noise_sigma^2 + step_scale sigma_i^2 L`` (``L`` the top
@@ -48,6 +50,7 @@ from .common import (
     SolverConfig,
     Timer,
     apply_overrides,
+    check_bool,
     check_choice,
     check_int,
     check_number,
@@ -84,6 +87,9 @@ class SGILOConfig(SolverConfig):
             ``t = 0.01`` and noise ``0.025``; no annealing).
         output: ``"mean"`` (the posterior mean over the chains) or ``"sample"`` (chain 0).
         power_iters: power iterations that measure the curvature ``L``.
+        tail_latents: let the latents the tail still reads (StyleGAN2's later W+ rows) follow the
+            Langevin dynamics too, with the generator's own ``N(0, I)`` prior (exact); off, they
+            stay at round 0's values.
         seed: seed of round 0's inputs and of the Langevin noise.
     """
 
@@ -92,17 +98,18 @@ class SGILOConfig(SolverConfig):
     lr: float = 0.1
     geocross_weight: float = 1e-4
     chains: int = 8
-    levels: int = 8
-    steps_per_level: int = 15
-    final_steps: int = 100
+    levels: int = 6
+    steps_per_level: int = 10
+    final_steps: int = 60
     sigma_max: float = 0.5
-    sigma_min: float = 0.02
+    sigma_min: float = 0.05
     step_scale: float = 0.1
     noise_sigma: float = 0.01
     update: str = "langevin"
     official_lr: float = 0.05
     output: str = "mean"
-    power_iters: int = 10
+    power_iters: int = 8
+    tail_latents: bool = True
     seed: int = 0
 
     def validate(self) -> None:
@@ -112,6 +119,7 @@ class SGILOConfig(SolverConfig):
             check_int(self, name, 0)
         check_int(self, "chains", 1)
         check_int(self, "power_iters", 1)
+        check_bool(self, "tail_latents")
         for name in ("lr", "official_lr", "geocross_weight"):
             check_number(self, name)
         for name in ("sigma_max", "sigma_min", "step_scale", "noise_sigma"):
@@ -210,12 +218,23 @@ class SGILO(GenerativeSolver):
             # K chains per image, chain-major: entry k * B + i is chain k of image i
             inputs = {k: v.detach().repeat(K, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
             yk = y.repeat(K, *([1] * (y.dim() - 1)))
+            # the variables: the normalised state (prior: the score model) and the latents the
+            # tail still reads (prior: the generator's own N(0, I), whose score is exact)
+            lat = [k for k in G.tail_inputs(stage) if G.spec(k).kind == "latent"] if cfg.tail_latents else []
+            n_state = len(S.shapes)
+            g = torch.Generator().manual_seed(cfg.seed + 1)
             with torch.no_grad():
                 u = tuple(x.detach().clone() for x in S.normalize(G.head(stage, inputs)))
-            g = torch.Generator().manual_seed(cfg.seed + 1)
+                u = u + tuple(inputs[k].detach().clone() for k in lat)
+                if cfg.update == "langevin":  # each chain starts from its own draw of the blur at sigma_max
+                    u = tuple(x + cfg.sigma_max * torch.randn(x.shape, generator=g).to(x) for x in u)
 
             def image(uu: tuple[Tensor, ...]) -> Tensor:
-                return G.tail(stage, S.denormalize(uu), inputs)
+                cur = {**inputs, **dict(zip(lat, uu[n_state:]))}
+                return G.tail(stage, S.denormalize(uu[:n_state]), cur)
+
+            def prior_score(uu: tuple[Tensor, ...], sigma: float) -> tuple[Tensor, ...]:
+                return S.score(uu[:n_state], sigma) + tuple(-x / (1 + sigma**2) for x in uu[n_state:])
 
             def residual(uu: tuple[Tensor, ...]) -> Tensor:
                 ax = physics.A(image(uu))
@@ -252,10 +271,10 @@ class SGILO(GenerativeSolver):
             def prior_curvature(uu: tuple[Tensor, ...], sigma: float) -> Tensor:
                 h = 1e-3 * max(sigma, 1e-3)
                 with torch.no_grad():
-                    s0 = S.score(uu, sigma)
+                    s0 = prior_score(uu, sigma)
 
                     def apply(v: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-                        s1 = S.score(tuple(a + h * b for a, b in zip(uu, v)), sigma)
+                        s1 = prior_score(tuple(a + h * b for a, b in zip(uu, v)), sigma)
                         return tuple(-(a - b) / h for a, b in zip(s1, s0))
 
                     return _power_top(apply, shapes, K * B, cfg.power_iters, g)
@@ -269,7 +288,7 @@ class SGILO(GenerativeSolver):
             rec.extra["lik_curvature"] = L.view(K, B).max(0).values.tolist()
             levels: list[dict[str, Any]] = []
             if cfg.update == "official":
-                u = self._official(u, data_grad, total, bar)
+                u = self._official(u, n_state, data_grad, total, bar)
             else:
                 sigmas = (
                     torch.logspace(math.log10(cfg.sigma_max), math.log10(cfg.sigma_min), cfg.levels).tolist()
@@ -281,7 +300,7 @@ class SGILO(GenerativeSolver):
                     eta = cfg.step_scale * sig**2
                     for _ in range(cfg.steps_per_level):
                         u, sq = self._langevin_step(
-                            u, data_grad, var, lambda uu, s=sig: S.score(uu, s), eta, g
+                            u, data_grad, var, lambda uu, s=sig: prior_score(uu, s), eta, g
                         )
                         rec.log_step(sq.view(K, B).mean(0), sq.view(K, B).mean(0), B, 1)
                         bar.update(1)
@@ -295,7 +314,7 @@ class SGILO(GenerativeSolver):
                     eta_b = [bcast(eta_f, x) for x in u]
                     for _ in range(cfg.final_steps):
                         u, sq = self._langevin_step(
-                            u, data_grad, var, lambda uu: S.score(uu, cfg.sigma_min), eta_b, g
+                            u, data_grad, var, lambda uu: prior_score(uu, cfg.sigma_min), eta_b, g
                         )
                         rec.log_step(sq.view(K, B).mean(0), sq.view(K, B).mean(0), B, 1)
                         bar.update(1)
@@ -339,11 +358,11 @@ class SGILO(GenerativeSolver):
             etas = eta if isinstance(eta, list) else [eta] * len(u)
             new = tuple(
                 x + e * (a + b) + torch.sqrt(2 * torch.as_tensor(e)) * torch.randn(x.shape, generator=g).to(x)
-                for x, a, b, e in zip(u, dg, sc, etas)
+                for x, a, b, e in zip(u, dg, sc, etas, strict=True)
             )
         return new, sq
 
-    def _official(self, u, data_grad, total, bar):
+    def _official(self, u, n_state, data_grad, total, bar):
         """The reference code's rule: Adam on the measurement loss, a 1e-10 score step at t=0.01
         and noise of 0.025 (in the normalised state), one update per step."""
         cfg: SGILOConfig = self.config
@@ -359,8 +378,8 @@ class SGILO(GenerativeSolver):
                 x.grad = -d
             opt.step()
             with torch.no_grad():
-                sc = S.score(tuple(x.detach() for x in u), sigma_t)
-                for x, s in zip(u, sc):
+                sc = S.score(tuple(x.detach() for x in u[:n_state]), sigma_t)
+                for x, s in zip(u, sc):  # the score nudges the state only
                     x.add_(1e-10 * s + 0.025 * torch.randn(x.shape, generator=g).to(x))
             bar.update(1)
         return tuple(x.detach() for x in u)
