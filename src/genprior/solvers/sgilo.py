@@ -98,10 +98,10 @@ class SGILOConfig(SolverConfig):
     lr: float = 0.1
     geocross_weight: float = 1e-4
     chains: int = 8
-    levels: int = 6
+    levels: int = 10
     steps_per_level: int = 10
     final_steps: int = 60
-    sigma_max: float = 0.5
+    sigma_max: float = 1.0
     sigma_min: float = 0.05
     step_scale: float = 0.1
     noise_sigma: float = 0.01
