@@ -185,7 +185,7 @@ def load_score_model(generator: LayeredGenerator, path: str | os.PathLike | None
         return StateScoreModel.load(path, generator.device)
     sha = weights_fingerprint(generator)
     for f in score_model_files():
-        d = torch.load(f, map_location="cpu", weights_only=True)
+        d = _read_checkpoint(f)
         if isinstance(d, dict) and d.get("generator_sha") == sha:
             return StateScoreModel.from_dict(d).to(generator.device).eval()
     raise UserError(

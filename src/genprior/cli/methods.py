@@ -51,13 +51,12 @@ def run_models(args: argparse.Namespace) -> int:
     print(
         f"{'a path':<{width}}  {'':<8}  a StyleGAN2 (rosinality g_ema), genprior VAE or DCGAN checkpoint file"
     )
-    import torch
-
+    from ..generators.checkpoint import safe_load
     from ..zoo import score_model_files
 
     print("score models (the prior of `--method sgilo`, matched to a generator by its weights):")
     for f in score_model_files():
-        d = torch.load(f, map_location="cpu", weights_only=True)
+        d = safe_load(f)
         info = d.get("info", {})
         print(
             f"  {f.name}  stage {d['stage']} of {info.get('generator', '?')}, {info.get('steps', '?')} steps"

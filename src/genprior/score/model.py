@@ -237,8 +237,6 @@ class StateScoreModel(nn.Module):
         p = Path(path)
         if not p.is_file():
             raise UserError(f"score model {p} does not exist: give the file `genprior train score` wrote")
-        try:
-            d = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"cannot read score model {p}: {type(e).__name__}") from None
-        return cls.from_dict(d).to(device).eval()
+        from ..generators.checkpoint import safe_load
+
+        return cls.from_dict(safe_load(p)).to(device).eval()

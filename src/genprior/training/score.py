@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
+from ..generators.checkpoint import safe_load
 from ..io import atomic_path
 from ..score.model import StateScoreModel, StateScoreNet, weights_fingerprint
 from ..score.sde import VPSDE
@@ -160,12 +161,7 @@ def train_score(
     if resume:
         if not ck_path.is_file():
             raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
-        try:
-            ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(
-                f"cannot resume from {ck_path} ({type(e).__name__}): give another --out"
-            ) from None
+        ck = safe_load(ck_path)
         if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
             raise UserError(f"{ck_path} is not a score training checkpoint: give another --out")
         if ck["generator_sha"] != sha:
@@ -259,7 +255,7 @@ def train_score(
 
 def export_score(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Write the EMA model of a training checkpoint as the inference-only file the zoo bundles."""
-    ck = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    ck = safe_load(checkpoint)
     if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
         raise UserError(f"{checkpoint} is not a score training checkpoint")
     d = dict(ck["ema"])
