@@ -3,11 +3,14 @@
     OMP_NUM_THREADS=1 python benchmarks/score_check.py --model fmnist-stylegan2-32 \
         --score src/genprior/assets/models/score-fmnist-stylegan2-32-s2.pt --dataset fmnist --n 2000
 
-1. States drawn with the reverse SDE (``StateScoreModel.sample``), pushed through the tail with
-   fresh random inputs for the layers after the stage, against the generator's own samples (the
-   same tail inputs) and against a Gaussian with the state's mean and scale (what the score model
-   starts from): the Fréchet distance to the training set in the data set's classifier space
-   (:mod:`genprior.quality`), for the same number of images.
+1. The Fréchet distance to the training set in the data set's classifier space
+   (:mod:`genprior.quality`), for the same number of images, of
+   * the generator's own samples (``G.sample_native_inputs``);
+   * the generator's states at the stage pushed through the tail with the inputs of *another*
+     sample (StyleGAN2: another ``w`` in the later W+ rows, other noise): the best a model of the
+     state alone can reach, since the score model does not give the tail's inputs;
+   * states drawn with the reverse SDE (``StateScoreModel.sample``), with the same tail inputs;
+   * a Gaussian with the state's mean and scale (what the score model starts from), likewise.
 2. The held-out denoising loss by noise level, on generator states of a seed training never used,
    beside the loss of the Gaussian baseline (``eps = sqrt(1 - abar) u``, the network's output at
    initialisation).
@@ -27,17 +30,24 @@ from genprior.training.score import loss_by_level
 from genprior.zoo import load_generator
 
 
+def native(G, n, seed):
+    return G.sample_native_inputs(n, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
 def images_from_states(G, stage, states, seed):
-    inputs = G.sample_inputs(states[0].shape[0], generator=torch.Generator().manual_seed(seed))
-    return G.tail(stage, states, inputs).clamp(0, 1)
+    return G.tail(stage, states, native(G, states[0].shape[0], seed)).clamp(0, 1)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--score", required=True)
-    ap.add_argument("--dataset", default="fmnist", help="classifier and training set of the FD (fmnist)")
+    ap.add_argument(
+        "--dataset",
+        default="fmnist",
+        help="classifier and training set of the FD (fmnist, mnist), or none: no FD (the face DCGAN)",
+    )
     ap.add_argument("--n", type=int, default=2000, help="images per FD")
     ap.add_argument("--sde-steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=250)
@@ -49,19 +59,25 @@ def main(argv=None) -> int:
     S.check_generator(G)
     k = S.stage
     out = {"model": args.model, "score": args.score, "stage": k, "n": args.n, "sde_steps": args.sde_steps}
-    clf = Q.load_classifier(args.dataset)
-    xtr, _ = Q.dataset_images(args.dataset, "train")
-    mu_t, cov_t = Q.gaussian_stats(Q.features(clf, xtr))
     rows = []
-    for name in ("generator", "score model", "gaussian"):
+    if args.dataset != "none":
+        clf = Q.load_classifier(args.dataset)
+        xtr, _ = Q.dataset_images(args.dataset, "train")
+        mu_t, cov_t = Q.gaussian_stats(Q.features(clf, xtr))
+    names = ("generator", "generator states, other tail", "score model", "gaussian")
+    for name in names if args.dataset != "none" else ():
         t0 = time.time()
         imgs = []
         for b in range(0, args.n, args.batch):
             nb = min(args.batch, args.n - b)
-            if name == "generator":
-                inputs = G.sample_inputs(nb, generator=torch.Generator().manual_seed(50_000 + b))
+            if name.startswith("generator"):
+                inputs = native(G, nb, 50_000 + b)
                 with torch.no_grad():
                     states = G.head(k, inputs)
+                if name == "generator":
+                    with torch.no_grad():
+                        imgs.append(G.tail(k, states, inputs).clamp(0, 1))
+                    continue
             elif name == "score model":
                 states = S.sample(nb, steps=args.sde_steps, seed=60_000 + b)
             else:
@@ -72,7 +88,7 @@ def main(argv=None) -> int:
         mu, cov = Q.gaussian_stats(Q.features(clf, x))
         fd = Q.frechet_distance(mu, cov, mu_t, cov_t)
         rows.append({"states": name, "fd": fd, "seconds": round(time.time() - t0, 1)})
-        print(f"{name:>12}: FD {fd:.2f} ({args.n} images, {rows[-1]['seconds']} s)", flush=True)
+        print(f"{name:>28}: FD {fd:.2f} ({args.n} images, {rows[-1]['seconds']} s)", flush=True)
     out["fd"] = rows
     levels = loss_by_level(S, G, n=1024)
     net = S.net

@@ -236,6 +236,24 @@ def test_sample_inputs_and_w_space():
         Gw.head(Gw.num_stages + 1, x)
 
 
+def test_native_inputs_are_the_generators_own_samples():
+    """``sample_native_inputs`` (what SGILO's score models train on) gives the generator's own
+    samples in both latent spaces: one ``w = style(z)`` in every W+ row, so the Gaussianised
+    space gives the same image as the W space; ``sample_inputs`` in the Gaussianised space draws
+    the rows independently (a wider prior) and the tail's rows are not independent of the state."""
+    g = _random_generator(8, {4: 4, 8: 4}, 5, 2, seed=4)
+    fit = {"mean": torch.linspace(-1, 1, 5), "std": torch.full((5,), 2.0)}
+    Gw, Gg = StyleGAN2Layered(g, latent_space="w"), StyleGAN2Layered(g, gaussian_fit=fit)
+    xw = Gw.sample_native_inputs(3, generator=torch.Generator().manual_seed(1))
+    xg = Gg.sample_native_inputs(3, generator=torch.Generator().manual_seed(1))
+    assert all(torch.allclose(Gg.to_w(xg[f"w{i}"]), xw["w0"], atol=1e-5) for i in range(Gg.n_latent))
+    with torch.no_grad():
+        assert torch.allclose(Gg(xg), Gw(xw), atol=1e-5)
+    wide = Gg.sample_inputs(3, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(wide["w0"], wide["w1"])
+    assert Gg.independent_tail_latents(1) == () and "w2" in Gg.tail_inputs(1)
+
+
 def test_upfirdn2d_matches_direct_definition():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 5, 5)

@@ -79,6 +79,25 @@ class LayeredGenerator(nn.Module):
             out[spec.name] = t.to(device)
         return out
 
+    def sample_native_inputs(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Inputs:
+        """Inputs whose outputs are distributed as the generator's own samples (what it was trained
+        to produce). :meth:`sample_inputs` draws from the prior of the space a solver searches,
+        which can be wider (StyleGAN2's W+ with independent rows); by default the two agree."""
+        return self.sample_inputs(batch_size, generator=generator, device=device)
+
+    def independent_tail_latents(self, k: int) -> tuple[str, ...]:
+        """The latent inputs that ``tail(k, ...)`` reads and that the generator's own samples
+        (:meth:`sample_native_inputs`) draw from ``N(0, I)`` independently of the state at stage
+        ``k``: a posterior sampler of the state may give them that exact prior. Default: every
+        latent the tail reads; StyleGAN2: none (its later W+ rows repeat the ``w`` that made the
+        state)."""
+        return tuple(n for n in self.tail_inputs(k) if self.spec(n).kind == "latent")
+
     def latent_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.input_specs if s.kind == "latent")
 
@@ -136,6 +155,6 @@ class LayeredGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, batch_size: int, seed: int | None = None) -> Tensor:
-        """Images from random inputs, in [0, 1]."""
+        """The generator's own samples (:meth:`sample_native_inputs`), in [0, 1]."""
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        return self(self.sample_inputs(batch_size, generator=g))
+        return self(self.sample_native_inputs(batch_size, generator=g))

@@ -824,15 +824,32 @@ class StyleGAN2Layered(LayeredGenerator):
         (a sample of the generator itself), then noise ~ N(0, 1)."""
         if self.latent_space == "gaussian":
             return super().sample_inputs(batch_size, generator=generator, device=device)
+        return self.sample_native_inputs(batch_size, generator=generator, device=device)
+
+    def sample_native_inputs(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Inputs:
+        """The generator's own samples: one ``z ~ N(0, I)`` per sample mapped to ``w`` and written
+        into every row of W+ (in the Gaussianised space: ``(lrelu_5(w) - mean) / std``, which
+        :meth:`to_w` maps back to ``w``), then noise ~ N(0, 1)."""
         device = self.device if device is None else torch.device(device)
         z = torch.randn(batch_size, self.style_dim, generator=generator)
         with torch.no_grad():
-            w = self.net.style(z.to(self.device)).to(device)
+            w = self.net.style(z.to(self.device))
+            if self.latent_space == "gaussian":
+                w = (F.leaky_relu(w, negative_slope=5.0) - self.gauss_mean) / self.gauss_std
+        w = w.to(device)
         out: Inputs = {f"w{i}": w.clone() for i in range(self.n_latent)}
         for name in self.noise_names():
             shape = self.spec(name).shape
             out[name] = torch.randn((batch_size, *shape), generator=generator).to(device)
         return out
+
+    def independent_tail_latents(self, k: int) -> tuple[str, ...]:
+        return ()  # every W+ row of a sample is the same w: the tail's rows are tied to the state
 
     def to_w(self, v: Tensor) -> Tensor:
         """One latent input -> the ``w`` the network reads."""

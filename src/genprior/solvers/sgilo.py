@@ -87,9 +87,10 @@ class SGILOConfig(SolverConfig):
             ``t = 0.01`` and noise ``0.025``; no annealing).
         output: ``"mean"`` (the posterior mean over the chains) or ``"sample"`` (chain 0).
         power_iters: power iterations that measure the curvature ``L``.
-        tail_latents: let the latents the tail still reads (StyleGAN2's later W+ rows) follow the
-            Langevin dynamics too, with the generator's own ``N(0, I)`` prior (exact); off, they
-            stay at round 0's values.
+        tail_latents: let the latents the tail still reads that the generator draws independently
+            of the state (``G.independent_tail_latents``) follow the Langevin dynamics too, with
+            their exact ``N(0, I)`` prior; off, they stay at round 0's values. StyleGAN2 has none
+            (its later W+ rows repeat the ``w`` that made the state): they stay at round 0's.
         seed: seed of round 0's inputs and of the Langevin noise.
     """
 
@@ -219,8 +220,8 @@ class SGILO(GenerativeSolver):
             inputs = {k: v.detach().repeat(K, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
             yk = y.repeat(K, *([1] * (y.dim() - 1)))
             # the variables: the normalised state (prior: the score model) and the latents the
-            # tail still reads (prior: the generator's own N(0, I), whose score is exact)
-            lat = [k for k in G.tail_inputs(stage) if G.spec(k).kind == "latent"] if cfg.tail_latents else []
+            # tail reads that the generator draws independently of it (prior: N(0, I), exact)
+            lat = list(G.independent_tail_latents(stage)) if cfg.tail_latents else []
             n_state = len(S.shapes)
             g = torch.Generator().manual_seed(cfg.seed + 1)
             with torch.no_grad():

@@ -1,7 +1,8 @@
 """Train a score model of a generator's state at one stage (``genprior train score``).
 
-The data are the generator's own samples: every step draws fresh inputs ``inputs ~ p(inputs)``
-(seeded by ``(seed, step)``) and takes ``state = G.head(stage, inputs)``. The network
+The data are the generator's own samples: every step draws fresh inputs from the generator's own
+input distribution (``G.sample_native_inputs``, seeded by ``(seed, step)``; for StyleGAN2 one
+``w`` in every W+ row) and takes ``state = G.head(stage, inputs)``. The network
 (:class:`genprior.score.model.StateScoreNet`) learns ``eps`` of the VP SDE on the normalised state
 (denoising score matching, times ``t ~ U(t_min, 1)``), with Adam and an exponential moving average
 of its weights (the EMA is what is exported).
@@ -84,8 +85,10 @@ def _gen(seed: int, step: int, what: int) -> torch.Generator:
 def generator_states(
     G: LayeredGenerator, stage: int, n: int, generator: torch.Generator
 ) -> tuple[Tensor, ...]:
-    """``n`` states at ``stage`` of generator samples (fresh inputs from ``generator``)."""
-    inputs = G.sample_inputs(n, generator=generator)
+    """``n`` states at ``stage`` of the generator's own samples (fresh inputs from ``generator``:
+    :meth:`~genprior.generators.base.LayeredGenerator.sample_native_inputs`, so StyleGAN2's W+
+    rows are one ``w``, not the independent rows of the space ILO searches)."""
+    inputs = G.sample_native_inputs(n, generator=generator)
     return tuple(s.detach() for s in G.head(stage, inputs))
 
 
