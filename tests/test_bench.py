@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import textwrap
 
 import pytest
@@ -326,6 +327,16 @@ def test_every_method_runs_through_the_bench(workdir):
     res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)
     assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(METHODS)
     assert all(math.isfinite(r["mse"]) and math.isfinite(r["meas_err"]) for r in res.rows)
+    # the score model's weights are part of the config's identity: retrained weights rerun the grid
+    cfg = bench.load_config(workdir / "all.toml")
+    (m,) = [m for m in cfg.methods if m.name == "sgilo"]
+    assert m.score_sha256 is not None and "score_sha256" not in cfg.identity()["methods"][0]
+    other = workdir / "score-other.pt"
+    shutil.copyfile(score, other)
+    (workdir / "all2.toml").write_text(grid.replace(str(score), str(other)))
+    before = bench.load_config(workdir / "all2.toml").hash()
+    train_tiny_score(load_generator(workdir / "tiny.pt"), other, steps=11)  # same path, new weights
+    assert bench.load_config(workdir / "all2.toml").hash() != before
 
 
 def test_astronaut_images_on_an_rgb_generator(tmp_path, tiny_stylegan2_path):

@@ -72,6 +72,7 @@ class MethodSpec:
     tasks: list[str] | None = None  # run on these task labels only (None: all)
     model: str | None = None  # the method's own model (zoo name or path); None: the grid's generator
     model_sha256: str | None = None  # fingerprint of that model's weights
+    score_sha256: str | None = None  # of the score model it reads (its `score` file or the bundled ones)
 
 
 @dataclass
@@ -130,6 +131,8 @@ class BenchConfig:
         for m in d["methods"]:  # a method on the grid's generator: as before methods had models
             if m["model"] is None:
                 del m["model"], m["model_sha256"]
+            if m["score_sha256"] is None:
+                del m["score_sha256"]
         return d
 
     def hash(self) -> str:
@@ -416,6 +419,7 @@ def load_config(path: str | os.PathLike) -> BenchConfig:
     for m in cfg.methods:
         if m.model is not None:
             m.model_sha256 = _generator_fingerprint(m.model)
+        m.score_sha256 = _score_fingerprint(m, m.model or cfg.generator)
     cfg.classifier_path = resolve_classifier(cfg)
     cfg.classifier_sha256 = _sha256_file(Path(cfg.classifier_path)) if cfg.classifier_path else None
     return cfg
@@ -458,6 +462,28 @@ def _sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def _score_fingerprint(m: MethodSpec, generator: str) -> str | None:
+    """For a method that reads a score model: sha256 of its ``score`` file, or, when it lets the zoo
+    pick one, of the bundled score models of its generator (``score-<name>-s*.pt``; every bundled
+    one for a generator given as a file), so that retrained score weights are a different config."""
+    from .. import zoo
+    from ..solvers.registry import GENERATOR_AND_SCORE, get_method
+
+    if get_method(m.name).needs != GENERATOR_AND_SCORE:
+        return None
+    ref = m.settings.get("score")
+    if ref is not None:
+        p = Path(str(ref)).expanduser()  # as the solver opens it
+        return _sha256_file(p) if p.is_file() else None
+    h = hashlib.sha256()
+    files = zoo.score_model_files()
+    if generator in zoo.ZOO:
+        files = [f for f in files if f.name.startswith(f"score-{generator}-s")]
+    for f in files:
+        h.update(f.name.encode() + bytes.fromhex(_sha256_file(f)))
     return h.hexdigest()
 
 
