@@ -9,6 +9,10 @@ Reads ``RUN/results.json`` (written by ``genprior bench``) and writes, without r
 
     python benchmarks/prior_report.py runs/fmnist_prior --metrics psnr,ssim,correct \\
         --out docs/figures/bench_fmnist_prior --md docs/results/fmnist_prior_tables.md
+
+Several runs are read as one when they share the generator, the images, the tasks, the seeds and
+the batch size (so every method saw the same measurements: they depend on those only): a grid
+can be run as separate configs of methods, e.g. while one method's model is still training.
 """
 
 from __future__ import annotations
@@ -99,9 +103,38 @@ def paired_table(rows: list[dict[str, Any]], metric: str, ref: str, others: list
     return "\n".join(lines) + "\n"
 
 
+#: what decides the images and measurements of a grid's cells (bench.cell.derive_seed)
+SAME_MEASUREMENTS = ("generator", "generator_sha256", "images", "tasks", "seeds", "batch_size", "device")
+
+
+def read_runs(folders: list[Path]) -> dict[str, Any]:
+    """The rows of several runs of one grid (same images and measurements) as one run."""
+    runs = []
+    for f in folders:
+        res = f / "results.json"
+        if not res.is_file():
+            raise ValueError(f"{res} does not exist: give a folder written by genprior bench")
+        runs.append(json.loads(res.read_text()))
+    first = runs[0]
+    for f, r in zip(folders[1:], runs[1:]):
+        for k in SAME_MEASUREMENTS:
+            if r["config"].get(k) != first["config"].get(k):
+                raise ValueError(
+                    f"{f} differs from {folders[0]} in {k!r}: its methods saw other measurements"
+                )
+    labels = [{row["method"] for row in r["rows"]} for r in runs]
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            if a & b:
+                raise ValueError(f"method {sorted(a & b)[0]!r} is in two of the runs: give each once")
+    return {"name": first.get("name", ""), "rows": [row for r in runs for row in r["rows"]]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path, help="a genprior bench output folder (holds results.json)")
+    p.add_argument(
+        "run", type=Path, nargs="+", help="genprior bench output folders (hold results.json) of one grid"
+    )
     p.add_argument("--metrics", default="psnr,ssim", help="comma list of metrics (default psnr,ssim)")
     p.add_argument("--out", type=Path, required=True, help="prefix of the PNG files")
     p.add_argument("--md", type=Path, help="write the markdown tables here (default: print them)")
@@ -112,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         help="method whose per-image differences to the other generator methods are tabulated ('' for none)",
     )
     args = p.parse_args(argv)
-    res = args.run / "results.json"
-    if not res.is_file():
-        print(f"prior_report: {res} does not exist: give a folder written by genprior bench", file=sys.stderr)
+    try:
+        data = read_runs(args.run)
+    except ValueError as e:
+        print(f"prior_report: {e}", file=sys.stderr)
         return 2
-    data = json.loads(res.read_text())
     summary = bench.summarize(data["rows"])
     title = args.title or data.get("name", "")
     parts = []

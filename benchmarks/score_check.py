@@ -6,9 +6,9 @@
 1. The Fréchet distance to the training set in the data set's classifier space
    (:mod:`genprior.quality`), for the same number of images, of
    * the generator's own samples (``G.sample_native_inputs``);
-   * the generator's states at the stage pushed through the tail with the inputs of *another*
-     sample (StyleGAN2: another ``w`` in the later W+ rows, other noise): the best a model of the
-     state alone can reach, since the score model does not give the tail's inputs;
+   * the generator's states at the stage (with the shared tail latent where the score model
+     covers it: StyleGAN2's ``w``) pushed through the tail with the other inputs (noise) of
+     *another* sample: the best a model of these tensors can reach;
    * states drawn with the reverse SDE (``StateScoreModel.sample``), with the same tail inputs;
    * a Gaussian with the state's mean and scale (what the score model starts from), likewise.
 2. The held-out denoising loss by noise level, on generator states of a seed training never used,
@@ -25,7 +25,7 @@ import torch
 
 from genprior import quality as Q
 from genprior.io import write_json_atomic
-from genprior.score.model import StateScoreModel
+from genprior.score.model import StateScoreModel, modelled_tensors
 from genprior.training.score import loss_by_level
 from genprior.zoo import load_generator
 
@@ -35,8 +35,13 @@ def native(G, n, seed):
 
 
 @torch.no_grad()
-def images_from_states(G, stage, states, seed):
-    return G.tail(stage, states, native(G, states[0].shape[0], seed)).clamp(0, 1)
+def images_from_states(G, S, modelled, seed):
+    """The tail on modelled tensors (the state, then the shared tail latent if the model covers
+    it) with the other inputs of another sample of the generator."""
+    inputs = native(G, modelled[0].shape[0], seed)
+    state = modelled[: len(modelled) - (1 if S.latents else 0)]
+    inputs.update({n: modelled[-1] for n in S.latents})
+    return G.tail(S.stage, state, inputs).clamp(0, 1)
 
 
 def main(argv=None) -> int:
@@ -73,17 +78,17 @@ def main(argv=None) -> int:
             if name.startswith("generator"):
                 inputs = native(G, nb, 50_000 + b)
                 with torch.no_grad():
-                    states = G.head(k, inputs)
+                    states = modelled_tensors(G, k, inputs, S.latents)
                 if name == "generator":
                     with torch.no_grad():
-                        imgs.append(G.tail(k, states, inputs).clamp(0, 1))
+                        imgs.append(G(inputs).clamp(0, 1))
                     continue
             elif name == "score model":
                 states = S.sample(nb, steps=args.sde_steps, seed=60_000 + b)
             else:
                 g = torch.Generator().manual_seed(70_000 + b)
                 states = S.denormalize(tuple(torch.randn((nb, *s), generator=g) for s in S.shapes))
-            imgs.append(images_from_states(G, k, states, 80_000 + b))
+            imgs.append(images_from_states(G, S, states, 80_000 + b))
         x = torch.cat(imgs)
         mu, cov = Q.gaussian_stats(Q.features(clf, x))
         fd = Q.frechet_distance(mu, cov, mu_t, cov_t)

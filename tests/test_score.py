@@ -147,3 +147,31 @@ def test_cli_trains_and_exports(tmp_path, capsys):
     assert StateScoreModel.load(tmp_path / "s.pt").stage == 1
     assert main(argv[:-3] + ["--set", "colour=red", "--no-progress"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_a_stylegan2_score_model_covers_the_tails_shared_w(tmp_path, tiny_stylegan2_path):
+    """On StyleGAN2 the training data are the generator's own samples and the model covers the
+    w that the tail's W+ rows repeat: its last tensor is w (one token), named by ``latents``, and
+    a model without it (or of another stage's rows) is refused."""
+    from genprior.score.model import modelled_tensors
+    from genprior.training.score import generator_states
+    from genprior.zoo import load_generator
+
+    G = load_generator(tiny_stylegan2_path)
+    cfg = ScoreTrainConfig(stage=1, steps=2, batch=4, width=16, depth=1, heads=2, norm_samples=16)
+    train_score(G, tmp_path / "r", cfg, progress=False)
+    export_score(tmp_path / "r" / "checkpoint.pt", tmp_path / "s.pt")
+    m = StateScoreModel.load(tmp_path / "s.pt")
+    assert m.latents == G.shared_tail_latents(1) and len(m.latents) == G.n_latent - 1
+    assert m.shapes[-1] == (G.style_dim,) and len(m.shapes) == len(G.head(1, G.sample_inputs(1))) + 1
+    m.check_generator(G)
+    # the data: native samples, whose shared rows are one vector, and the state it made
+    g = torch.Generator().manual_seed(3)
+    data = generator_states(G, 1, 5, g, m.latents)
+    inputs = G.sample_native_inputs(5, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(data, modelled_tensors(G, 1, inputs, m.latents)))
+    assert torch.allclose(data[-1], inputs["w1"], atol=1e-6) and torch.equal(inputs["w1"], inputs["w0"])
+    d = m.to_dict()
+    d["latents"] = []
+    with pytest.raises(UserError, match="shares"):
+        StateScoreModel.from_dict(d).check_generator(G)

@@ -42,6 +42,40 @@ class LinearGenerator(LayeredGenerator):
         return x.view(u.shape[0], 1, 1, -1)
 
 
+class SharedLinearGenerator(LinearGenerator):
+    """The same network whose own samples tie the tail's latent ``w`` to the state (as StyleGAN2's
+    later W+ rows repeat the state's ``w``): a score model models ``(u, w)`` jointly."""
+
+    def shared_tail_latents(self, k):
+        return ("w",) if k == 1 else ()
+
+
+class JointGaussianScore:
+    """The exact score of ``(u, w) ~ N(mu, Sigma)`` blurred by noise of std ``sigma``, for a model
+    that covers the tail's shared latent ``w``."""
+
+    stage = 1
+    latents = ("w",)
+
+    def __init__(self, mu, Sigma, n_u):
+        self.mu, self.Sigma, self.n_u = mu, Sigma, n_u
+        self.shapes = ((n_u,), (len(mu) - n_u,))
+
+    def normalize(self, state):
+        return tuple(state)
+
+    def denormalize(self, u):
+        return tuple(u)
+
+    def score(self, u, sigma):
+        P = torch.linalg.inv(self.Sigma + sigma**2 * torch.eye(len(self.mu)))
+        s = -(torch.cat(u, 1) - self.mu) @ P.T
+        return (s[:, : self.n_u], s[:, self.n_u :])
+
+    def check_generator(self, G):
+        pass
+
+
 class GaussianScore:
     """The exact score of ``N(mu, Sigma)`` blurred by noise of std ``sigma``."""
 
@@ -78,22 +112,34 @@ def _problem():
     return G, physics, y, W, V, mu, Sigma, sigma_y
 
 
-def test_chains_match_the_exact_gaussian_posterior():
-    """The joint posterior of the state (prior N(mu, Sigma), its exact score) and the tail's
-    latent (prior N(0, 1)) under Gaussian noise is Gaussian: the chains' image-space mean and
-    covariance match it within Monte-Carlo error."""
+@pytest.mark.parametrize("tail", ["independent", "shared"])
+def test_chains_match_the_exact_gaussian_posterior(tail):
+    """The joint posterior of the state and the tail's latent under Gaussian noise is Gaussian
+    when their prior is: ``independent``, the state N(mu, Sigma) (its exact score) and the latent
+    N(0, 1) (the generator draws it alone); ``shared``, (state, latent) jointly N(mu3, Sigma3),
+    correlated, modelled by the score model (as StyleGAN2's w, which makes the state and which
+    its tail reads again). The chains' image-space mean and covariance match it within
+    Monte-Carlo error."""
     G, physics, y, W, V, mu, Sigma, sy = _problem()
     K = 3000
     cfg = SGILOConfig(
         warm_steps=20, chains=K, levels=3, steps_per_level=20, final_steps=1500, step_scale=0.05
     )
-    solver = SGILO(G, cfg, score_model=GaussianScore(mu, Sigma))
+    if tail == "independent":
+        score = GaussianScore(mu, Sigma)
+        prior_prec = torch.block_diag(torch.linalg.inv(Sigma), torch.eye(1))
+        prior_mean = torch.cat([mu, torch.zeros(1)])
+    else:
+        G = SharedLinearGenerator(W, V, 0.5)
+        prior_mean = torch.tensor([0.3, -0.2, 0.4])
+        Sigma3 = torch.tensor([[1.0, 0.5, 0.6], [0.5, 1.0, -0.4], [0.6, -0.4, 1.5]])
+        score = JointGaussianScore(prior_mean, Sigma3, 2)
+        prior_prec = torch.linalg.inv(Sigma3)
+    solver = SGILO(G, cfg, score_model=score)
     x_hat = solver(y, physics)
     post = solver.last_samples
     assert post.samples.shape == (K, 2, 1, 1, 3) and x_hat.shape == (2, 1, 1, 3)
     M = torch.cat([W, V], 1)  # x = M [u; w] + b
-    prior_prec = torch.block_diag(torch.linalg.inv(Sigma), torch.eye(1))
-    prior_mean = torch.cat([mu, torch.zeros(1)])
     C = torch.linalg.inv(prior_prec + M.T @ M / sy**2)
     for i in range(2):
         m_exact = M @ (C @ (prior_prec @ prior_mean + M.T @ (y[i].reshape(-1) - 0.5) / sy**2)) + 0.5
@@ -108,6 +154,8 @@ def test_chains_match_the_exact_gaussian_posterior():
         assert (emp_cov - cov_exact).abs().max() < 0.1 * cov_exact.abs().max()
     assert torch.allclose(x_hat, post.mean.clamp(0, 1))
     # with the tail's latent held at round 0's value, the spread is too small: the test can tell
+    if tail == "shared":
+        return
     fixed = SGILO(
         G, SGILOConfig(**{**cfg.__dict__, "tail_latents": False}), score_model=GaussianScore(mu, Sigma)
     )

@@ -36,8 +36,8 @@ METRIC_COLUMNS = (
     "psnr", "ssim", "mse", "lpips", "meas_err", "correct", "psnr_sample", "calibration", "std_mean",
     "time_s", "cpu_s",
 )  # fmt: skip
-#: the last three of METRIC_COLUMNS come from posterior samplers only: one sample's PSNR, the share
-#: of unobserved true pixels inside mean +- 2 std, and the mean per-pixel std
+#: psnr_sample, calibration and std_mean come from posterior samplers only: one sample's PSNR, the
+#: share of unobserved true pixels inside mean +- 2 std, and the mean per-pixel std
 ROW_COLUMNS = (
     "task", "task_type", "level_param", "level", "method", "method_name", "seed", "batch",
     "image", "image_id", "label", "psnr", "ssim", "mse", "lpips", "meas_err", "pred", "correct",

@@ -90,13 +90,19 @@ class LayeredGenerator(nn.Module):
         which can be wider (StyleGAN2's W+ with independent rows); by default the two agree."""
         return self.sample_inputs(batch_size, generator=generator, device=device)
 
+    def shared_tail_latents(self, k: int) -> tuple[str, ...]:
+        """The latent inputs that ``tail(k, ...)`` reads and that the generator's own samples set to
+        one shared vector, which also made the state (StyleGAN2: the later W+ rows, each the
+        sample's ``w``). A model of the state at stage ``k`` models that vector with it. Default:
+        none."""
+        return ()
+
     def independent_tail_latents(self, k: int) -> tuple[str, ...]:
-        """The latent inputs that ``tail(k, ...)`` reads and that the generator's own samples
-        (:meth:`sample_native_inputs`) draw from ``N(0, I)`` independently of the state at stage
-        ``k``: a posterior sampler of the state may give them that exact prior. Default: every
-        latent the tail reads; StyleGAN2: none (its later W+ rows repeat the ``w`` that made the
-        state)."""
-        return tuple(n for n in self.tail_inputs(k) if self.spec(n).kind == "latent")
+        """The other latent inputs that ``tail(k, ...)`` reads: the generator's own samples
+        (:meth:`sample_native_inputs`) draw them from ``N(0, I)`` independently of the state at
+        stage ``k``, so a posterior sampler of the state may give them that exact prior."""
+        shared = self.shared_tail_latents(k)
+        return tuple(n for n in self.tail_inputs(k) if self.spec(n).kind == "latent" and n not in shared)
 
     def latent_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.input_specs if s.kind == "latent")

@@ -848,8 +848,9 @@ class StyleGAN2Layered(LayeredGenerator):
             out[name] = torch.randn((batch_size, *shape), generator=generator).to(device)
         return out
 
-    def independent_tail_latents(self, k: int) -> tuple[str, ...]:
-        return ()  # every W+ row of a sample is the same w: the tail's rows are tied to the state
+    def shared_tail_latents(self, k: int) -> tuple[str, ...]:
+        # every W+ row of a sample is the same w: the tail's rows repeat the w that made the state
+        return tuple(n for n in self.tail_inputs(k) if self.spec(n).kind == "latent")
 
     def to_w(self, v: Tensor) -> Tensor:
         """One latent input -> the ``w`` the network reads."""

@@ -8,6 +8,11 @@ map and its RGB skip image) has its own input and output projection and position
 the tokens of all of them attend to each other. The time enters as a sinusoidal embedding added
 to every token. Small by default (width 128, 4 layers): a few MB.
 
+Where the generator's tail reads a latent that its own samples share with the head (StyleGAN2's
+later W+ rows repeat the ``w`` that made the state), the model covers it too: its last tensor is
+that vector (one token), and ``latents`` names the generator inputs it stands for
+(:func:`modelled_tensors`). "The state" below includes it.
+
 The model works on the *normalised* state ``u = (state - mean) / scale`` (``mean`` elementwise,
 ``scale`` one number per tensor, both measured on generator samples when training starts), so one
 noise schedule suits every layer. It predicts the noise ``eps`` of the VP SDE
@@ -61,6 +66,19 @@ def _from_tokens(tok: Tensor, shape: Sequence[int]) -> Tensor:
     if len(shape) == 2:
         return tok
     return tok.squeeze(1)
+
+
+def modelled_tensors(
+    G: Any, stage: int, inputs: dict[str, Tensor], latents: Sequence[str] = ()
+) -> tuple[Tensor, ...]:
+    """What a score model of ``G``'s state at ``stage`` models for these inputs: the state
+    ``G.head(stage, inputs)`` and, when ``latents`` names the tail's shared latent inputs
+    (``G.shared_tail_latents``), their mean (the shared vector itself for the generator's own
+    samples; a solver's estimate where the rows differ)."""
+    state = tuple(x.detach() for x in G.head(stage, inputs))
+    if not latents:
+        return state
+    return state + (torch.stack([inputs[n].detach() for n in latents]).mean(0),)
 
 
 def time_embedding(t: Tensor, dim: int) -> Tensor:
@@ -125,9 +143,11 @@ class StateScoreModel(nn.Module):
         generator_sha: str,
         sde: VPSDE | None = None,
         info: dict[str, Any] | None = None,
+        latents: Sequence[str] = (),
     ):
         super().__init__()
         self.net = net
+        self.latents = tuple(str(n) for n in latents)  # the inputs the last tensor stands for
         self.sde = sde or VPSDE()
         self.stage = int(stage)
         self.generator_sha = str(generator_sha)
@@ -171,6 +191,12 @@ class StateScoreModel(nn.Module):
             raise UserError(
                 f"this score model was trained on another generator (weights {self.generator_sha[:12]}, "
                 f"given {sha[:12]}): train one for this generator with `genprior train score`"
+            )
+        shared = tuple(G.shared_tail_latents(self.stage))
+        if self.latents != shared:
+            raise UserError(
+                f"this score model covers the tail latents {list(self.latents)} but the generator's tail "
+                f"at stage {self.stage} shares {list(shared)}: train it again with this genprior"
             )
 
     # ---- sampling -----------------------------------------------------------------------------
@@ -217,6 +243,7 @@ class StateScoreModel(nn.Module):
             "generator_sha": self.generator_sha,
             "sde": {"beta_min": self.sde.beta_min, "beta_max": self.sde.beta_max},
             "info": self.info,
+            "latents": list(self.latents),
         }
 
     @classmethod
@@ -229,7 +256,14 @@ class StateScoreModel(nn.Module):
         net = StateScoreNet(shapes, d["width"], d["depth"], d["heads"])
         net.load_state_dict(d["net"])
         return cls(
-            net, d["mean"], d["scale"], d["stage"], d["generator_sha"], VPSDE(**d["sde"]), d.get("info")
+            net,
+            d["mean"],
+            d["scale"],
+            d["stage"],
+            d["generator_sha"],
+            VPSDE(**d["sde"]),
+            d.get("info"),
+            d.get("latents", ()),
         )
 
     @classmethod

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
+from ..score.model import modelled_tensors
 from .common import (
     Best,
     GenerativeSolver,
@@ -152,7 +153,8 @@ class SGILO(GenerativeSolver):
 
     ``solver.last_samples`` holds the :class:`PosteriorSamples` of the last solve (also
     ``last_record.posterior``). ``score_model`` may be given directly (any object with
-    ``stage``, ``normalize``, ``denormalize``, ``score(u, sigma)`` and ``check_generator``)."""
+    ``stage``, ``shapes``, ``normalize``, ``denormalize``, ``score(u, sigma)``,
+    ``check_generator`` and, if it covers the tail's shared latent, ``latents``)."""
 
     method = "sgilo"
 
@@ -219,20 +221,29 @@ class SGILO(GenerativeSolver):
             # K chains per image, chain-major: entry k * B + i is chain k of image i
             inputs = {k: v.detach().repeat(K, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
             yk = y.repeat(K, *([1] * (y.dim() - 1)))
-            # the variables: the normalised state (prior: the score model) and the latents the
-            # tail reads that the generator draws independently of it (prior: N(0, I), exact)
-            lat = list(G.independent_tail_latents(stage)) if cfg.tail_latents else []
+            # the variables: the normalised state, with the tail's shared latent where the score
+            # model covers it (StyleGAN2's later W+ rows: one w, started at the mean of round 0's
+            # rows) (prior: the score model), and the latents the tail reads that the generator
+            # draws independently of the state (prior: N(0, I), exact)
+            shared = tuple(getattr(S, "latents", ()))
+            lat = (
+                [k for k in G.independent_tail_latents(stage) if k not in shared] if cfg.tail_latents else []
+            )
             n_state = len(S.shapes)
             g = torch.Generator().manual_seed(cfg.seed + 1)
             with torch.no_grad():
-                u = tuple(x.detach().clone() for x in S.normalize(G.head(stage, inputs)))
+                u = tuple(x.clone() for x in S.normalize(modelled_tensors(G, stage, inputs, shared)))
                 u = u + tuple(inputs[k].detach().clone() for k in lat)
                 if cfg.update == "langevin":  # each chain starts from its own draw of the blur at sigma_max
                     u = tuple(x + cfg.sigma_max * torch.randn(x.shape, generator=g).to(x) for x in u)
 
             def image(uu: tuple[Tensor, ...]) -> Tensor:
+                modelled = S.denormalize(uu[:n_state])
                 cur = {**inputs, **dict(zip(lat, uu[n_state:]))}
-                return G.tail(stage, S.denormalize(uu[:n_state]), cur)
+                if shared:
+                    cur.update({k: modelled[-1] for k in shared})
+                    modelled = modelled[:-1]
+                return G.tail(stage, tuple(modelled), cur)
 
             def prior_score(uu: tuple[Tensor, ...], sigma: float) -> tuple[Tensor, ...]:
                 return S.score(uu[:n_state], sigma) + tuple(-x / (1 + sigma**2) for x in uu[n_state:])

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..generators.base import LayeredGenerator
 from ..generators.checkpoint import safe_load
 from ..io import atomic_path
-from ..score.model import StateScoreModel, StateScoreNet, weights_fingerprint
+from ..score.model import StateScoreModel, StateScoreNet, modelled_tensors, weights_fingerprint
 from ..score.sde import VPSDE
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -83,17 +83,19 @@ def _gen(seed: int, step: int, what: int) -> torch.Generator:
 
 @torch.no_grad()
 def generator_states(
-    G: LayeredGenerator, stage: int, n: int, generator: torch.Generator
+    G: LayeredGenerator, stage: int, n: int, generator: torch.Generator, latents: tuple[str, ...] = ()
 ) -> tuple[Tensor, ...]:
     """``n`` states at ``stage`` of the generator's own samples (fresh inputs from ``generator``:
     :meth:`~genprior.generators.base.LayeredGenerator.sample_native_inputs`, so StyleGAN2's W+
-    rows are one ``w``, not the independent rows of the space ILO searches)."""
+    rows are one ``w``, not the independent rows of the space ILO searches), followed by the
+    shared tail latent when ``latents`` names its inputs (:func:`modelled_tensors`)."""
     inputs = G.sample_native_inputs(n, generator=generator)
-    return tuple(s.detach() for s in G.head(stage, inputs))
+    return modelled_tensors(G, stage, inputs, latents)
 
 
 def _normalisation(G: LayeredGenerator, cfg: ScoreTrainConfig) -> tuple[list[Tensor], list[float]]:
-    states = generator_states(G, cfg.stage, cfg.norm_samples, _gen(cfg.seed, 0, 15))
+    latents = G.shared_tail_latents(cfg.stage)
+    states = generator_states(G, cfg.stage, cfg.norm_samples, _gen(cfg.seed, 0, 15), latents)
     mean = [s.mean(0) for s in states]
     scale = [max(float((s - m).pow(2).mean().sqrt()), 1e-8) for s, m in zip(states, mean)]
     return mean, scale
@@ -110,7 +112,7 @@ def denoising_loss(
 
 
 def _batch_loss(model: StateScoreModel, G: LayeredGenerator, cfg: ScoreTrainConfig, step: int) -> Tensor:
-    u = model.normalize(generator_states(G, cfg.stage, cfg.batch, _gen(cfg.seed, step, 1)))
+    u = model.normalize(generator_states(G, cfg.stage, cfg.batch, _gen(cfg.seed, step, 1), model.latents))
     g = _gen(cfg.seed, step, 2)
     t = cfg.t_min + (1 - cfg.t_min) * torch.rand(cfg.batch, generator=g)
     eps = tuple(torch.randn(x.shape, generator=g) for x in u)
@@ -128,7 +130,8 @@ def loss_by_level(
     """Denoising loss on ``n`` held-out generator states (a seed training never uses) at fixed
     times, with the noise level ``sigma`` each time stands for."""
     times = times or (1e-3, 0.01, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
-    u = model.normalize(generator_states(G, model.stage, n, torch.Generator().manual_seed(seed)))
+    gen = torch.Generator().manual_seed(seed)
+    u = model.normalize(generator_states(G, model.stage, n, gen, model.latents))
     out = []
     for tv in times:
         g = torch.Generator().manual_seed(seed + 1)
@@ -186,7 +189,8 @@ def train_score(
         torch.manual_seed(cfg.seed)  # the network's initialisation only
         net = StateScoreNet(tuple(tuple(m.shape) for m in mean), cfg.width, cfg.depth, cfg.heads)
         info = {"generator": generator_name, "trained_on": "generator samples"}
-        model = StateScoreModel(net, mean, scale, cfg.stage, sha, VPSDE(), info)
+        latents = G.shared_tail_latents(cfg.stage)
+        model = StateScoreModel(net, mean, scale, cfg.stage, sha, VPSDE(), info, latents)
         ema = copy.deepcopy(model)
         step, history, elapsed = 0, [], 0.0
         ck = None
