@@ -6,12 +6,14 @@ generator's intermediate layer (:mod:`genprior.score`), and samples the posterio
 
 1. **Round 0** (a warm start): ILO's first round, Adam on the generator's inputs (with geocross
    and the spherical projection), which finds the region of the posterior.
-2. **The score round** at the score model's stage ``k``: the state ``u`` (normalised) and the
-   latents the tail still reads (StyleGAN2's later W+ rows, whose prior is the generator's own
-   ``N(0, I)``) follow Langevin dynamics on ``log p(y | u, w) + log p_theta(u) + log N(w)``, ``K``
-   chains per image in one batch, each starting from round 0's answer plus its own noise of std
-   ``sigma_max``. ``p(y | u, w)`` is Gaussian with the physics' noise level (``noise_sigma``,
-   default 0.01, where the physics has none).
+2. **The score round** at the score model's stage ``k``: the state ``u`` (normalised, with the
+   latent the tail shares with the head where the score model covers it: StyleGAN2's ``w`` of
+   the later W+ rows) and the latents ``w`` the tail reads that the generator draws independently
+   of the state (prior ``N(0, I)``) follow Langevin dynamics on
+   ``log p(y | u, w) + log p_theta(u) + log N(w)``, ``K`` chains per image in one batch, each
+   starting from round 0's answer plus its own noise of std ``sigma_max``. ``p(y | u, w)`` is
+   Gaussian with the physics' noise level (``noise_sigma``, default 0.01, where the physics has
+   none).
    Annealed over noise levels ``sigma_max -> sigma_min`` of the prior (Song & Ermon 2019;
    Jalal et al. 2021 for the likelihood): at level ``sigma_i`` the score of the blurred prior,
    the likelihood with variance ``noise_sigma^2 + step_scale sigma_i^2 L`` (``L`` the top
@@ -90,8 +92,9 @@ class SGILOConfig(SolverConfig):
         power_iters: power iterations that measure the curvature ``L``.
         tail_latents: let the latents the tail still reads that the generator draws independently
             of the state (``G.independent_tail_latents``) follow the Langevin dynamics too, with
-            their exact ``N(0, I)`` prior; off, they stay at round 0's values. StyleGAN2 has none
-            (its later W+ rows repeat the ``w`` that made the state): they stay at round 0's.
+            their exact ``N(0, I)`` prior; off, they stay at round 0's values. (StyleGAN2 has none:
+            its later W+ rows repeat the ``w`` that made the state, which the score model covers
+            with the state and the chains always sample.)
         seed: seed of round 0's inputs and of the Langevin noise.
     """
 
