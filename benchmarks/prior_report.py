@@ -96,7 +96,7 @@ def paired_table(rows: list[dict[str, Any]], metric: str, ref: str, others: list
             if not d:
                 cells.append("-")
                 continue
-            mean, se = bench._mean_se(d)
+            mean, se = bench.mean_se(d)
             wins = sum(1 for v in d if sign * v > 0) / len(d)
             cells.append(f"{mean:+.2f} ± {se:.2f} ({100 * wins:.0f}%)")
         lines.append(f"| {task} | {json.loads(lv)} | " + " | ".join(cells) + " |")

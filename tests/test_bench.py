@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -481,3 +482,36 @@ def test_code_fingerprint_changes_with_the_source(tmp_path, monkeypatch):
     finally:
         resume._module_file.cache_clear()
         sys.modules.pop("genprior_fp_probe", None)
+
+
+def test_prior_report_reads_runs_of_one_grid(workdir, reference, tmp_path):
+    """benchmarks/prior_report.py: tables with paired per-image differences, from one run or from
+    runs of one grid split into configs of methods; runs of other measurements are refused."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_report.py"
+    spec = importlib.util.spec_from_file_location("prior_report", path)
+    pr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pr)
+    (workdir / "ilo_only.toml").write_text(
+        GRID.split("[[methods]]")[0] + '[[methods]]\nname = "ilo"\nsteps = [6, 4]\nstages = [1]\n'
+    )
+    (workdir / "csgm_only.toml").write_text(GRID.split('[[methods]]\nname = "ilo"')[0])
+    bench.run_bench(workdir / "ilo_only.toml", workdir / "ilo_only", progress=False)
+    bench.run_bench(workdir / "csgm_only.toml", workdir / "csgm_only", progress=False)
+    args = ["--metrics", "psnr", "--paired", "ilo", "--out", str(tmp_path / "p")]
+    assert pr.main([str(workdir / "ref"), *args, "--md", str(tmp_path / "one.md")]) == 0
+    assert (
+        pr.main(
+            [str(workdir / "csgm_only"), str(workdir / "ilo_only"), *args, "--md", str(tmp_path / "two.md")]
+        )
+        == 0
+    )
+    one, two = (tmp_path / "one.md").read_text(), (tmp_path / "two.md").read_text()
+    assert "| ilo - csgm |" in one and one == two  # the same rows: the same tables
+    assert pr.main([str(workdir / "ref"), str(workdir / "ilo_only"), *args]) == 2  # ilo twice
+    (workdir / "other.toml").write_text(
+        GRID.replace("noise_std = 0.05", "noise_std = 0.1").split('[[methods]]\nname = "ilo"')[0]
+    )
+    bench.run_bench(workdir / "other.toml", workdir / "other", progress=False)
+    assert pr.main([str(workdir / "ilo_only"), str(workdir / "other"), *args]) == 2  # other measurements

@@ -14,7 +14,8 @@ from ..tables import fmt, markdown_table, write_csv
 from .config import FORMAT, FORMAT_VERSION, METRIC_COLUMNS, ROW_COLUMNS, TIMING_COLUMNS, BenchConfig
 
 
-def _mean_se(vals: list[float]) -> tuple[float, float]:
+def mean_se(vals: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the finite values (nan where there are too few)."""
     v = [float(x) for x in vals if x is not None and math.isfinite(float(x))]
     if not v:
         return math.nan, math.nan
@@ -42,7 +43,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for k in METRIC_COLUMNS:
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
-                d[f"{k}_mean"], d[f"{k}_se"] = _mean_se(vals)
+                d[f"{k}_mean"], d[f"{k}_se"] = mean_se(vals)
         out.append(d)
     return out
 
