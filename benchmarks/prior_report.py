@@ -165,8 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         bench.plot_summary(summary, metric, png, title=title, best_of=LASSO_FAMILIES)
         parts.append(f"### {bench.METRIC_LABELS.get(metric, metric)}\n\n{table(summary, metric)}")
         methods = list(dict.fromkeys(r["method"] for r in data["rows"]))
-        if args.paired and args.paired in methods:
-            others = [m for m in methods if m != args.paired and not m.startswith("Lasso")]
+        others = [  # the methods that have this metric (a posterior sampler's are its own)
+            m
+            for m in methods
+            if m != args.paired
+            and not m.startswith("Lasso")
+            and any(r["method"] == m and r.get(metric) is not None for r in data["rows"])
+        ]
+        if args.paired and args.paired in methods and others and metric not in bench.TIMING_COLUMNS:
             parts.append(
                 f"Paired per-image differences, {args.paired} minus each method (same images, seeds and "
                 f"measurements), mean ± standard error (share of images where {args.paired} is better):\n\n"
