@@ -10,7 +10,9 @@
      covers it: StyleGAN2's ``w``) pushed through the tail with the other inputs (noise) of
      *another* sample: the best a model of these tensors can reach;
    * states drawn with the reverse SDE (``StateScoreModel.sample``), with the same tail inputs;
-   * a Gaussian with the state's mean and scale (what the score model starts from), likewise.
+   * a Gaussian with the state's mean and scale (what the score model starts from), likewise;
+   * for reference, the generator on independent draws of every input (``G.sample_inputs``: for
+     StyleGAN2 independent Gaussianised W+ rows, the space ILO and PULSE search).
 2. The held-out denoising loss by noise level, on generator states of a seed training never used,
    beside the loss of the Gaussian baseline (``eps = sqrt(1 - abar) u``, the network's output at
    initialisation).
@@ -44,6 +46,9 @@ def images_from_states(G, S, modelled, seed):
     return G.tail(S.stage, state, inputs).clamp(0, 1)
 
 
+ROWS = ("generator", "generator states, other tail", "score model", "gaussian", "independent inputs")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -57,6 +62,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sde-steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--rows", default=",".join(ROWS), help=f"comma list of FD rows (default all: {', '.join(ROWS)})"
+    )
     args = ap.parse_args(argv)
 
     G = load_generator(args.model)
@@ -69,7 +77,9 @@ def main(argv=None) -> int:
         clf = Q.load_classifier(args.dataset)
         xtr, _ = Q.dataset_images(args.dataset, "train")
         mu_t, cov_t = Q.gaussian_stats(Q.features(clf, xtr))
-    names = ("generator", "generator states, other tail", "score model", "gaussian")
+    names = [r for r in args.rows.split(",") if r]
+    if any(r not in ROWS for r in names):
+        ap.error(f"--rows: choose from {', '.join(ROWS)}")
     for name in names if args.dataset != "none" else ():
         t0 = time.time()
         imgs = []
@@ -83,6 +93,11 @@ def main(argv=None) -> int:
                     with torch.no_grad():
                         imgs.append(G(inputs).clamp(0, 1))
                     continue
+            elif name == "independent inputs":
+                g = torch.Generator().manual_seed(90_000 + b)
+                with torch.no_grad():
+                    imgs.append(G(G.sample_inputs(nb, generator=g)).clamp(0, 1))
+                continue
             elif name == "score model":
                 states = S.sample(nb, steps=args.sde_steps, seed=60_000 + b)
             else:
