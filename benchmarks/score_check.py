@@ -27,7 +27,7 @@ import torch
 
 from genprior import quality as Q
 from genprior.io import write_json_atomic
-from genprior.score.model import StateScoreModel, modelled_tensors
+from genprior.score.model import StateScoreModel, modelled_tensors, split_modelled
 from genprior.training.score import loss_by_level
 from genprior.zoo import load_generator
 
@@ -40,13 +40,11 @@ def native(G, n, seed):
 def images_from_states(G, S, modelled, seed):
     """The tail on modelled tensors (the state, then the shared tail latent if the model covers
     it) with the other inputs of another sample of the generator."""
-    inputs = native(G, modelled[0].shape[0], seed)
-    state = modelled[: len(modelled) - (1 if S.latents else 0)]
-    inputs.update({n: modelled[-1] for n in S.latents})
+    state, inputs = split_modelled(modelled, native(G, modelled[0].shape[0], seed), S.latents)
     return G.tail(S.stage, state, inputs).clamp(0, 1)
 
 
-ROWS = ("generator", "generator states, other tail", "score model", "gaussian", "independent inputs")
+ROWS = ("generator", "generator states with other tail", "score model", "gaussian", "independent inputs")
 
 
 def main(argv=None) -> int:
@@ -108,7 +106,7 @@ def main(argv=None) -> int:
         mu, cov = Q.gaussian_stats(Q.features(clf, x))
         fd = Q.frechet_distance(mu, cov, mu_t, cov_t)
         rows.append({"states": name, "fd": fd, "seconds": round(time.time() - t0, 1)})
-        print(f"{name:>28}: FD {fd:.2f} ({args.n} images, {rows[-1]['seconds']} s)", flush=True)
+        print(f"{name:>32}: FD {fd:.2f} ({args.n} images, {rows[-1]['seconds']} s)", flush=True)
     out["fd"] = rows
     levels = loss_by_level(S, G, n=1024)
     net = S.net

@@ -11,7 +11,7 @@ to every token. Small by default (width 128, 4 layers): a few MB.
 Where the generator's tail reads a latent that its own samples share with the head (StyleGAN2's
 later W+ rows repeat the ``w`` that made the state), the model covers it too: its last tensor is
 that vector (one token), and ``latents`` names the generator inputs it stands for
-(:func:`modelled_tensors`). "The state" below includes it.
+(:func:`modelled_tensors`, :func:`split_modelled`). "The state" below includes it.
 
 The model works on the *normalised* state ``u = (state - mean) / scale`` (``mean`` elementwise,
 ``scale`` one number per tensor, both measured on generator samples when training starts), so one
@@ -79,6 +79,16 @@ def modelled_tensors(
     if not latents:
         return state
     return state + (torch.stack([inputs[n].detach() for n in latents]).mean(0),)
+
+
+def split_modelled(
+    modelled: Sequence[Tensor], inputs: dict[str, Tensor], latents: Sequence[str] = ()
+) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
+    """The inverse of :func:`modelled_tensors`: the state and the tail's inputs (``inputs`` with
+    every shared latent input set to the modelled vector) that modelled tensors stand for."""
+    if not latents:
+        return tuple(modelled), inputs
+    return tuple(modelled[:-1]), {**inputs, **{n: modelled[-1] for n in latents}}
 
 
 def time_embedding(t: Tensor, dim: int) -> Tensor:

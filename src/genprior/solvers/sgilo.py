@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
-from ..score.model import modelled_tensors
+from ..score.model import modelled_tensors, split_modelled
 from .common import (
     Best,
     GenerativeSolver,
@@ -241,12 +241,8 @@ class SGILO(GenerativeSolver):
                     u = tuple(x + cfg.sigma_max * torch.randn(x.shape, generator=g).to(x) for x in u)
 
             def image(uu: tuple[Tensor, ...]) -> Tensor:
-                modelled = S.denormalize(uu[:n_state])
                 cur = {**inputs, **dict(zip(lat, uu[n_state:]))}
-                if shared:
-                    cur.update({k: modelled[-1] for k in shared})
-                    modelled = modelled[:-1]
-                return G.tail(stage, tuple(modelled), cur)
+                return G.tail(stage, *split_modelled(S.denormalize(uu[:n_state]), cur, shared))
 
             def prior_score(uu: tuple[Tensor, ...], sigma: float) -> tuple[Tensor, ...]:
                 return S.score(uu[:n_state], sigma) + tuple(-x / (1 + sigma**2) for x in uu[n_state:])
