@@ -50,32 +50,6 @@ class SharedLinearGenerator(LinearGenerator):
         return ("w",) if k == 1 else ()
 
 
-class JointGaussianScore:
-    """The exact score of ``(u, w) ~ N(mu, Sigma)`` blurred by noise of std ``sigma``, for a model
-    that covers the tail's shared latent ``w``."""
-
-    stage = 1
-    latents = ("w",)
-
-    def __init__(self, mu, Sigma, n_u):
-        self.mu, self.Sigma, self.n_u = mu, Sigma, n_u
-        self.shapes = ((n_u,), (len(mu) - n_u,))
-
-    def normalize(self, state):
-        return tuple(state)
-
-    def denormalize(self, u):
-        return tuple(u)
-
-    def score(self, u, sigma):
-        P = torch.linalg.inv(self.Sigma + sigma**2 * torch.eye(len(self.mu)))
-        s = -(torch.cat(u, 1) - self.mu) @ P.T
-        return (s[:, : self.n_u], s[:, self.n_u :])
-
-    def check_generator(self, G):
-        pass
-
-
 class GaussianScore:
     """The exact score of ``N(mu, Sigma)`` blurred by noise of std ``sigma``."""
 
@@ -97,6 +71,22 @@ class GaussianScore:
 
     def check_generator(self, G):
         pass
+
+
+class JointGaussianScore(GaussianScore):
+    """The exact score of ``(u, w) ~ N(mu, Sigma)`` blurred by noise of std ``sigma``, for a model
+    that covers the tail's shared latent ``w`` (its first ``n_u`` coordinates are the state)."""
+
+    latents = ("w",)
+
+    def __init__(self, mu, Sigma, n_u):
+        super().__init__(mu, Sigma)
+        self.n_u = n_u
+        self.shapes = ((n_u,), (len(mu) - n_u,))
+
+    def score(self, u, sigma):
+        (s,) = super().score((torch.cat(u, 1),), sigma)
+        return (s[:, : self.n_u], s[:, self.n_u :])
 
 
 def _problem():

@@ -108,7 +108,7 @@ def test_bundled_fmnist_stylegan2() -> None:
     assert torch.isfinite(x).all()
     assert -1.0 < float(x.min()) and float(x.max()) < 2.0  # about [0, 1] (not clamped)
     # the generator's own samples overshoot white a little (seed 0: 97.6 % of pixels inside)
-    assert float(((x > -0.1) & (x < 1.1)).float().mean()) > 0.95
+    assert float(((x > -0.1) & (x < 1.1)).float().mean()) > 0.97
     assert float(x.std()) > 0.1  # not constant
     assert float((x - x.mean(0)).abs().mean()) > 0.03  # samples differ from each other
     # Fashion-MNIST images are zero-padded: the 2-px border is (almost) black
