@@ -93,8 +93,9 @@ def generator_states(
     return modelled_tensors(G, stage, inputs, latents)
 
 
-def _normalisation(G: LayeredGenerator, cfg: ScoreTrainConfig) -> tuple[list[Tensor], list[float]]:
-    latents = G.shared_tail_latents(cfg.stage)
+def _normalisation(
+    G: LayeredGenerator, cfg: ScoreTrainConfig, latents: tuple[str, ...]
+) -> tuple[list[Tensor], list[float]]:
     states = generator_states(G, cfg.stage, cfg.norm_samples, _gen(cfg.seed, 0, 15), latents)
     mean = [s.mean(0) for s in states]
     scale = [max(float((s - m).pow(2).mean().sqrt()), 1e-8) for s, m in zip(states, mean)]
@@ -185,11 +186,11 @@ def train_score(
             raise UserError("--stage 0 has no state to model: give a stage >= 1")
         if ck_path.exists():
             raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
-        mean, scale = _normalisation(G, cfg)
+        latents = G.shared_tail_latents(cfg.stage)
+        mean, scale = _normalisation(G, cfg, latents)
         torch.manual_seed(cfg.seed)  # the network's initialisation only
         net = StateScoreNet(tuple(tuple(m.shape) for m in mean), cfg.width, cfg.depth, cfg.heads)
         info = {"generator": generator_name, "trained_on": "generator samples"}
-        latents = G.shared_tail_latents(cfg.stage)
         model = StateScoreModel(net, mean, scale, cfg.stage, sha, VPSDE(), info, latents)
         ema = copy.deepcopy(model)
         step, history, elapsed = 0, [], 0.0
