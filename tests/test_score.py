@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import deepinv as dinv
 import pytest
 import torch
 
@@ -113,7 +114,9 @@ def test_files_generator_check_and_bad_settings(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="junk.pt"):
         StateScoreModel.load(tmp_path / "junk.pt")
-    for bad in (dict(stage=0), dict(width=15), dict(lr=-1.0), dict(ema=1.0), dict(batch=2.5)):
+    with pytest.raises(UserError, match="stage 0 of this generator has nothing to learn"):
+        train_score(G, tmp_path / "r0", ScoreTrainConfig(**{**cfg.__dict__, "stage": 0}), progress=False)
+    for bad in (dict(stage=-1), dict(width=15), dict(lr=-1.0), dict(ema=1.0), dict(batch=2.5)):
         with pytest.raises(UserError):
             ScoreTrainConfig(**bad)
     from genprior.zoo import load_score_model
@@ -175,3 +178,41 @@ def test_a_stylegan2_score_model_covers_the_tails_shared_w(tmp_path, tiny_styleg
     d["latents"] = []
     with pytest.raises(UserError, match="shares"):
         StateScoreModel.from_dict(d).check_generator(G)
+
+
+def test_a_stage_0_model_covers_round_0s_latent_and_sgilo_samples_it(tmp_path, tiny_stylegan2_path):
+    """At stage 0 there is no state: a StyleGAN2 score model models the one w its samples write in
+    every W+ row (round 0's search space), and SGILO's chains sample that w and the noise maps."""
+    from genprior.solvers.sgilo import SGILO, SGILOConfig
+    from genprior.zoo import load_generator
+
+    G = load_generator(tiny_stylegan2_path)
+    cfg = ScoreTrainConfig(stage=0, steps=2, batch=4, width=16, depth=1, heads=2, norm_samples=16)
+    train_score(G, tmp_path / "r", cfg, progress=False)
+    export_score(tmp_path / "r" / "checkpoint.pt", tmp_path / "s0.pt")
+    m = StateScoreModel.load(tmp_path / "s0.pt")
+    assert m.stage == 0 and m.shapes == ((G.style_dim,),) and m.latents == G.latent_names()
+    x = G(G.sample_native_inputs(2, generator=torch.Generator().manual_seed(0)))
+    physics = dinv.physics.Inpainting(tuple(x.shape[1:]), mask=0.5, rng=torch.Generator().manual_seed(0))
+    y = physics(x)
+    sc = SGILOConfig(warm_steps=3, fit_steps=2, chains=3, levels=2, steps_per_level=2, final_steps=2)
+    s = SGILO(G, sc, score_model=m)
+    out = s(y, physics)
+    assert out.shape == x.shape and torch.isfinite(out).all() and s.last_samples.samples.shape[0] == 3
+    # every chain's image is its own: the chains sample the w and the tail's noise maps
+    assert (s.last_samples.std.flatten(1).mean(1) > 1e-3).all()
+    with pytest.raises(UserError, match="stage 0 must model"):
+        SGILO(
+            G,
+            SGILOConfig(),
+            score_model=type("S", (), {"stage": 0, "check_generator": lambda self, G: None})(),
+        )
+
+
+def test_the_zoo_picks_a_bundled_score_model_by_stage():
+    from genprior.zoo import load_generator, load_score_model
+
+    G = load_generator("fmnist-stylegan2-32")
+    assert load_score_model(G).stage == 2 and load_score_model(G, stage=2).stage == 2
+    with pytest.raises(UserError, match="no bundled score model of stage 1 .*bundled stages: 2"):
+        load_score_model(G, stage=1)

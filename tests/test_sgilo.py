@@ -50,6 +50,15 @@ class SharedLinearGenerator(LinearGenerator):
         return ("w",) if k == 1 else ()
 
 
+class NoiseLinearGenerator(LinearGenerator):
+    """The same network whose second input is a noise map (as StyleGAN2's per-layer noise): the
+    generator draws it N(0, 1) independently of the state, and the chains sample it too."""
+
+    def __init__(self, W, V, b):
+        super().__init__(W, V, b)
+        self.input_specs = (self.input_specs[0], InputSpec("w", (V.shape[1],), "noise"))
+
+
 class GaussianScore:
     """The exact score of ``N(mu, Sigma)`` blurred by noise of std ``sigma``."""
 
@@ -102,20 +111,22 @@ def _problem():
     return G, physics, y, W, V, mu, Sigma, sigma_y
 
 
-@pytest.mark.parametrize("tail", ["independent", "shared"])
+@pytest.mark.parametrize("tail", ["independent", "shared", "noise"])
 def test_chains_match_the_exact_gaussian_posterior(tail):
     """The joint posterior of the state and the tail's latent under Gaussian noise is Gaussian
     when their prior is: ``independent``, the state N(mu, Sigma) (its exact score) and the latent
     N(0, 1) (the generator draws it alone); ``shared``, (state, latent) jointly N(mu3, Sigma3),
     correlated, modelled by the score model (as StyleGAN2's w, which makes the state and which
-    its tail reads again). The chains' image-space mean and covariance match it within
+    its tail reads again); ``noise``, as ``independent`` with the latent a noise input (as
+    StyleGAN2's noise maps). The chains' image-space mean and covariance match it within
     Monte-Carlo error."""
     G, physics, y, W, V, mu, Sigma, sy = _problem()
     K = 3000
     cfg = SGILOConfig(
         warm_steps=20, chains=K, levels=3, steps_per_level=20, final_steps=1500, step_scale=0.05
     )
-    if tail == "independent":
+    if tail in ("independent", "noise"):
+        G = NoiseLinearGenerator(W, V, 0.5) if tail == "noise" else G
         score = GaussianScore(mu, Sigma)
         prior_prec = torch.block_diag(torch.linalg.inv(Sigma), torch.eye(1))
         prior_mean = torch.cat([mu, torch.zeros(1)])
@@ -143,12 +154,12 @@ def test_chains_match_the_exact_gaussian_posterior(tail):
         emp_cov = torch.cov(s.T)
         assert (emp_cov - cov_exact).abs().max() < 0.1 * cov_exact.abs().max()
     assert torch.allclose(x_hat, post.mean.clamp(0, 1))
-    # with the tail's latent held at round 0's value, the spread is too small: the test can tell
+    # with the tail's latent (or noise) held at round 0's value, the spread is too small: the test
+    # can tell
     if tail == "shared":
         return
-    fixed = SGILO(
-        G, SGILOConfig(**{**cfg.__dict__, "tail_latents": False}), score_model=GaussianScore(mu, Sigma)
-    )
+    off = "tail_noise" if tail == "noise" else "tail_latents"
+    fixed = SGILO(G, SGILOConfig(**{**cfg.__dict__, off: False}), score_model=GaussianScore(mu, Sigma))
     fixed(y, physics)
     s = fixed.last_samples.samples[:, 0].reshape(K, -1)
     assert (s.std(0) < 0.9 * (M @ C @ M.T).diagonal().sqrt()).any()

@@ -176,22 +176,37 @@ def score_model_files() -> list[Path]:
     return sorted(ASSETS_MODELS.glob("score-*.pt"))
 
 
-def load_score_model(generator: LayeredGenerator, path: str | os.PathLike | None = None) -> Any:
+def load_score_model(
+    generator: LayeredGenerator, path: str | os.PathLike | None = None, stage: int | None = None
+) -> Any:
     """The score model SGILO uses on ``generator``: the file at ``path``, or else the bundled one
-    trained on this generator's weights (found by their fingerprint)."""
+    trained on this generator's weights (found by their fingerprint): the one of ``stage``, or the
+    deepest bundled stage when ``stage`` is None."""
     from .score.model import StateScoreModel, weights_fingerprint
 
     if path is not None:
-        return StateScoreModel.load(path, generator.device)
+        model = StateScoreModel.load(path, generator.device)
+        if stage is not None and model.stage != stage:
+            raise UserError(f"{path} models stage {model.stage}, not {stage}: give its stage or another file")
+        return model
     sha = weights_fingerprint(generator)
+    found = {}
     for f in score_model_files():
         d = _read_checkpoint(f)
         if isinstance(d, dict) and d.get("generator_sha") == sha:
-            return StateScoreModel.from_dict(d).to(generator.device).eval()
-    raise UserError(
-        "no bundled score model fits this generator: train one with `genprior train score --model NAME "
-        "--stage K --out DIR` and give its file (--set score=PATH)"
-    )
+            found[int(d["stage"])] = d
+    if not found:
+        raise UserError(
+            "no bundled score model fits this generator: train one with `genprior train score --model NAME "
+            "--stage K --out DIR` and give its file (--set score=PATH)"
+        )
+    if stage is not None and stage not in found:
+        raise UserError(
+            f"no bundled score model of stage {stage} fits this generator (bundled stages: "
+            f"{', '.join(map(str, sorted(found)))}): give one of those, or a file (--set score=PATH)"
+        )
+    d = found[max(found) if stage is None else stage]
+    return StateScoreModel.from_dict(d).to(generator.device).eval()
 
 
 def _read_checkpoint(path: Path) -> Any:

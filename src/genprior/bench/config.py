@@ -467,8 +467,9 @@ def _sha256_file(path: Path) -> str:
 
 def _score_fingerprint(m: MethodSpec, generator: str) -> str | None:
     """For a method that reads a score model: sha256 of its ``score`` file, or, when it lets the zoo
-    pick one, of the bundled score models of its generator (``score-<name>-s*.pt``; every bundled
-    one for a generator given as a file), so that retrained score weights are a different config."""
+    pick one, of the bundled score model of its generator it reads (``score-<name>-s<K>.pt``, ``K``
+    its ``score_stage`` or else the deepest; every bundled one for a generator given as a file), so
+    that retrained score weights are a different config."""
     from .. import zoo
     from ..solvers.registry import GENERATOR_AND_SCORE, get_method
 
@@ -481,7 +482,14 @@ def _score_fingerprint(m: MethodSpec, generator: str) -> str | None:
     h = hashlib.sha256()
     files = zoo.score_model_files()
     if generator in zoo.ZOO:
-        files = [f for f in files if f.name.startswith(f"score-{generator}-s")]
+        stages = {}
+        for f in files:
+            tail = f.stem.removeprefix(f"score-{generator}-s")
+            if tail != f.stem and tail.isdigit():
+                stages[int(tail)] = f
+        want = m.settings.get("score_stage")
+        want = max(stages, default=None) if want is None else want
+        files = [stages[want]] if want in stages else []
     for f in files:
         h.update(f.name.encode() + bytes.fromhex(_sha256_file(f)))
     return h.hexdigest()

@@ -82,7 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     sc.add_argument("--model", required=True, help="a zoo name (see `genprior models`) or a checkpoint path")
-    sc.add_argument("--stage", default=None, help="the stage whose state is modelled (default 2)")
+    sc.add_argument(
+        "--stage",
+        default=None,
+        help="the stage whose state is modelled (default 2; 0: StyleGAN2's w alone, round 0's space)",
+    )
     sc.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="folder of the training checkpoint"
     )

@@ -2,7 +2,9 @@
 
 The data are the generator's own samples: every step draws fresh inputs from the generator's own
 input distribution (``G.sample_native_inputs``, seeded by ``(seed, step)``; for StyleGAN2 one
-``w`` in every W+ row) and takes ``state = G.head(stage, inputs)``. The network
+``w`` in every W+ row) and takes ``state = G.head(stage, inputs)``, with the latent the tail
+shares with the head where there is one (StyleGAN2's ``w``; at stage 0, round 0's search space,
+that latent is all there is to model: ``--stage 0``). The network
 (:class:`genprior.score.model.StateScoreNet`) learns ``eps`` of the VP SDE on the normalised state
 (denoising score matching, times ``t ~ U(t_min, 1)``), with Adam and an exponential moving average
 of its weights (the EMA is what is exported).
@@ -41,7 +43,7 @@ TRAIN_FORMAT = "genprior-score-train-1"
 class ScoreTrainConfig:
     """Hyper-parameters of a run (saved in every checkpoint)."""
 
-    stage: int = 2  # the generator stage whose state is modelled (>= 1)
+    stage: int = 2  # the generator stage whose state is modelled (0: only the latent the tail shares)
     steps: int = 3000  # total optimiser steps to reach
     batch: int = 64  # generator samples per step
     lr: float = 5e-4  # Adam learning rate (after a linear warm-up of `warmup` steps)
@@ -60,7 +62,9 @@ class ScoreTrainConfig:
             v = getattr(self, f.name)
             if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
                 raise UserError(f"ScoreTrainConfig: {f.name} = {v!r}: give an integer")
-        for name in ("stage", "batch", "width", "depth", "heads", "norm_samples", "ckpt_every"):
+        if self.stage < 0:
+            raise UserError(f"ScoreTrainConfig: stage = {self.stage}: give an integer >= 0")
+        for name in ("batch", "width", "depth", "heads", "norm_samples", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"ScoreTrainConfig: {name} = {getattr(self, name)}: give an integer >= 1")
         if self.steps < 0 or self.warmup < 0 or self.seed < 0:
@@ -182,11 +186,14 @@ def train_score(
     else:
         cfg = config or ScoreTrainConfig()
         G.check_stage(cfg.stage)
-        if cfg.stage < 1:
-            raise UserError("--stage 0 has no state to model: give a stage >= 1")
+        latents = G.shared_tail_latents(cfg.stage)
+        if cfg.stage < 1 and not latents:
+            raise UserError(
+                "stage 0 of this generator has nothing to learn (no state, and its inputs' prior is "
+                "N(0, I) already): give a stage >= 1"
+            )
         if ck_path.exists():
             raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
-        latents = G.shared_tail_latents(cfg.stage)
         mean, scale = _normalisation(G, cfg, latents)
         torch.manual_seed(cfg.seed)  # the network's initialisation only
         net = StateScoreNet(tuple(tuple(m.shape) for m in mean), cfg.width, cfg.depth, cfg.heads)
