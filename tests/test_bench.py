@@ -259,6 +259,29 @@ def test_method_restricted_to_tasks_and_labels(workdir):
         )
 
 
+def test_rows_sharing_a_seed_label_see_the_same_draws(workdir):
+    """An ablation row with ``seed_label`` solves with another row's seeds, so the two differ only
+    by their settings: identical settings give identical results, a row without it does not."""
+    import tomllib
+
+    extra = '\n[[methods]]\nname = "csgm"\nlabel = "{}"\nsteps = 8\nrestarts = 2\n'
+    raw = tomllib.loads(GRID + extra.format("twin") + 'seed_label = "csgm"\n' + extra.format("other"))
+    cfg = bench.parse_config(raw, base_dir=workdir, source="x.toml")
+    assert (
+        cfg.identity()["methods"][2]["seed_label"] == "csgm"
+        and "seed_label" not in cfg.identity()["methods"][0]
+    )
+    (workdir / "twins.toml").write_text(
+        GRID + extra.format("twin") + 'seed_label = "csgm"\n' + extra.format("other")
+    )
+    res = bench.run_bench(workdir / "twins.toml", workdir / "twins", progress=False)
+    by = {m: [r["psnr"] for r in res.rows if r["method"] == m] for m in ("csgm", "twin", "other")}
+    assert by["csgm"] == by["twin"] and by["csgm"] != by["other"]
+    raw["methods"][2]["seed_label"] = "nope"
+    with pytest.raises(UserError, match="seed_label = 'nope', which labels no method row"):
+        bench.parse_config(raw, base_dir=workdir, source="x.toml")
+
+
 def test_shipped_configs_are_valid():
     from pathlib import Path
 

@@ -214,5 +214,7 @@ def test_the_zoo_picks_a_bundled_score_model_by_stage():
 
     G = load_generator("fmnist-stylegan2-32")
     assert load_score_model(G).stage == 2 and load_score_model(G, stage=2).stage == 2
-    with pytest.raises(UserError, match="no bundled score model of stage 1 .*bundled stages: 2"):
+    s0 = load_score_model(G, stage=0)
+    assert s0.stage == 0 and s0.shapes == ((G.style_dim,),) and s0.latents == G.latent_names()
+    with pytest.raises(UserError, match="no bundled score model of stage 1 .*bundled stages: 0, 2"):
         load_score_model(G, stage=1)

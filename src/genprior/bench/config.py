@@ -73,6 +73,9 @@ class MethodSpec:
     model: str | None = None  # the method's own model (zoo name or path); None: the grid's generator
     model_sha256: str | None = None  # fingerprint of that model's weights
     score_sha256: str | None = None  # of the score model it reads (its `score` file or the bundled ones)
+    seed_label: str | None = (
+        None  # solve with the seeds of the row of this label (paired ablations); None: its own
+    )
 
 
 @dataclass
@@ -133,6 +136,8 @@ class BenchConfig:
                 del m["model"], m["model_sha256"]
             if m["score_sha256"] is None:
                 del m["score_sha256"]
+            if m["seed_label"] is None:
+                del m["seed_label"]
         return d
 
     def hash(self) -> str:
@@ -376,7 +381,10 @@ def parse_config(
             if not isinstance(model, str):
                 raise UserError(f"{where}: model = {model!r} must be a zoo name or a checkpoint path")
             model = _model_ref(model, base, f"{where}: model")
-        settings = {k: v for k, v in m.items() if k not in ("name", "label", "tasks", "model")}
+        seed_label = m.get("seed_label")
+        if seed_label is not None and not isinstance(seed_label, str):
+            raise UserError(f"{where}: seed_label = {seed_label!r} must be the label of a method row")
+        settings = {k: v for k, v in m.items() if k not in ("name", "label", "tasks", "model", "seed_label")}
         for k, v in settings.items():
             if not _scalar_ok(v):
                 raise UserError(
@@ -385,7 +393,18 @@ def parse_config(
         if any(x.label == label for x in methods):
             raise UserError(f"{where}: two methods are labelled {label!r}: give each a distinct label")
         METHODS[mname].make_config(settings)  # validate the settings now (the config checks itself)
-        methods.append(MethodSpec(label=label, name=mname, settings=settings, tasks=only, model=model))
+        methods.append(
+            MethodSpec(
+                label=label, name=mname, settings=settings, tasks=only, model=model, seed_label=seed_label
+            )
+        )
+    labels = {x.label for x in methods}
+    for x in methods:
+        if x.seed_label is not None and x.seed_label not in labels:
+            raise UserError(
+                f"{source}: method {x.label!r} has seed_label = {x.seed_label!r}, which labels no method row: "
+                f"give one of {', '.join(sorted(labels))}"
+            )
 
     return BenchConfig(
         name=name, generator=gen, seeds=list(seeds), batch_size=batch_size, device=device, lpips=lpips,
