@@ -4,6 +4,8 @@
     OMP_NUM_THREADS=2 python benchmarks/quality.py --train-classifiers
     # Fréchet distance + nearest-training-image distances of the bundled generators
     OMP_NUM_THREADS=2 python benchmarks/quality.py --json quality.json
+    # ... of an exported StyleGAN2 (a training run's checkpoint: genprior train stylegan2 --export-only)
+    OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --stylegan2 model.pt
     # sample grids for docs/models.md (docs/figures/samples_*.png)
     OMP_NUM_THREADS=2 python benchmarks/quality.py --figures docs/figures
 
@@ -53,10 +55,10 @@ def train_classifiers(epochs: dict[str, int], seed: int = 0) -> dict[str, dict]:
     return out
 
 
-def sampler_stylegan2(truncation: float = 1.0):
+def sampler_stylegan2(truncation: float = 1.0, path: Path | None = None):
     from genprior.generators.stylegan2 import load_stylegan2
 
-    path = Q.MODELS_DIR / "fmnist-stylegan2-32.pt"
+    path = Q.MODELS_DIR / "fmnist-stylegan2-32.pt" if path is None else path
     if not path.is_file():
         return None
     g, latent_avg = load_stylegan2(str(path), "cpu")
@@ -136,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["fmnist", "mnist"], default=None, help="one data set only")
     p.add_argument("-n", type=int, default=10_000, help="generator samples (default 10,000)")
     p.add_argument("--truncation", type=float, default=1.0, help="StyleGAN2 truncation psi (default 1: none)")
+    p.add_argument(
+        "--stylegan2",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="measure this exported Fashion-MNIST StyleGAN2 (`genprior train stylegan2 --export`) instead of the bundled one",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument(
         "--figures", type=Path, default=None, metavar="DIR", help="only write the sample grids into DIR"
@@ -153,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results["generators"] = []
         todo = [
-            ("fmnist-stylegan2-32", "fmnist", lambda: sampler_stylegan2(args.truncation)),
+            (
+                str(args.stylegan2 or "fmnist-stylegan2-32"),
+                "fmnist",
+                lambda: sampler_stylegan2(args.truncation, args.stylegan2),
+            ),
             ("mnist-vae-20", "mnist", sampler_vae),
         ]
         for name, ds, make in todo:
