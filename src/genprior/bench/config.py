@@ -73,9 +73,7 @@ class MethodSpec:
     model: str | None = None  # the method's own model (zoo name or path); None: the grid's generator
     model_sha256: str | None = None  # fingerprint of that model's weights
     score_sha256: str | None = None  # of the score model it reads (its `score` file or the bundled ones)
-    seed_label: str | None = (
-        None  # solve with the seeds of the row of this label (paired ablations); None: its own
-    )
+    seed_label: str | None = None  # solve with the seeds of the row of this label (paired ablations)
 
 
 @dataclass
