@@ -157,6 +157,11 @@ class SGILOConfig(SolverConfig):
         check_seed(self)
 
 
+def _per_chain(x: Tensor, K: int) -> Tensor:
+    """``K`` copies of a batch, chain-major: entry ``k * B + i`` is chain ``k`` of image ``i``."""
+    return x.repeat(K, *([1] * (x.dim() - 1)))
+
+
 def _power_top(apply: Any, shapes: list[torch.Size], n: int, iters: int, g: torch.Generator) -> Tensor:
     """Per-sample top eigenvalue ``(n,)`` of the symmetric PSD map ``v -> apply(v)`` on tuples."""
     v = tuple(torch.randn(s, generator=g).to(torch.get_default_dtype()) for s in shapes)
@@ -253,8 +258,8 @@ class SGILO(GenerativeSolver):
                 u0 = S.normalize(modelled_tensors(G, stage, inputs, shared))
             if shared and cfg.fit_steps:
                 u0 = self._refit(u0, inputs, y, physics, shared, rec)
-            inputs = {k: v.detach().repeat(K, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
-            yk = y.repeat(K, *([1] * (y.dim() - 1)))
+            inputs = {k: _per_chain(v.detach(), K) for k, v in inputs.items()}
+            yk = _per_chain(y, K)
             lat = (
                 [k for k in G.independent_tail_latents(stage) if k not in shared] if cfg.tail_latents else []
             )
@@ -263,7 +268,7 @@ class SGILO(GenerativeSolver):
             n_state = len(S.shapes)
             g = torch.Generator().manual_seed(cfg.seed + 1)
             with torch.no_grad():
-                u = tuple(x.repeat(K, *([1] * (x.dim() - 1))) for x in u0)
+                u = tuple(_per_chain(x, K) for x in u0)
                 u = u + tuple(inputs[k].detach().clone() for k in lat)
                 if cfg.update == "langevin":  # each chain starts from its own draw of the blur at sigma_max
                     u = tuple(x + cfg.sigma_max * torch.randn(x.shape, generator=g).to(x) for x in u)
