@@ -1,0 +1,52 @@
+"""SGILO diagnostics for docs/sgilo.md (issue 10), on the six generator samples of
+benchmarks/configs/sgilo_fmnist_calibration.toml and the bench's seeds and measurements.
+Run from the repository root: python benchmarks/sgilo_chains.py ..."""
+
+import json
+import sys
+
+import torch
+
+from genprior.bench.cell import build_physics, derive_seed, get_generator, get_images
+from genprior.bench.config import load_config
+from genprior.solvers.sgilo import SGILO, SGILOConfig
+
+cfg = load_config("benchmarks/configs/sgilo_fmnist_calibration.toml")
+G = get_generator(cfg)
+x, ids, labels = get_images(cfg, G)
+task = cfg.tasks[int(sys.argv[1])]
+lv = task.levels[0]
+ps = build_physics(task, lv, G.image_shape, derive_seed("operator", 0, task.label, lv, 0), "cpu")
+torch.manual_seed(0)
+with torch.no_grad():
+    y = ps(x)
+over = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+for label in sys.argv[3:] or ["sgilo-16"]:
+    seed = derive_seed("solver", 0, label, task.label, lv, 0)
+    s = SGILO(G, SGILOConfig(seed=seed, **over))
+    xh = s(y, ps)
+    r = s.last_record
+    from genprior import metrics
+
+    ce = torch.tensor(r.extra["chain_meas_err"])
+    print(label, over, "psnr", metrics.psnr(xh, x).numpy().round(1))
+    print(
+        " start",
+        [round(v, 4) for v in r.extra.get("start_meas_err", [])],
+        "fit",
+        [round(v, 4) for v in r.extra.get("fit_meas_err", [])],
+    )
+    print(
+        " L",
+        [round(v, 1) for v in r.extra["lik_curvature"]],
+        "Lp",
+        [round(v, 1) for v in r.extra.get("prior_curvature", [])],
+    )
+    print(" final step", [f"{v:.2e}" for v in r.extra.get("final_step", [])])
+    print(
+        " chain err (K x B) median/max per image",
+        ce.median(0).values.numpy().round(4),
+        ce.max(0).values.numpy().round(4),
+    )
+    for lvl in r.rounds[-1]["levels"][::3]:
+        print("  level", round(lvl["sigma"], 3), [round(v, 4) for v in lvl["meas_err"]])

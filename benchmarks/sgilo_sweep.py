@@ -1,0 +1,35 @@
+"""SGILO diagnostics for docs/sgilo.md (issue 10), on the six generator samples of
+benchmarks/configs/sgilo_fmnist_calibration.toml and the bench's seeds and measurements.
+Run from the repository root: python benchmarks/sgilo_sweep.py ..."""
+
+import json
+import sys
+
+import torch
+
+from genprior import metrics
+from genprior.bench.cell import build_physics, derive_seed, get_generator, get_images
+from genprior.bench.config import load_config
+from genprior.solvers.sgilo import SGILO, SGILOConfig
+
+cfg = load_config("benchmarks/configs/sgilo_fmnist_calibration.toml")
+G = get_generator(cfg)
+x, ids, labels = get_images(cfg, G)
+for o in sys.argv[1:]:
+    over = json.loads(o)
+    out = []
+    for task in cfg.tasks:
+        lv = task.levels[0]
+        ps = build_physics(task, lv, G.image_shape, derive_seed("operator", 0, task.label, lv, 0), "cpu")
+        torch.manual_seed(0)
+        with torch.no_grad():
+            y = ps(x)
+        s = SGILO(G, SGILOConfig(seed=derive_seed("solver", 0, "sgilo", task.label, lv, 0), **over))
+        xh = s(y, ps)
+        post = s.last_samples
+        cal = metrics.coverage(x, post.mean, post.std, metrics.unobserved(ps, x.shape))
+        ce = torch.tensor(s.last_record.extra["chain_meas_err"])
+        out.append(
+            f"{task.type}: psnr {metrics.psnr(xh, x).mean():.2f} cal {cal.mean():.3f} chain_err {ce.median():.4f}"
+        )
+    print(o, " | ".join(out), flush=True)
