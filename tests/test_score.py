@@ -97,6 +97,17 @@ def test_training_resumes_bit_for_bit_and_learns(tmp_path):
     assert l1[0.05] < l0[0.05] and all(l1[t] < 0.9 * l0[t] for t in (0.1, 0.2)), (l0, l1)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_sees_the_cpu_runs_data_and_resumes_on_the_cpu(tmp_path):
+    cfg = ScoreTrainConfig(stage=1, steps=6, batch=16, width=16, depth=1, heads=2, norm_samples=64)
+    cpu = train_score(tiny_vae(), tmp_path / "cpu", cfg, progress=False)
+    train_score(tiny_vae(), tmp_path / "gpu", cfg, progress=False, max_steps=3, device="cuda")
+    mixed = train_score(tiny_vae(), tmp_path / "gpu", cfg, resume=True, progress=False)
+    assert mixed["step"] == 6
+    for k, v in cpu["ema"]["net"].items():  # same draws: the weights agree to float round-off
+        torch.testing.assert_close(mixed["ema"]["net"][k], v, rtol=1e-3, atol=1e-4)
+
+
 def test_files_generator_check_and_bad_settings(tmp_path):
     G = tiny_vae()
     cfg = ScoreTrainConfig(stage=1, steps=2, batch=4, width=16, depth=1, heads=2, norm_samples=16)

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import UserError
+from .common import add_device_argument, resolve_device
 
 STYLEGAN2_MODULE = "genprior.training.stylegan2"
 
@@ -106,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--export", type=Path, default=None, metavar="PATH", help="write the EMA model to PATH at the end"
     )
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(sc)
     sc.set_defaults(func=run_score)
 
 
@@ -186,6 +188,7 @@ def run_score(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} {text}: give {what}") from None
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise UserError(f"--max-minutes {args.max_minutes}: give a positive number of minutes")
+    device = resolve_device(args.device)
     G = load_generator(args.model)
     cfg = ScoreTrainConfig(**settings)
     ck = train_score(
@@ -196,6 +199,7 @@ def run_score(args: argparse.Namespace) -> int:
         generator_name=str(args.model),
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         progress=not args.no_progress,
+        device=device,
     )
     last = ck["history"][-1]["loss"] if ck["history"] else float("nan")
     print(
@@ -205,8 +209,8 @@ def run_score(args: argparse.Namespace) -> int:
         export_score(args.out / "checkpoint.pt", args.export)
         from ..score.model import StateScoreModel
 
-        m = StateScoreModel.load(args.export)
-        for r in loss_by_level(m, G):
+        m = StateScoreModel.load(args.export).to(device)
+        for r in loss_by_level(m, G.to(device)):
             print(f"  held-out denoising loss at sigma {r['sigma']:.3g}: {r['loss']:.4f}")
         print(f"wrote {args.export} (the EMA score model)")
     return 0

@@ -87,20 +87,27 @@ def _gen(seed: int, step: int, what: int) -> torch.Generator:
 
 @torch.no_grad()
 def generator_states(
-    G: LayeredGenerator, stage: int, n: int, generator: torch.Generator, latents: tuple[str, ...] = ()
+    G: LayeredGenerator,
+    stage: int,
+    n: int,
+    generator: torch.Generator,
+    latents: tuple[str, ...] = (),
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, ...]:
     """``n`` states at ``stage`` of the generator's own samples (fresh inputs from ``generator``:
     :meth:`~genprior.generators.base.LayeredGenerator.sample_native_inputs`, so StyleGAN2's W+
     rows are one ``w``, not the independent rows of the space ILO searches), followed by the
-    shared tail latent when ``latents`` names its inputs (:func:`modelled_tensors`)."""
-    inputs = G.sample_native_inputs(n, generator=generator)
+    shared tail latent when ``latents`` names its inputs (:func:`modelled_tensors`). The inputs
+    are drawn on the CPU (``generator`` is a CPU generator) and moved to ``device``, where ``G``
+    runs: the same draws on every device."""
+    inputs = {k: v.to(device) for k, v in G.sample_native_inputs(n, generator=generator).items()}
     return modelled_tensors(G, stage, inputs, latents)
 
 
 def _normalisation(
-    G: LayeredGenerator, cfg: ScoreTrainConfig, latents: tuple[str, ...]
+    G: LayeredGenerator, cfg: ScoreTrainConfig, latents: tuple[str, ...], device: torch.device | str = "cpu"
 ) -> tuple[list[Tensor], list[float]]:
-    states = generator_states(G, cfg.stage, cfg.norm_samples, _gen(cfg.seed, 0, 15), latents)
+    states = generator_states(G, cfg.stage, cfg.norm_samples, _gen(cfg.seed, 0, 15), latents, device)
     mean = [s.mean(0) for s in states]
     scale = [max(float((s - m).pow(2).mean().sqrt()), 1e-8) for s, m in zip(states, mean)]
     return mean, scale
@@ -116,11 +123,14 @@ def denoising_loss(
     return sum((p - e).pow(2).flatten(1).sum(1) for p, e in zip(pred, eps)) / n
 
 
-def _batch_loss(model: StateScoreModel, G: LayeredGenerator, cfg: ScoreTrainConfig, step: int) -> Tensor:
-    u = model.normalize(generator_states(G, cfg.stage, cfg.batch, _gen(cfg.seed, step, 1), model.latents))
-    g = _gen(cfg.seed, step, 2)
-    t = cfg.t_min + (1 - cfg.t_min) * torch.rand(cfg.batch, generator=g)
-    eps = tuple(torch.randn(x.shape, generator=g) for x in u)
+def _batch_loss(
+    model: StateScoreModel, G: LayeredGenerator, cfg: ScoreTrainConfig, step: int, device: torch.device | str
+) -> Tensor:
+    gen = _gen(cfg.seed, step, 1)
+    u = model.normalize(generator_states(G, cfg.stage, cfg.batch, gen, model.latents, device))
+    g = _gen(cfg.seed, step, 2)  # times and noise drawn on the CPU: the same on every device
+    t = (cfg.t_min + (1 - cfg.t_min) * torch.rand(cfg.batch, generator=g)).to(device)
+    eps = tuple(torch.randn(x.shape, generator=g).to(device) for x in u)
     return denoising_loss(model, u, t, eps).mean()
 
 
@@ -133,15 +143,17 @@ def loss_by_level(
     times: tuple[float, ...] = (),
 ) -> list[dict[str, float]]:
     """Denoising loss on ``n`` held-out generator states (a seed training never uses) at fixed
-    times, with the noise level ``sigma`` each time stands for."""
+    times, with the noise level ``sigma`` each time stands for (on the device of ``model``, where
+    ``G`` must be too)."""
     times = times or (1e-3, 0.01, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
+    dev = model.scale.device
     gen = torch.Generator().manual_seed(seed)
-    u = model.normalize(generator_states(G, model.stage, n, gen, model.latents))
+    u = model.normalize(generator_states(G, model.stage, n, gen, model.latents, dev))
     out = []
     for tv in times:
         g = torch.Generator().manual_seed(seed + 1)
-        eps = tuple(torch.randn(x.shape, generator=g) for x in u)
-        t = torch.full((n,), float(tv))
+        eps = tuple(torch.randn(x.shape, generator=g).to(dev) for x in u)
+        t = torch.full((n,), float(tv), device=dev)
         out.append(
             {
                 "t": tv,
@@ -162,11 +174,16 @@ def train_score(
     max_steps: int | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Train (or continue) a score model of ``G``'s state at ``config.stage``; checkpoints go to
     ``out/checkpoint.pt``. Returns the last checkpoint. ``max_steps`` / ``max_seconds`` stop early
-    (with a checkpoint) for tests and time-boxed runs."""
+    (with a checkpoint) for tests and time-boxed runs. ``device`` is where the generator and the
+    network run (``G`` is moved there); every random draw is made on the CPU, so a run sees the
+    same data on any device (the weights agree up to the devices' float arithmetic), and a
+    checkpoint resumes on any device."""
     out = Path(out)
+    G = G.to(device)
     ck_path = out / CHECKPOINT_NAME
     sha = weights_fingerprint(G)
     if resume:
@@ -194,7 +211,7 @@ def train_score(
             )
         if ck_path.exists():
             raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
-        mean, scale = _normalisation(G, cfg, latents)
+        mean, scale = _normalisation(G, cfg, latents, device)
         torch.manual_seed(cfg.seed)  # the network's initialisation only
         net = StateScoreNet(tuple(tuple(m.shape) for m in mean), cfg.width, cfg.depth, cfg.heads)
         info = {"generator": generator_name, "trained_on": "generator samples"}
@@ -202,6 +219,7 @@ def train_score(
         ema = copy.deepcopy(model)
         step, history, elapsed = 0, [], 0.0
         ck = None
+    model, ema = model.to(device), ema.to(device)
     opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
     if resume:
         opt.load_state_dict(ck["opt"])
@@ -240,7 +258,7 @@ def train_score(
                 break
             for grp in opt.param_groups:
                 grp["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-            loss = _batch_loss(model, G, cfg, step)
+            loss = _batch_loss(model, G, cfg, step, device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
