@@ -162,10 +162,14 @@ def _per_chain(x: Tensor, K: int) -> Tensor:
     return x.repeat(K, *([1] * (x.dim() - 1)))
 
 
-def _power_top(apply: Any, shapes: list[torch.Size], n: int, iters: int, g: torch.Generator) -> Tensor:
-    """Per-sample top eigenvalue ``(n,)`` of the symmetric PSD map ``v -> apply(v)`` on tuples."""
-    v = tuple(torch.randn(s, generator=g).to(torch.get_default_dtype()) for s in shapes)
-    lam = torch.zeros(n)
+def _power_top(
+    apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torch.Generator
+) -> Tensor:
+    """Per-sample top eigenvalue ``(n,)`` of the symmetric PSD map ``v -> apply(v)`` on tuples
+    shaped like ``like`` (on its device and dtype; the start is drawn from the CPU generator
+    ``g``, so it is the same on every device)."""
+    v = tuple(torch.randn(x.shape, generator=g).to(x) for x in like)
+    lam = torch.zeros(n, device=like[0].device)
     for _ in range(iters):
         nv = torch.sqrt(sum(x.flatten(1).pow(2).sum(1) for x in v)).clamp_min(1e-30)
         v = tuple(x / nv.view(-1, *([1] * (x.dim() - 1))) for x in v)
@@ -297,7 +301,6 @@ class SGILO(GenerativeSolver):
                 grads = torch.autograd.grad((sq / (2 * var)).sum(), uu)
                 return tuple(-gr for gr in grads), sq.detach()
 
-            shapes = [x.shape for x in u]
 
             def lik_curvature(uu: tuple[Tensor, ...]) -> Tensor:
                 """Top eigenvalue of J^T A^T A J per chain (finite-difference J v, exact J^T w)."""
@@ -310,7 +313,7 @@ class SGILO(GenerativeSolver):
                         jv = (residual(tuple(a + h * b for a, b in zip(uu, v))) - r0.detach()) / h
                     return torch.autograd.grad(r0, base, jv, retain_graph=True)
 
-                return _power_top(apply, shapes, K * B, cfg.power_iters, g)
+                return _power_top(apply, uu, K * B, cfg.power_iters, g)
 
             def prior_curvature(uu: tuple[Tensor, ...], sigma: float) -> Tensor:
                 h = 1e-3 * max(sigma, 1e-3)
@@ -321,7 +324,7 @@ class SGILO(GenerativeSolver):
                         s1 = prior_score(tuple(a + h * b for a, b in zip(uu, v)), sigma)
                         return tuple(-(a - b) / h for a, b in zip(s1, s0))
 
-                    return _power_top(apply, shapes, K * B, cfg.power_iters, g)
+                    return _power_top(apply, uu, K * B, cfg.power_iters, g)
 
             def bcast(t: Tensor, x: Tensor) -> Tensor:
                 return t.to(x.device).view(-1, *([1] * (x.dim() - 1)))
