@@ -180,7 +180,7 @@ def test_cli_runs_and_refuses_another_config_in_the_same_dir(workdir, capsys):
 BAD = {
     "unknown method": (
         ('name = "ilo"', 'name = "magic"'),
-        "unknown method 'magic': choose one of ilo, csgm, pulse",
+        "unknown method 'magic': choose one of ilo, csgm, csgm-deepinv, pulse",
     ),
     "toml syntax": (("[images]", "[images"), "not valid TOML"),
     "unknown task": (('type = "cs"', 'type = "deblur"'), "unknown task type 'deblur'"),
@@ -195,6 +195,14 @@ BAD = {
     "astronaut with a count": (
         ('source = "samples"\ncount = 4\nseed = 1', 'source = "astronaut"\ncount = 4'),
         "remove 'count'",
+    ),
+    "lfw with a seed": (
+        ('source = "samples"\ncount = 4\nseed = 1', 'source = "lfw"\ncount = 4\nseed = 1'),
+        "takes only count",
+    ),
+    "lfw beyond its faces": (
+        ('source = "samples"\ncount = 4\nseed = 1', 'source = "lfw"\ncount = 101'),
+        "give 1..100",
     ),
     "unscaled circulant": (
         ('cs_scale = "unscaled"', 'cs_scale = "unscaled"\ncs_operator = "circulant"'),
@@ -361,6 +369,42 @@ def test_every_method_runs_through_the_bench(workdir):
     before = bench.load_config(workdir / "all2.toml").hash()
     train_tiny_score(load_generator(workdir / "tiny.pt"), other, steps=11)  # same path, new weights
     assert bench.load_config(workdir / "all2.toml").hash() != before
+
+
+def test_lfw_faces_and_deepinvs_csgm_in_a_grid(tmp_path, tiny_stylegan2_path):
+    """The lfw source is the first faces of lfw_subset() at the generator's size; deepinv's CSGM
+    is a row like any other, on the same measurements."""
+    from genprior.data import lfw_faces
+
+    (tmp_path / "lfw.toml").write_text(
+        textwrap.dedent(
+            f"""
+            generator = "{tiny_stylegan2_path}"
+            batch_size = 2
+            [images]
+            source = "lfw"
+            count = 3
+            [[tasks]]
+            type = "inpaint"
+            levels = [0.5]
+            [[methods]]
+            name = "csgm"
+            steps = 4
+            lr = 0.01
+            init = "uniform"
+            [[methods]]
+            name = "csgm-deepinv"
+            steps = 4
+            """
+        )
+    )
+    res = bench.run_bench(tmp_path / "lfw.toml", tmp_path / "out", progress=False)
+    assert sorted({r["method"] for r in res.rows}) == ["csgm", "csgm-deepinv"]
+    assert sorted({r["image_id"] for r in res.rows}) == ["lfw:0", "lfw:1", "lfw:2"]
+    cfg = bench.load_config(tmp_path / "lfw.toml")
+    x, _, _ = bench.get_images(cfg, bench.get_generator(cfg))
+    assert torch.equal(x, lfw_faces(3, 32, 3))
+    assert all(math.isfinite(r["psnr"]) and r["time_s"] > 0 for r in res.rows)
 
 
 def test_astronaut_images_on_an_rgb_generator(tmp_path, tiny_stylegan2_path):

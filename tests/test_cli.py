@@ -173,6 +173,7 @@ def test_solve_help_lists_tasks(capsys):
 QUICK = {  # a few steps each, so that every method runs in about a second
     "ilo": ["--steps", "3,2,2", "--stages", "1,2"],
     "csgm": ["--set", "steps=4", "--set", "restarts=2"],
+    "csgm-deepinv": ["--set", "steps=4"],
     "pulse": ["--set", "steps=3"],
     "projector": ["--set", "steps=3", "--set", "w_avg_samples=64"],
     "lasso-dct": ["--set", "alpha=0.001"],

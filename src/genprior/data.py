@@ -76,6 +76,25 @@ def astronaut_face(size: int = 64) -> torch.Tensor:
     return torch.nn.functional.interpolate(face, size=(size, size), mode="area").clamp(0, 1)
 
 
+LFW_FACES = 100  # skimage.data.lfw_subset(): 100 faces, then 100 non-faces
+
+
+def lfw_faces(n: int = LFW_FACES, size: int = 64, channels: int = 3) -> torch.Tensor:
+    """The first ``n`` faces of scikit-image's ``lfw_subset()`` (Labeled Faces in the Wild: 25x25
+    grey crops; its last 100 images are not faces), bicubically upscaled to ``size`` and repeated
+    over ``channels``, ``(n, channels, size, size)`` in [0, 1]: real faces far from a colour face
+    generator's samples."""
+    import skimage.data
+
+    if not 1 <= n <= LFW_FACES:
+        raise UserError(f"lfw_faces n = {n}: lfw_subset() has {LFW_FACES} faces, give 1..{LFW_FACES}")
+    if size < 1 or channels < 1:
+        raise UserError(f"lfw_faces size {size}, channels {channels}: give positive numbers")
+    faces = torch.from_numpy(np.asarray(skimage.data.lfw_subset()[:n], dtype=np.float32))[:, None]
+    x = torch.nn.functional.interpolate(faces, size=(size, size), mode="bicubic", align_corners=False)
+    return x.clamp(0, 1).repeat(1, channels, 1, 1)
+
+
 # ---- locations ----------------------------------------------------------------------------------
 def data_dir() -> Path:
     """``$GENPRIOR_DATA`` or ``~/.cache/genprior/data``."""

@@ -71,6 +71,12 @@ def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch
                     f"the astronaut face is a square RGB image but the generator makes {c}x{h}x{w} images"
                 )
             return astronaut_face(h), ["astronaut"], None
+        if im.source == "lfw":
+            from ..data import lfw_faces
+
+            if h != w:
+                raise UserError(f"the LFW faces are square but the generator makes {c}x{h}x{w} images")
+            return lfw_faces(int(im.count), size=h, channels=c), [f"lfw:{i}" for i in range(im.count)], None
         from ..io import load_image
 
         xs = [load_image(p, channels=c, size=(h, w), resize=im.resize) for p in im.paths]

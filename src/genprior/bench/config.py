@@ -31,7 +31,7 @@ LEVEL_PARAM = {
 #: fixed make_physics arguments a task may set (plus cs_scale, handled here)
 TASK_PARAMS = ("mask", "mask_ratio", "box", "scale", "measurements", "cs_operator", "noise_std", "cs_scale")
 CS_SCALES = ("deepinv", "unscaled")
-IMAGE_SOURCES = ("heldout", "samples", "files", "astronaut")
+IMAGE_SOURCES = ("heldout", "samples", "files", "astronaut", "lfw")
 METRIC_COLUMNS = (
     "psnr", "ssim", "mse", "lpips", "meas_err", "correct", "psnr_sample", "calibration", "std_mean",
     "time_s", "cpu_s",
@@ -263,7 +263,7 @@ def parse_config(
         raise UserError(
             f"{source}: [images] has unknown setting {bad[0]!r}: use {', '.join(sorted(im_keys))}"
         )
-    src = _want(im, "source", (str,), f"{source} [images]", hint="heldout, samples, files or astronaut")
+    src = _want(im, "source", (str,), f"{source} [images]", hint="heldout, samples, files, astronaut or lfw")
     if src not in IMAGE_SOURCES:
         raise UserError(f"{source}: [images] source = {src!r}: choose one of {', '.join(IMAGE_SOURCES)}")
     images = ImageSpec(source=src)
@@ -283,6 +283,14 @@ def parse_config(
             raise UserError(f"{source}: [images] count = {cnt} must be at least 1")
         images.count = cnt
         images.seed = _want(im, "seed", (int,), f"{source} [images]", default=0)
+    elif src == "lfw":
+        extra = sorted(set(im) - {"source", "count"})
+        if extra:
+            raise UserError(f"{source}: [images] source = 'lfw' takes only count: remove {extra[0]!r}")
+        cnt = _want(im, "count", (int,), f"{source} [images]", default=100)
+        if not 1 <= cnt <= 100:
+            raise UserError(f"{source}: [images] count = {cnt}: lfw_subset() has 100 faces, give 1..100")
+        images.count = cnt
     elif src == "astronaut":
         extra = sorted(set(im) - {"source"})
         if extra:

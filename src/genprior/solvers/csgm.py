@@ -38,6 +38,8 @@ from .common import (
 )
 
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+#: how the latents start: the generator's own prior of its search space, or uniform in [-1, 1]
+INITS: tuple[str, ...] = ("gaussian", "uniform")
 
 
 @dataclass
@@ -55,6 +57,10 @@ class CSGMConfig(SolverConfig):
             (CSGM searches the latent only).
         lr_schedule: use the warm-up / cosine ramp-down of :func:`lr_schedule` (off: constant lr,
             as in Bora et al.).
+        init: ``"gaussian"``: the latents start from the prior of the space searched
+            (``generator.sample_inputs``: ``N(0, I)``, StyleGAN2's Gaussianised W+);
+            ``"uniform"``: uniformly in ``[-1, 1]`` in that space (deepinv's ``CSGMGenerator``
+            and AmbientGAN). Noise inputs start from their prior either way.
         seed: seed of the initial latents.
     """
 
@@ -65,6 +71,7 @@ class CSGMConfig(SolverConfig):
     reduction: str = "mean"
     optimize_noise: bool = False
     lr_schedule: bool = False
+    init: str = "gaussian"
     seed: int = 0
 
     def validate(self) -> None:
@@ -75,6 +82,7 @@ class CSGMConfig(SolverConfig):
         check_choice(self, "reduction", REDUCTIONS)
         check_bool(self, "optimize_noise")
         check_bool(self, "lr_schedule")
+        check_choice(self, "init", INITS)
         check_seed(self)
 
 
@@ -93,6 +101,10 @@ class CSGM(GenerativeSolver):
         self._check_y(y)
         batch, R = y.shape[0], cfg.restarts
         inputs = self._init_inputs(batch * R, cfg.seed)
+        if cfg.init == "uniform":  # drawn on the CPU: the same start on every device
+            g = torch.Generator().manual_seed(cfg.seed)
+            for k in G.latent_names():
+                inputs[k] = (2 * torch.rand(inputs[k].shape, generator=g) - 1).to(inputs[k])
         yy = y.repeat((R,) + (1,) * (y.dim() - 1))
         names = G.latent_names() + (G.noise_names() if cfg.optimize_noise else ())
         free = {k: inputs[k].clone().requires_grad_(True) for k in names}

@@ -142,6 +142,13 @@ METHODS: dict[str, Method] = {
             "CSGM (Bora et al. 2017): Adam on the generator's input latent, random restarts",
         ),
         Method(
+            "csgm-deepinv",
+            "genprior.solvers.peers:DeepinvCSGM",
+            "genprior.solvers.peers:DeepinvCSGMConfig",
+            GENERATOR,
+            "deepinv's own CSGMGenerator on the same generator: one image at a time, for comparisons",
+        ),
+        Method(
             "pulse",
             "genprior.solvers.pulse:PULSE",
             "genprior.solvers.pulse:PULSEConfig",

@@ -1,0 +1,249 @@
+"""genprior's solvers beside another library's implementation of the same method (issue 11).
+
+deepinv's own CSGM (``csgm-deepinv``, :mod:`genprior.solvers.peers`: deepinv's
+``CSGMGenerator`` loop, one image at a time, its latent uniform in [-1, 1]) against genprior's
+CSGM at equal steps, learning rate and restarts (one), on the same measurements, started from
+genprior's Gaussian draw (``csgm``) and from deepinv's uniform one (``csgm-uniform``); ILO at its
+defaults for reference. Image sets (each a bench grid of its own, so every method sees the same
+images, operator and noise):
+
+* ``dcgan``: DCGAN samples (seed 1000) on the face DCGAN;
+* ``lfw``: the first faces of ``skimage.data.lfw_subset()`` (25 px grey, upscaled, repeated over
+  the channels) on the face DCGAN: real faces far from its samples;
+* ``astronaut``: scikit-image's astronaut face on the face DCGAN;
+* ``fmnist``: held-out Fashion-MNIST test images on the Fashion-MNIST StyleGAN2.
+
+Writes ``OUT/<set>/`` (the bench runs, resumable), ``OUT/<set>.toml`` (their configs), and with
+``--md`` a table per set (mean PSNR and SSIM ± standard error, seconds per image, the paired
+difference genprior - deepinv) plus the speed section:
+
+* per image and step, with one torch thread: deepinv's CSGM (batch 1, its own loop), genprior's
+  CSGM at batch ``--speed-batch`` (32), and the bound a bare forward + backward pass of the
+  generator at that batch sets, measured in the same run (times are the minimum of
+  ``--repeats``).
+
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --out runs/peers --steps 1000 --count 24 \\
+        --md docs/results/peers_tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genprior import bench
+
+SETS: dict[str, dict[str, Any]] = {
+    "dcgan": {"generator": "dcgan-faces-64", "images": 'source = "samples"\ncount = {count}\nseed = 1000',
+              "what": "DCGAN samples (seed 1000)"},
+    "lfw": {"generator": "dcgan-faces-64", "images": 'source = "lfw"\ncount = {count}',
+            "what": "LFW faces (the first of `lfw_subset()`, 25 px grey, upscaled)"},
+    "astronaut": {"generator": "dcgan-faces-64", "images": 'source = "astronaut"', "what": "the astronaut face"},
+    "fmnist": {"generator": "fmnist-stylegan2-32", "images": 'source = "heldout"\ndataset = "fmnist"\ncount = {count}',
+               "what": "Fashion-MNIST held-out test images"},
+}
+DEEPINV, OURS, OURS_UNIFORM = "csgm-deepinv", "csgm", "csgm-uniform"
+
+
+def config_text(name: str, steps: int, lr: float, count: int, task: str, level: Any) -> str:
+    s = SETS[name]
+    images = s["images"].format(count=count)
+    n = 1 if name == "astronaut" else count
+    return textwrap.dedent(
+        f"""\
+        # benchmarks/peers.py: {s['what']}, genprior's CSGM beside deepinv's at equal steps ({steps}),
+        # learning rate ({lr}) and restarts (1); ILO at its defaults for reference.
+        name = "peers: {name}"
+        generator = "{s['generator']}"
+        seeds = [0]
+        batch_size = {n}
+        plot_metrics = ["psnr", "ssim"]
+
+        [images]
+        """
+    ) + images + textwrap.dedent(
+        f"""
+
+        [[tasks]]
+        type = "{task}"
+        levels = [{json.dumps(level)}]
+
+        [[methods]]
+        name = "{DEEPINV}"
+        steps = {steps}
+        lr = {lr}
+        tol = 0.0
+
+        [[methods]]
+        name = "csgm"
+        label = "{OURS}"
+        steps = {steps}
+        lr = {lr}
+        restarts = 1
+
+        [[methods]]
+        name = "csgm"
+        label = "{OURS_UNIFORM}"
+        seed_label = "{OURS}"
+        steps = {steps}
+        lr = {lr}
+        restarts = 1
+        init = "uniform"
+
+        [[methods]]
+        name = "ilo"
+        """
+    )
+
+
+def paired(rows: list[dict[str, Any]], metric: str, a: str, b: str) -> tuple[float, float, float, int]:
+    """Mean and standard error of ``metric(a) - metric(b)`` per image, the share where ``a`` is
+    higher, the number of images."""
+    by = {(r["image_id"], r["method"]): r[metric] for r in rows}
+    d = [by[(i, a)] - by[(i, b)] for (i, m) in by if m == a and (i, b) in by]
+    if not d:
+        return math.nan, math.nan, math.nan, 0
+    mean, se = bench.mean_se(d)
+    return mean, se, sum(v > 0 for v in d) / len(d), len(d)
+
+
+def set_table(name: str, rows: list[dict[str, Any]], methods: list[str]) -> str:
+    lines = [
+        f"**{SETS[name]['what']}** ({len({r['image_id'] for r in rows})} images, generator "
+        f"`{SETS[name]['generator']}`)\n",
+        "| method | PSNR (dB) | SSIM | s / image | PSNR - deepinv (paired) | SSIM - deepinv |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in methods:
+        rr = [r for r in rows if r["method"] == m]
+        if not rr:
+            continue
+        ps, pse = bench.mean_se([r["psnr"] for r in rr])
+        ss, sse = bench.mean_se([r["ssim"] for r in rr])
+        t = sum(r["time_s"] for r in rr) / len(rr)
+        if m == DEEPINV:
+            dp = ds = "-"
+        else:
+            mp, ep, wp, _ = paired(rows, "psnr", m, DEEPINV)
+            ms, es, _, _ = paired(rows, "ssim", m, DEEPINV)
+            dp = f"{mp:+.2f} ± {ep:.2f} ({100 * wp:.0f}%)" if math.isfinite(ep) else f"{mp:+.2f}"
+            ds = f"{ms:+.3f} ± {es:.3f}" if math.isfinite(es) else f"{ms:+.3f}"
+        se_p = f" ± {pse:.2f}" if math.isfinite(pse) else ""
+        se_s = f" ± {sse:.3f}" if math.isfinite(sse) else ""
+        lines.append(f"| {m} | {ps:.2f}{se_p} | {ss:.3f}{se_s} | {t:.1f} | {dp} | {ds} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- speed -------------------------------------------------------------------------------------
+def _best_time(fn: Any, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def speed(model: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
+    """Seconds per image and step of deepinv's CSGM (batch 1), genprior's CSGM at ``batch`` and a
+    bare forward + backward of the generator at ``batch``, on inpainting (half the pixels)."""
+    from genprior.physics import make_physics
+    from genprior.solvers.csgm import CSGM, CSGMConfig
+    from genprior.solvers.peers import DeepinvCSGM, DeepinvCSGMConfig
+    from genprior.zoo import load_generator
+
+    G = load_generator(model)
+    physics = make_physics("inpaint", G.image_shape, seed=0, mask_ratio=0.5)
+    with torch.no_grad():
+        y = physics(G.sample(batch, seed=5))
+    n_dinv = 2
+    dinv = _best_time(lambda: DeepinvCSGM(G, DeepinvCSGMConfig(steps=steps))(y[:n_dinv], physics), repeats)
+    ours = _best_time(lambda: CSGM(G, CSGMConfig(steps=steps, lr=0.01))(y, physics), repeats)
+    inputs = G.sample_inputs(batch, generator=torch.Generator().manual_seed(0))
+    free = {k: v.clone().requires_grad_(True) for k, v in inputs.items() if k in G.latent_names()}
+
+    def bare() -> None:
+        for _ in range(steps):
+            G({**inputs, **free}).square().mean().backward()
+
+    b = _best_time(bare, repeats)
+    return {
+        "deepinv": dinv / (n_dinv * steps),
+        "genprior": ours / (batch * (steps + 1)),
+        "bare": b / (batch * steps),
+    }
+
+
+def speed_table(results: dict[str, dict[str, float]], steps: int, batch: int) -> str:
+    lines = [
+        f"Milliseconds per image and step ({steps} steps, one torch thread; deepinv one image at a "
+        f"time, genprior and the bare pass at batch {batch}; minimum of the repeats):\n",
+        "| generator | deepinv CSGM | genprior CSGM | bare forward + backward | deepinv / genprior | "
+        "deepinv / bare (the bound) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m, r in results.items():
+        lines.append(
+            f"| {m} | {1e3 * r['deepinv']:.2f} | {1e3 * r['genprior']:.2f} | {1e3 * r['bare']:.2f} | "
+            f"{r['deepinv'] / r['genprior']:.2f}x | {r['deepinv'] / r['bare']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="folder of the bench runs")
+    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
+    p.add_argument("--steps", type=int, default=1000, help="steps of both CSGMs (default 1000)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate of both (deepinv's default 0.01)")
+    p.add_argument("--count", type=int, default=24, help="images per set (the astronaut: 1)")
+    p.add_argument("--task", default="inpaint", help="a bench task type (default inpaint)")
+    p.add_argument("--level", default="0.8", help="its level, JSON (default 0.8: 80 %% missing)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--speed-steps", type=int, default=0, help="steps of the speed section (0: skip it)")
+    p.add_argument("--speed-batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--md", type=Path, default=None, help="write the tables here")
+    a = p.parse_args(argv)
+    sets = [s.strip() for s in a.sets.split(",") if s.strip()]
+    bad = [s for s in sets if s not in SETS]
+    if bad:
+        print(f"peers: unknown set {bad[0]!r}: choose from {', '.join(SETS)}", file=sys.stderr)
+        return 2
+    level = json.loads(a.level)
+    a.out.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for s in sets:
+        cfg = a.out / f"{s}.toml"
+        cfg.write_text(config_text(s, a.steps, a.lr, a.count, a.task, level))
+        res = bench.run_bench(cfg, a.out / s, workers=a.workers, threads=1, progress=True)
+        methods = [DEEPINV, OURS, OURS_UNIFORM, "ilo"]
+        t = set_table(s, res.rows, methods)
+        print(t)
+        parts.append(t)
+    if a.speed_steps > 0:
+        torch.set_num_threads(1)
+        sp = {m: speed(m, a.speed_steps, a.speed_batch, a.repeats) for m in ("dcgan-faces-64", "fmnist-stylegan2-32")}
+        t = speed_table(sp, a.speed_steps, a.speed_batch)
+        print(t)
+        parts.append(t)
+    if a.md is not None:
+        head = (
+            f"Task: {a.task} {a.level}; {a.steps} steps, lr {a.lr}, one restart for both CSGMs; "
+            f"command: `python benchmarks/peers.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+        )
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        a.md.write_text(head + "\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Other libraries' implementations as rows of the method table: deepinv's CSGM on genprior's
+generators, and genprior's CSGM started as deepinv starts it."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+
+from genprior.errors import UserError
+from genprior.solvers.csgm import CSGM, CSGMConfig
+from genprior.solvers.peers import DeepinvCSGM, DeepinvCSGMConfig, LatentBackbone
+from genprior.solvers.registry import get_method
+from toy_generator import ToyGenerator
+
+
+def _problem(n=3):
+    G = ToyGenerator(seed=1).eval()
+    x = G(G.sample_inputs(n, generator=torch.Generator().manual_seed(9)))
+    mask = (torch.rand((1, 1, 8, 8), generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    physics = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=mask)
+    return G, x.detach(), physics
+
+
+def test_the_backbone_is_the_generator_on_its_latents_end_to_end():
+    G, _, _ = _problem()
+    inputs = G.sample_inputs(2, generator=torch.Generator().manual_seed(0))
+    bb = LatentBackbone(G, {"noise0": inputs["noise0"]})
+    assert bb.nz == 12
+    z = torch.cat([inputs[n] for n in ("w0", "w1", "w2")], 1).view(2, 12, 1, 1)
+    torch.testing.assert_close(bb(z), G(inputs), rtol=0, atol=0)
+
+
+def test_deepinv_csgm_is_deepinvs_loop_image_by_image():
+    """The row runs deepinv's own loop: the same as that loop written out here (latent uniform in
+    [-1, 1] from the global generator seeded with seed + i, Adam on the mean squared residual,
+    the last iterate), with the noise maps genprior's CSGM holds for the same seed."""
+    G, x, physics = _problem()
+    y = physics(x)
+    cfg = DeepinvCSGMConfig(steps=15, lr=0.05, seed=7)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    solver = DeepinvCSGM(G, cfg)
+    out = solver(y, physics)
+    assert torch.equal(torch.rand(1), before)  # the caller's random state is left alone
+    held = G.sample_inputs(3, generator=torch.Generator().manual_seed(7))["noise0"]
+    for i in range(3):
+        torch.manual_seed(7 + i)
+        z = torch.nn.Parameter(torch.rand(1, 12, 1, 1) * 2 - 1)
+        opt = torch.optim.Adam([z], lr=0.05)
+        bb = LatentBackbone(G, {"noise0": held[i : i + 1]})
+        for _ in range(15):
+            loss = torch.nn.functional.mse_loss(physics.A(bb(z)), y[i : i + 1])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            torch.testing.assert_close(out[i : i + 1], bb(z).clamp(0, 1), rtol=0, atol=1e-6)
+    rec = solver.last_record
+    assert rec.rounds[0]["steps"] == 15 and len(rec.best_meas_err) == 3
+    err = (physics.A(out) - y).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(torch.tensor(rec.best_meas_err), err, rtol=1e-5, atol=1e-7)
+
+
+def test_settings_are_checked_and_the_row_is_in_the_table():
+    assert get_method("csgm-deepinv").config_class() is DeepinvCSGMConfig
+    for bad in (dict(steps=0), dict(lr=0.0), dict(tol=-1.0)):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            DeepinvCSGMConfig(**bad)
+    with pytest.raises(UserError, match="init"):
+        CSGMConfig(init="zeros")
+
+
+def test_csgm_uniform_init_starts_in_the_unit_box():
+    """With no steps CSGM returns its start: the generator at latents uniform in [-1, 1] (the same
+    draw on every call), the noise maps as with the Gaussian start."""
+    G, x, physics = _problem(2)
+    y = physics(x)
+    out = CSGM(G, CSGMConfig(steps=0, init="uniform", seed=3))(y, physics)
+    inputs = G.sample_inputs(2, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    for k in ("w0", "w1", "w2"):
+        inputs[k] = 2 * torch.rand(inputs[k].shape, generator=g) - 1
+    torch.testing.assert_close(out, G(inputs).clamp(0, 1), rtol=0, atol=0)
+    gauss = CSGM(G, CSGMConfig(steps=0, seed=3))(y, physics)
+    assert not torch.equal(out, gauss)
