@@ -42,13 +42,26 @@ import torch
 from genprior import bench
 
 SETS: dict[str, dict[str, Any]] = {
-    "dcgan": {"generator": "dcgan-faces-64", "images": 'source = "samples"\ncount = {count}\nseed = 1000',
-              "what": "DCGAN samples (seed 1000)"},
-    "lfw": {"generator": "dcgan-faces-64", "images": 'source = "lfw"\ncount = {count}',
-            "what": "LFW faces (the first of `lfw_subset()`, 25 px grey, upscaled)"},
-    "astronaut": {"generator": "dcgan-faces-64", "images": 'source = "astronaut"', "what": "the astronaut face"},
-    "fmnist": {"generator": "fmnist-stylegan2-32", "images": 'source = "heldout"\ndataset = "fmnist"\ncount = {count}',
-               "what": "Fashion-MNIST held-out test images"},
+    "dcgan": {
+        "generator": "dcgan-faces-64",
+        "images": 'source = "samples"\ncount = {count}\nseed = 1000',
+        "what": "DCGAN samples (seed 1000)",
+    },
+    "lfw": {
+        "generator": "dcgan-faces-64",
+        "images": 'source = "lfw"\ncount = {count}',
+        "what": "LFW faces (the first of `lfw_subset()`, 25 px grey, upscaled)",
+    },
+    "astronaut": {
+        "generator": "dcgan-faces-64",
+        "images": 'source = "astronaut"',
+        "what": "the astronaut face",
+    },
+    "fmnist": {
+        "generator": "fmnist-stylegan2-32",
+        "images": 'source = "heldout"\ndataset = "fmnist"\ncount = {count}',
+        "what": "Fashion-MNIST held-out test images",
+    },
 }
 DEEPINV, OURS, OURS_UNIFORM = "csgm-deepinv", "csgm", "csgm-uniform"
 
@@ -57,20 +70,23 @@ def config_text(name: str, steps: int, lr: float, count: int, task: str, level: 
     s = SETS[name]
     images = s["images"].format(count=count)
     n = 1 if name == "astronaut" else count
-    return textwrap.dedent(
-        f"""\
-        # benchmarks/peers.py: {s['what']}, genprior's CSGM beside deepinv's at equal steps ({steps}),
+    return (
+        textwrap.dedent(
+            f"""\
+        # benchmarks/peers.py: {s["what"]}, genprior's CSGM beside deepinv's at equal steps ({steps}),
         # learning rate ({lr}) and restarts (1); ILO at its defaults for reference.
         name = "peers: {name}"
-        generator = "{s['generator']}"
+        generator = "{s["generator"]}"
         seeds = [0]
         batch_size = {n}
         plot_metrics = ["psnr", "ssim"]
 
         [images]
         """
-    ) + images + textwrap.dedent(
-        f"""
+        )
+        + images
+        + textwrap.dedent(
+            f"""
 
         [[tasks]]
         type = "{task}"
@@ -101,6 +117,7 @@ def config_text(name: str, steps: int, lr: float, count: int, task: str, level: 
         [[methods]]
         name = "ilo"
         """
+        )
     )
 
 
@@ -231,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(t)
     if a.speed_steps > 0:
         torch.set_num_threads(1)
-        sp = {m: speed(m, a.speed_steps, a.speed_batch, a.repeats) for m in ("dcgan-faces-64", "fmnist-stylegan2-32")}
+        sp = {
+            m: speed(m, a.speed_steps, a.speed_batch, a.repeats)
+            for m in ("dcgan-faces-64", "fmnist-stylegan2-32")
+        }
         t = speed_table(sp, a.speed_steps, a.speed_batch)
         print(t)
         parts.append(t)

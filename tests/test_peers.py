@@ -6,12 +6,12 @@ from __future__ import annotations
 import deepinv as dinv
 import pytest
 import torch
+from toy_generator import ToyGenerator
 
 from genprior.errors import UserError
 from genprior.solvers.csgm import CSGM, CSGMConfig
 from genprior.solvers.peers import DeepinvCSGM, DeepinvCSGMConfig, LatentBackbone
 from genprior.solvers.registry import get_method
-from toy_generator import ToyGenerator
 
 
 def _problem(n=3):

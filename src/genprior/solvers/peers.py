@@ -114,7 +114,10 @@ class DeepinvCSGM(GenerativeSolver):
             for i in range(B):
                 backbone = LatentBackbone(G, {k: v[i : i + 1] for k, v in held.items()})
                 net = CSGMGenerator(
-                    backbone, inf_max_iter=cfg.steps, inf_tol=cfg.tol, inf_lr=cfg.lr,
+                    backbone,
+                    inf_max_iter=cfg.steps,
+                    inf_tol=cfg.tol,
+                    inf_lr=cfg.lr,
                     inf_progress_bar=progress,
                 ).eval()
                 with torch.random.fork_rng(devices=devices):

@@ -162,9 +162,7 @@ def _per_chain(x: Tensor, K: int) -> Tensor:
     return x.repeat(K, *([1] * (x.dim() - 1)))
 
 
-def _power_top(
-    apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torch.Generator
-) -> Tensor:
+def _power_top(apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torch.Generator) -> Tensor:
     """Per-sample top eigenvalue ``(n,)`` of the symmetric PSD map ``v -> apply(v)`` on tuples
     shaped like ``like`` (on its device and dtype; the start is drawn from the CPU generator
     ``g``, so it is the same on every device)."""
@@ -300,7 +298,6 @@ class SGILO(GenerativeSolver):
                 sq = r.flatten(1).pow(2).sum(1)
                 grads = torch.autograd.grad((sq / (2 * var)).sum(), uu)
                 return tuple(-gr for gr in grads), sq.detach()
-
 
             def lik_curvature(uu: tuple[Tensor, ...]) -> Tensor:
                 """Top eigenvalue of J^T A^T A J per chain (finite-difference J v, exact J^T w)."""

@@ -1,0 +1,200 @@
+"""Quality against compute (issue 11): PSNR against steps and against seconds per image for ILO,
+CSGM, PULSE and the projector at several multiples of the prior benchmark's budgets.
+
+The grid is the prior benchmark's (``benchmarks/configs/{fmnist,faces}_prior.toml``: its images,
+tasks and seeds, so the same measurements) with its generator-based methods replaced by one row
+per method and budget: ``ilo x0.5``, ``ilo x1``, ``ilo x3``, ... where ``x1`` is that method's
+setting in the prior benchmark and the multiple scales its steps (every round of ILO; CSGM keeps
+its restarts). The steps a row counts are the optimiser steps over all images' restarts and
+rounds: ILO the sum of its rounds, CSGM steps x restarts. Seconds are the bench's wall time per
+image (one torch thread per worker). Writes ``OUT/config.json`` (the grid), the bench run in
+``OUT``, and per task a plot ``PREFIX_<task>.png`` of PSNR against steps and against seconds,
+and with ``--md`` a table.
+
+    OMP_NUM_THREADS=1 python benchmarks/compute.py fmnist --out runs/compute_fmnist --count 8 \\
+        --workers 2 --plot docs/figures/compute_fmnist --md docs/results/compute_fmnist.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from genprior import bench
+from genprior.solvers.registry import get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIOR = {"fmnist": "fmnist_prior.toml", "faces": "faces_prior.toml"}
+METHODS = ("ilo", "csgm", "pulse", "projector")
+
+
+def budget_steps(name: str, settings: dict[str, Any]) -> int:
+    """Optimiser steps of one solve of one image with these settings (restarts and rounds counted)."""
+    cfg = get_method(name).make_config(settings)
+    if name == "ilo":
+        rounds = 1 + len(cfg.stages) if cfg.stages is not None else len(cfg.steps)
+        steps = list(cfg.steps) + [cfg.steps[-1]] * rounds
+        return int(sum(steps[:rounds]))
+    if name == "csgm":
+        return int(cfg.steps * cfg.restarts)
+    return int(cfg.steps)
+
+
+def scaled(name: str, settings: dict[str, Any], mult: float) -> dict[str, Any]:
+    cfg = get_method(name).make_config(settings)
+    s = dict(settings)
+    if name == "ilo":
+        s["steps"] = [max(1, round(v * mult)) for v in cfg.steps]
+    else:
+        s["steps"] = max(1, round(cfg.steps * mult))
+    return s
+
+
+def grid(which: str, mults: list[float], count: int | None) -> dict[str, Any]:
+    raw = tomllib.loads((ROOT / "benchmarks" / "configs" / PRIOR[which]).read_text())
+    raw["name"] = f"quality against compute: {which}"
+    raw.pop("plot_best_of", None)
+    raw["plot_metrics"] = ["psnr", "time_s"]
+    if count is not None:
+        raw["images"]["count"] = count
+        raw["batch_size"] = min(raw.get("batch_size", 10), count)
+    rows = []
+    for m in raw["methods"]:
+        if m["name"] not in METHODS:
+            continue
+        base = {k: v for k, v in m.items() if k not in ("name", "label")}
+        for x in mults:
+            rows.append({"name": m["name"], "label": f"{m['name']} x{x:g}", **scaled(m["name"], base, x)})
+    raw["methods"] = rows
+    return raw
+
+
+def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = {m["label"]: m for m in raw["methods"]}
+    out = []
+    keys = list(dict.fromkeys((r["task"], json.dumps(r["level"]), r["method"]) for r in rows))
+    for task, lv, label in keys:
+        rr = [r for r in rows if r["task"] == task and json.dumps(r["level"]) == lv and r["method"] == label]
+        m = spec[label]
+        settings = {k: v for k, v in m.items() if k not in ("name", "label")}
+        psnr, se = bench.mean_se([r["psnr"] for r in rr])
+        out.append(
+            {
+                "task": task,
+                "level": json.loads(lv),
+                "method": m["name"],
+                "label": label,
+                "steps": budget_steps(m["name"], settings),
+                "seconds": sum(r["time_s"] for r in rr) / len(rr),
+                "psnr": psnr,
+                "psnr_se": se,
+                "n": len(rr),
+            }
+        )
+    return out
+
+
+def plot(summary: list[dict[str, Any]], prefix: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    files = []
+    for task, lv in dict.fromkeys((s["task"], json.dumps(s["level"])) for s in summary):
+        here = [s for s in summary if s["task"] == task and json.dumps(s["level"]) == lv]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for method in METHODS:
+            pts = sorted((s for s in here if s["method"] == method), key=lambda s: s["steps"])
+            if not pts:
+                continue
+            for ax, x in zip(axes, ("steps", "seconds")):
+                ax.errorbar(
+                    [p[x] for p in pts],
+                    [p["psnr"] for p in pts],
+                    yerr=[0 if not math.isfinite(p["psnr_se"]) else p["psnr_se"] for p in pts],
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
+        for ax, x in zip(axes, ("optimiser steps per image", "seconds per image")):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel(x)
+            ax.set_ylabel("PSNR (dB)")
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.suptitle(f"{task} {json.loads(lv)}")
+        fig.tight_layout()
+        name = f"{task}_{json.loads(lv)}".replace(" ", "-").replace("[", "").replace("]", "").replace(",", "")
+        path = Path(f"{prefix}_{name}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def table(summary: list[dict[str, Any]]) -> str:
+    lines = [
+        "| task | level | method | budget | steps / image | s / image | PSNR (dB) |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for s in summary:
+        se = f" ± {s['psnr_se']:.2f}" if math.isfinite(s["psnr_se"]) else ""
+        lines.append(
+            f"| {s['task']} | {s['level']} | {s['method']} | {s['label'].split()[-1]} | {s['steps']} | "
+            f"{s['seconds']:.2f} | {s['psnr']:.2f}{se} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("which", choices=sorted(PRIOR), help="the prior benchmark's grid to start from")
+    p.add_argument("--out", type=Path, required=True, help="bench output folder")
+    p.add_argument("--mult", default="0.5,1,3", help="budget multiples (default 0.5,1,3)")
+    p.add_argument("--count", type=int, default=None, help="images (default: the prior benchmark's)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
+    p.add_argument("--plot", default=None, help="prefix of the per-task plots")
+    p.add_argument("--md", type=Path, default=None, help="write the table here")
+    a = p.parse_args(argv)
+    try:
+        mults = [float(v) for v in a.mult.split(",")]
+    except ValueError:
+        print(f"compute: --mult {a.mult!r}: give comma-separated numbers such as 0.5,1,3", file=sys.stderr)
+        return 2
+    if not mults or any(not (m > 0) for m in mults):
+        print(f"compute: --mult {a.mult!r}: the multiples must be > 0", file=sys.stderr)
+        return 2
+    raw = grid(a.which, mults, a.count)
+    if a.device is not None:
+        raw["device"] = a.device
+    a.out.mkdir(parents=True, exist_ok=True)
+    cfg_path = a.out.parent / f"{a.out.name}.json"
+    cfg_path.write_text(json.dumps(raw, indent=1))
+    res = bench.run_bench(cfg_path, a.out, workers=a.workers, threads=1, progress=True)
+    summary = summary_rows(res.rows, raw)
+    t = table(summary)
+    print(t)
+    if a.plot:
+        for f in plot(summary, a.plot):
+            print(f"wrote {f}")
+    if a.md is not None:
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        a.md.write_text(
+            f"`python benchmarks/compute.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n" + t
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
