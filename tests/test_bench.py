@@ -346,6 +346,9 @@ def test_every_method_runs_through_the_bench(workdir):
         alpha = 0.001
         wavelet = "haar"
         [[methods]]
+        name = "csgm-deepinv"
+        steps = 3
+        [[methods]]
         name = "sgilo"
         warm_steps = 3
         chains = 2

@@ -13,13 +13,14 @@ from toy_generator import ToyGenerator
 from genprior.errors import UserError
 from genprior.solvers.common import PosteriorSamples, apply_overrides, latent_groups
 from genprior.solvers.csgm import CSGM, CSGMConfig
+from genprior.solvers.peers import DeepinvCSGMConfig
 from genprior.solvers.dip import DeepImagePrior, DIPConfig
 from genprior.solvers.ilo import ILO, ILOConfig
 from genprior.solvers.projector import ProjectorConfig
 from genprior.solvers.pulse import PULSEConfig
 from genprior.solvers.sparse import Lasso, LassoConfig
 
-CONFIGS = (ILOConfig, CSGMConfig, PULSEConfig, ProjectorConfig, LassoConfig, DIPConfig)
+CONFIGS = (ILOConfig, CSGMConfig, PULSEConfig, ProjectorConfig, LassoConfig, DIPConfig, DeepinvCSGMConfig)
 
 # (config class, setting, bad value): one of each kind a setting can be wrong in
 BAD = [
@@ -62,7 +63,13 @@ BAD = [
     (CSGMConfig, "reduction", "max"),
     (CSGMConfig, "optimize_noise", None),
     (CSGMConfig, "lr_schedule", "cosine"),
+    (CSGMConfig, "init", "zeros"),
     (CSGMConfig, "seed", None),
+    (DeepinvCSGMConfig, "steps", 0),
+    (DeepinvCSGMConfig, "steps", 2.5),
+    (DeepinvCSGMConfig, "lr", 0.0),
+    (DeepinvCSGMConfig, "tol", -1e-4),
+    (DeepinvCSGMConfig, "seed", None),
     (PULSEConfig, "steps", -1),
     (PULSEConfig, "lr", -0.4),
     (PULSEConfig, "lr_schedule", "cosine"),
@@ -155,7 +162,8 @@ VALID = [
     (ILOConfig, {"perceptual": lambda ax, y: (ax - y).abs().flatten(1).mean(1), "perceptual_weight": 1}),
     (ILOConfig, {"fidelity": "l1", "optimize_noise": True, "spherical": False}),
     (CSGMConfig, {"lr": 1, "steps": 0, "restarts": 3, "prior_weight": 0.1, "reduction": "sum"}),
-    (CSGMConfig, {"lr_schedule": True, "optimize_noise": True, "seed": 2**63}),
+    (CSGMConfig, {"lr_schedule": True, "optimize_noise": True, "seed": 2**63, "init": "uniform"}),
+    (DeepinvCSGMConfig, {"steps": 1, "lr": 1e-3, "tol": 1e-4, "seed": 5}),
     (PULSEConfig, {"steps": 0, "eps": 0, "trainable_noise": None, "lr_schedule": "fixed"}),
     (PULSEConfig, {"eps": math.inf, "trainable_noise": 0, "weight_l2": 1}),
     (ProjectorConfig, {"steps": 1, "w_avg_samples": 2, "distance": "mse", "lpips_net": "VGG16"}),
