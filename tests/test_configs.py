@@ -13,9 +13,9 @@ from toy_generator import ToyGenerator
 from genprior.errors import UserError
 from genprior.solvers.common import PosteriorSamples, apply_overrides, latent_groups
 from genprior.solvers.csgm import CSGM, CSGMConfig
-from genprior.solvers.peers import DeepinvCSGMConfig
 from genprior.solvers.dip import DeepImagePrior, DIPConfig
 from genprior.solvers.ilo import ILO, ILOConfig
+from genprior.solvers.peers import DeepinvCSGMConfig
 from genprior.solvers.projector import ProjectorConfig
 from genprior.solvers.pulse import PULSEConfig
 from genprior.solvers.sparse import Lasso, LassoConfig
