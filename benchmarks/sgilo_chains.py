@@ -7,27 +7,22 @@ import sys
 
 import torch
 
-from genprior.bench.cell import build_physics, derive_seed, get_generator, get_images
+from genprior import metrics
+from genprior.bench.cache import get_generator
+from genprior.bench.cell import Cell, cell_measurements, cell_solver_seed
 from genprior.bench.config import load_config
 from genprior.solvers.sgilo import SGILO, SGILOConfig
 
 cfg = load_config("benchmarks/configs/sgilo_fmnist_calibration.toml")
 G = get_generator(cfg)
-x, ids, labels = get_images(cfg, G)
 task = cfg.tasks[int(sys.argv[1])]
-lv = task.levels[0]
-ps = build_physics(task, lv, G.image_shape, derive_seed("operator", 0, task.label, lv, 0), "cpu")
-torch.manual_seed(0)
-with torch.no_grad():
-    y = ps(x)
+x, y, ps = cell_measurements(cfg, Cell(task.label, task.levels[0], "sgilo", 0, 0))
 over = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
 for label in sys.argv[3:] or ["sgilo-16"]:
-    seed = derive_seed("solver", 0, label, task.label, lv, 0)
+    seed = cell_solver_seed(Cell(task.label, task.levels[0], label, 0, 0))
     s = SGILO(G, SGILOConfig(seed=seed, **over))
     xh = s(y, ps)
     r = s.last_record
-    from genprior import metrics
-
     ce = torch.tensor(r.extra["chain_meas_err"])
     print(label, over, "psnr", metrics.psnr(xh, x).numpy().round(1))
     print(

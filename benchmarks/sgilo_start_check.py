@@ -4,7 +4,9 @@ Run from the repository root: python benchmarks/sgilo_start_check.py ..."""
 
 import torch
 
-from genprior.bench.cell import build_physics, derive_seed, get_generator, get_images
+from genprior import metrics
+from genprior.bench.cache import get_generator
+from genprior.bench.cell import Cell, cell_measurements, cell_solver_seed
 from genprior.bench.config import load_config
 from genprior.score.model import modelled_tensors
 from genprior.solvers.common import RunRecord
@@ -12,20 +14,15 @@ from genprior.solvers.sgilo import SGILO, SGILOConfig
 
 cfg = load_config("benchmarks/configs/sgilo_fmnist_calibration.toml")
 G = get_generator(cfg)
-x, ids, labels = get_images(cfg, G)
-for ti in range(3):
-    task = cfg.tasks[ti]
-    lv = task.levels[0]
-    ps = build_physics(task, lv, G.image_shape, derive_seed("operator", 0, task.label, lv, 0), "cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        y = ps(x)
-    s = SGILO(G, SGILOConfig(seed=derive_seed("solver", 0, "sgilo", task.label, lv, 0)))
+for task in cfg.tasks:
+    cell = Cell(task.label, task.levels[0], "sgilo", 0, 0)
+    x, y, ps = cell_measurements(cfg, cell)
+    s = SGILO(G, SGILOConfig(seed=cell_solver_seed(cell)))
     inputs, rec = s._warm_start(y, ps)
     S = s.score_model
     shared = S.latents
     with torch.no_grad():
-        e0 = (ps.A(G(inputs)) - y).flatten(1).pow(2).mean(1)
+        e0 = metrics.measurement_error(G(inputs), y, ps)
         u0 = S.normalize(modelled_tensors(G, S.stage, inputs, shared))
     r = RunRecord(method="x")
     s._refit(u0, inputs, y, ps, shared, r)

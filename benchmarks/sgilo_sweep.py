@@ -8,23 +8,20 @@ import sys
 import torch
 
 from genprior import metrics
-from genprior.bench.cell import build_physics, derive_seed, get_generator, get_images
+from genprior.bench.cache import get_generator
+from genprior.bench.cell import Cell, cell_measurements, cell_solver_seed
 from genprior.bench.config import load_config
 from genprior.solvers.sgilo import SGILO, SGILOConfig
 
 cfg = load_config("benchmarks/configs/sgilo_fmnist_calibration.toml")
 G = get_generator(cfg)
-x, ids, labels = get_images(cfg, G)
 for o in sys.argv[1:]:
     over = json.loads(o)
     out = []
     for task in cfg.tasks:
-        lv = task.levels[0]
-        ps = build_physics(task, lv, G.image_shape, derive_seed("operator", 0, task.label, lv, 0), "cpu")
-        torch.manual_seed(0)
-        with torch.no_grad():
-            y = ps(x)
-        s = SGILO(G, SGILOConfig(seed=derive_seed("solver", 0, "sgilo", task.label, lv, 0), **over))
+        cell = Cell(task.label, task.levels[0], "sgilo", 0, 0)
+        x, y, ps = cell_measurements(cfg, cell)
+        s = SGILO(G, SGILOConfig(seed=cell_solver_seed(cell), **over))
         xh = s(y, ps)
         post = s.last_samples
         cal = metrics.coverage(x, post.mean, post.std, metrics.unobserved(ps, x.shape))

@@ -88,27 +88,42 @@ def build_physics(
     return physics
 
 
+def cell_measurements(cfg: BenchConfig, cell: Cell) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The images of ``cell``'s batch (on the grid's device), its physics and its measurements
+    ``y``: what every method of the cell sees (they depend on the seed, task, level and batch)."""
+    dev = device_of(cfg)
+    G = get_generator(cfg)
+    x_all, _, _ = get_images(cfg, G)
+    lo = cell.batch * cfg.batch_size
+    x = x_all[lo : lo + cfg.batch_size].to(dev)
+    task = next(t for t in cfg.tasks if t.label == cell.task)
+    op_seed = derive_seed("operator", cell.seed, cell.task, cell.level, cell.batch)
+    physics = build_physics(task, cell.level, G.image_shape, op_seed, dev)
+    with torch.no_grad():
+        y = physics(x)
+    return x, y, physics
+
+
+def cell_solver_seed(cell: Cell, seed_label: str | None = None) -> int:
+    """The seed of ``cell``'s solver; rows that share a ``seed_label`` see the same draws."""
+    return derive_seed("solver", cell.seed, seed_label or cell.method, cell.task, cell.level, cell.batch)
+
+
 def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
     """Solve one cell; returns its rows (one per image)."""
     from .. import metrics
 
     dev = device_of(cfg)
     G = get_generator(cfg)
-    x_all, ids, labels = get_images(cfg, G)
+    _, ids, labels = get_images(cfg, G)
+    x, y, physics = cell_measurements(cfg, cell)
     lo = cell.batch * cfg.batch_size
-    hi = min(lo + cfg.batch_size, len(x_all))
-    x = x_all[lo:hi].to(dev)
+    hi = lo + len(x)
     task = next(t for t in cfg.tasks if t.label == cell.task)
     mspec = next(m for m in cfg.methods if m.label == cell.method)
     method = METHODS[mspec.name]
 
-    op_seed = derive_seed("operator", cell.seed, cell.task, cell.level, cell.batch)
-    physics = build_physics(task, cell.level, G.image_shape, op_seed, dev)
-    with torch.no_grad():
-        y = physics(x)
-
-    seed_of = mspec.seed_label or cell.method  # rows that share a seed label see the same draws
-    solver_seed = derive_seed("solver", cell.seed, seed_of, cell.task, cell.level, cell.batch)
+    solver_seed = cell_solver_seed(cell, mspec.seed_label)
     torch.manual_seed(solver_seed)
     config = method.make_config(mspec.settings, seed=solver_seed)
     solver = method.build(

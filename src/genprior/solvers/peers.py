@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..generators.base import Inputs, LayeredGenerator
+from ..metrics import measurement_error
 from .common import (
     Best,
     GenerativeSolver,
@@ -125,7 +126,7 @@ class DeepinvCSGM(GenerativeSolver):
                     xs.append(net(y[i : i + 1], physics).detach())
         x = torch.cat(xs)
         with torch.no_grad():
-            err = (physics.A(x) - y).pow(2).reshape(B, -1).mean(1)
+            err = measurement_error(x, y, physics)
         rec = RunRecord(method=self.method)
         best = Best(x, err.float(), torch.zeros(B, dtype=torch.long))
         return finish_run(rec, best, timer, round_steps=cfg.steps)

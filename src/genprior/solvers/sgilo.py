@@ -396,8 +396,8 @@ class SGILO(GenerativeSolver):
         """Adam on the measurement error of the modelled tensors (state and shared latent, one
         copy per image): replacing round 0's separate tail rows by their mean moves the image far
         from the measurements (compressed sensing m = 50 on six of the Fashion-MNIST StyleGAN2's
-        samples: from 0.0009-0.021 to 0.08-0.95 per measurement), and the chains should start
-        where the measurements are explained."""
+        samples: from at most 0.021 to 0.13-1.0 per measurement, ``benchmarks/sgilo_start_check.py``),
+        and the chains should start where the measurements are explained."""
         cfg: SGILOConfig = self.config
         G, S = self.generator, self.score_model
         v = tuple(x.detach().clone().requires_grad_(True) for x in u0)
