@@ -32,6 +32,7 @@ def main() -> None:
                 steps_per_level=1,
                 final_steps=0,
                 score_stage=2,
+                refine_steps=0,
             )
             out[dev] = (
                 SGILO(G, cfg, score_model=zoo.load_score_model(G, stage=2))(y.to(dev), ph).detach().cpu()

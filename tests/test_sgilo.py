@@ -235,3 +235,37 @@ def test_sgilo_runs_on_cuda_as_on_the_cpu(stage):
         assert x_hat.device.type == dev and torch.isfinite(x_hat).all()
         assert solver.last_samples.std.device.type == dev
     assert out["cuda"] <= 2 * out["cpu"] + 1e-3, out
+
+
+def test_refinement_keeps_chains_that_fit_and_moves_those_that_do_not():
+    """After the chains, each goes on as ILO from where it ended under the discrepancy principle:
+    with a floor above every chain's error nothing moves (the samples are the chains' own); at
+    the noise level, chains the generator's range cannot explain (a bar, not a garment) leave it,
+    at the configured deeper stages, and fit the measurements better."""
+    from genprior import zoo
+
+    G = zoo.load_generator("fmnist-stylegan2-32")
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 6:26, 13:19] = 0.8
+    physics = dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(sigma=0.02))
+    y = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    kw = dict(warm_steps=10, fit_steps=5, chains=2, levels=2, steps_per_level=2, final_steps=0, score_stage=0)
+    refine = dict(refine_steps=10, refine_stages=(1, 2))
+    plain = SGILO(G, SGILOConfig(**kw, refine_steps=0))
+    plain(y, physics)
+    lax = SGILO(G, SGILOConfig(**kw, **refine, refine_tolerance=1e9))
+    lax(y, physics)
+    assert torch.allclose(lax.last_samples.samples, plain.last_samples.samples, atol=1e-6)
+    assert lax.last_record.extra["refined_share"] == [0.0]
+    strict = SGILO(G, SGILOConfig(**kw, **refine, refine_tolerance=1.0))
+    strict(y, physics)
+    rec = strict.last_record
+    assert rec.extra["refined_share"] == [1.0]
+    assert [r["stage"] for r in rec.rounds if r.get("refine")] == [1, 2]
+    before = torch.tensor(plain.last_record.extra["chain_meas_err"])
+    after = torch.tensor(rec.extra["chain_meas_err"])
+    assert torch.all(after < 0.8 * before), (before, after)
+    with pytest.raises(UserError, match="refine_tolerance"):
+        SGILOConfig(refine_tolerance=0.5)
+    with pytest.raises(UserError, match="refine_stages"):
+        SGILOConfig(refine_stages=(2, 1))

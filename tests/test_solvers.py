@@ -179,3 +179,25 @@ def test_noise_floor_keeps_the_first_iterate_that_reaches_the_noise_level():
         assert m.best_meas_err[i] == pytest.approx(first, rel=1e-5)
     with pytest.raises(UserError):
         noise_floor(-1.0, y, physics)
+
+
+def test_ilo_from_a_given_start_evaluates_it_then_goes_deeper():
+    """ILO.solve(start=...) (SGILO's refinement): round 0 is the start itself, unsearched, and
+    the rounds go on at the configured stages deeper than the start's, from its state."""
+    from genprior.solvers.ilo import Start
+
+    G, x, physics, y = _problem(off_range=0.15)
+    inputs = G.sample_inputs(2, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        state = tuple(s + 0.1 for s in G.head(1, inputs))  # a state off the generator's range
+        x_start = G.tail(1, state, inputs)
+    still = ILO(G, ILOConfig(stages=(1, 2), steps=0))
+    out, rec = still.solve(y, physics, start=Start(1, state, inputs))
+    assert torch.allclose(out, x_start.clamp(0, 1))
+    assert [r["stage"] for r in rec.rounds] == [1, 2]  # stage 1 is not deeper
+    moved = ILO(G, ILOConfig(stages=(1, 2), steps=(5, 30), radius=math.inf))
+    _, rec = moved.solve(y, physics, start=Start(1, state, inputs))
+    start_err = ((physics.A(x_start) - y) ** 2).flatten(1).mean(1)
+    assert rec.rounds[0]["steps"] == 0  # the start is not searched, whatever steps[0] says
+    assert rec.rounds[1]["start_meas_err"] == pytest.approx(start_err.tolist(), rel=1e-5)
+    assert torch.all(torch.tensor(rec.best_meas_err) < start_err)

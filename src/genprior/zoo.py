@@ -18,7 +18,7 @@ checkpoints are untrusted.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,12 +176,20 @@ def score_model_files() -> list[Path]:
     return sorted(ASSETS_MODELS.glob("score-*.pt"))
 
 
+def default_score_stage(stages: Iterable[int]) -> int:
+    """The stage SGILO uses when none is named: the shallowest bundled one. Its prior is nearest
+    to exact (the stage-0 model of the generator's own latent: FD 5.0 against the generator's
+    7.85; the stage-2 model of the Fashion-MNIST StyleGAN2: 31.7) and its chains calibrated
+    (0.91-0.95 against 0.76-0.83 for stage 2, docs/sgilo.md)."""
+    return min(stages)
+
+
 def load_score_model(
     generator: LayeredGenerator, path: str | os.PathLike | None = None, stage: int | None = None
 ) -> Any:
     """The score model SGILO uses on ``generator``: the file at ``path``, or else the bundled one
-    trained on this generator's weights (found by their fingerprint): the one of ``stage``, or the
-    deepest bundled stage when ``stage`` is None."""
+    trained on this generator's weights (found by their fingerprint): the one of ``stage``, or
+    :func:`default_score_stage`'s when ``stage`` is None."""
     from .score.model import StateScoreModel, weights_fingerprint
 
     if path is not None:
@@ -205,7 +213,7 @@ def load_score_model(
             f"no bundled score model of stage {stage} fits this generator (bundled stages: "
             f"{', '.join(map(str, sorted(found)))}): give one of those, or a file (--set score=PATH)"
         )
-    d = found[max(found) if stage is None else stage]
+    d = found[default_score_stage(found) if stage is None else stage]
     return StateScoreModel.from_dict(d).to(generator.device).eval()
 
 

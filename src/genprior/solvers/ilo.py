@@ -156,6 +156,16 @@ def _noise_floor_ok(v: Any) -> bool:
     return is_number(v) and v >= 0
 
 
+@dataclass
+class Start:
+    """Where :meth:`ILO.solve` may begin instead of round 0's search: the state at ``stage`` and
+    the generator's inputs (``stage`` 0 and ``state == ()``: a point of the generator's range)."""
+
+    stage: int
+    state: State
+    inputs: dict[str, Tensor]
+
+
 def default_stages(num_stages: int) -> list[int]:
     return list(range(1, max(1, math.ceil(num_stages / 2)) + 1)) if num_stages > 0 else []
 
@@ -173,19 +183,30 @@ class ILO(GenerativeSolver):
         super().__init__(generator, config)
         self.last_inputs: dict[str, Tensor] | None = None
 
-    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+    def solve(
+        self, y: Tensor, physics: Any, progress: bool = False, start: Start | None = None
+    ) -> tuple[Tensor, RunRecord]:
+        """``start``: begin from a given point instead of round 0's search (SGILO's refinement of
+        its chains): round 0 then only evaluates ``tail(start.stage, start.state, start.inputs)``
+        and the rounds go on from the configured stages deeper than ``start.stage``."""
         cfg: ILOConfig = self.config
         G = self.generator
         self._check_y(y)
         stages = list(cfg.stages) if cfg.stages is not None else default_stages(G.num_stages)
         for s in stages:  # increasing and >= 1: ILOConfig checks that
             G.check_stage(s)
+        if start is not None:
+            stages = [s for s in stages if s > start.stage]
         n_rounds = 1 + len(stages)
         steps = per_round(cfg.steps, n_rounds)
         radii = per_round(cfg.radius, max(1, len(stages)))
         batch = y.shape[0]
 
-        inputs = self._init_inputs(batch, cfg.seed)
+        if start is None:
+            inputs = self._init_inputs(batch, cfg.seed)
+        else:
+            steps[0] = 0  # the start is evaluated, not searched
+            inputs = {k: v.detach() for k, v in start.inputs.items()}
         init_norms = {k: batch_norms(v) for k, v in inputs.items()}
         groups = latent_groups(G)
 
@@ -200,11 +221,11 @@ class ILO(GenerativeSolver):
         stage_prev = 0
         with Timer() as timer:
             for r in range(n_rounds):
-                stage = 0 if r == 0 else stages[r - 1]
+                stage = stages[r - 1] if r > 0 else start.stage if start is not None else 0
                 with torch.no_grad():
                     if r == 0:
-                        state0: State = ()
-                    elif r == 1:
+                        state0 = tuple(start.state) if start is not None else ()
+                    elif r == 1 and start is None:
                         state0 = G.head(stage, inputs)
                     else:
                         state0 = G.advance(stage_prev, stage, state, inputs)
@@ -224,7 +245,7 @@ class ILO(GenerativeSolver):
                 if state:
                     param_groups.append({"params": list(state), "lr": cfg.state_lr, "base": cfg.state_lr})
                 opt = torch.optim.Adam(param_groups, betas=(0.9, 0.999), foreach=True)
-                rel = float(radii[r - 1]) if state else math.inf
+                rel = float(radii[r - 1]) if r > 0 and state else math.inf
                 radius = (
                     rel * sum(s.reshape(batch, -1).abs().sum(1, dtype=torch.float64) for s in state0)
                     if math.isfinite(rel)
@@ -235,7 +256,7 @@ class ILO(GenerativeSolver):
                     cur = {**inputs, **free}
                     last = t == steps[r]
                     with torch.set_grad_enabled(not last):
-                        x = G(cur) if r == 0 else G.tail(stage, state, cur)
+                        x = G(cur) if r == 0 and start is None else G.tail(stage, state, cur)
                         ax = physics.A(x)
                         err = fidelity(ax, y, "mse")
                         loss = (

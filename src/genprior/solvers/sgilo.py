@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -62,6 +63,8 @@ from .common import (
     check_number,
     check_seed,
     finish_run,
+    is_int,
+    is_sequence,
     progress_bar,
     setting_error,
 )
@@ -77,8 +80,9 @@ class SGILOConfig(SolverConfig):
     Attributes:
         score: path of a score model file (``genprior train score``); ``None``: the zoo's score
             model for this generator (refused if there is none).
-        score_stage: the stage of the bundled score model to use (``None``: the deepest bundled
-            one); with ``score``, the stage that file must model.
+        score_stage: the stage of the bundled score model to use (``None``: the shallowest bundled
+            one, :func:`genprior.zoo.default_score_stage`); with ``score``, the stage that file must
+            model.
         warm_steps: Adam steps of round 0 (the warm start on the generator's inputs).
         lr: round 0's Adam learning rate; ``geocross_weight``: its geocross weight.
         fit_steps, fit_lr: where the score model covers a latent the tail shares (StyleGAN2's later
@@ -99,6 +103,20 @@ class SGILOConfig(SolverConfig):
             ``t = 0.01`` and noise ``0.025``; no annealing).
         output: ``"mean"`` (the posterior mean over the chains) or ``"sample"`` (chain 0).
         power_iters: power iterations that measure the curvature ``L``.
+        refine_steps: Adam steps of each refinement round (0: no refinement). After the chains,
+            every chain goes on as ILO from where it ended: rounds at ``refine_stages``, each in an
+            l1 ball of relative radius ``refine_radius`` around what the earlier layers produce
+            from the chain's point, under the discrepancy principle with the floor
+            ``refine_tolerance * sigma^2`` per observed measurement: a chain that explains the
+            measurements to that level keeps its sample, one the prior's range cannot explain
+            (a real image pinned down by many measurements) leaves the range only as far as the
+            measurements ask. This is where SGILO meets ILO: the chains decide where the
+            measurements say little, ILO's deeper rounds where they say much.
+        refine_stages: the refinement's stages (deeper than the score model's; ``None``: ILO's
+            default stages deeper than it).
+        refine_radius: the refinement rounds' relative l1 radius (ILO's ``radius``).
+        refine_tolerance: the discrepancy floor's multiple of the noise variance (Morozov's
+            ``tau >= 1``).
         tail_latents: let the latents the tail still reads that the generator draws independently
             of the state (``G.independent_tail_latents``) follow the Langevin dynamics too, with
             their exact ``N(0, I)`` prior; off, they stay at round 0's values. (StyleGAN2 has none:
@@ -130,6 +148,10 @@ class SGILOConfig(SolverConfig):
     official_lr: float = 0.05
     output: str = "mean"
     power_iters: int = 8
+    refine_steps: int = 100
+    refine_stages: Sequence[int] | None = None
+    refine_radius: float = 0.2
+    refine_tolerance: float = 1.0
     tail_latents: bool = True
     tail_noise: bool = True
     seed: int = 0
@@ -138,7 +160,7 @@ class SGILOConfig(SolverConfig):
         if self.score is not None and not isinstance(self.score, str):
             raise setting_error(self, "score", "give None or the path of a score model file")
         check_int(self, "score_stage", 0, none=True)
-        for name in ("warm_steps", "fit_steps", "levels", "steps_per_level", "final_steps"):
+        for name in ("warm_steps", "fit_steps", "levels", "steps_per_level", "final_steps", "refine_steps"):
             check_int(self, name, 0)
         check_int(self, "chains", 1)
         check_int(self, "power_iters", 1)
@@ -150,6 +172,15 @@ class SGILOConfig(SolverConfig):
             check_number(self, name, 0.0, above=True)
         if self.sigma_min > self.sigma_max:
             raise setting_error(self, "sigma_min", f"give a level <= sigma_max = {self.sigma_max}")
+        st = self.refine_stages
+        if st is not None and not (
+            is_sequence(st)
+            and all(is_int(s) and s >= 1 for s in st)
+            and all(b > a for a, b in zip(st, st[1:]))
+        ):
+            raise setting_error(self, "refine_stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)")
+        check_number(self, "refine_radius")
+        check_number(self, "refine_tolerance", 1.0)
         if self.step_scale > 1:
             raise setting_error(self, "step_scale", "give a number in (0, 1]")
         check_choice(self, "update", UPDATES)
@@ -366,6 +397,12 @@ class SGILO(GenerativeSolver):
             with torch.no_grad():
                 x = image(u).clamp(0, 1)
                 err = residual(u).flatten(1).pow(2).mean(1)
+            lang_err = err.view(K, B)  # where the chains ended
+            refine_rounds: list[dict[str, Any]] = []
+            if cfg.refine_steps:
+                x, refine_rounds = self._refine(u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress)
+                with torch.no_grad():
+                    err = (physics.A(x) - yk).flatten(1).pow(2).mean(1)
             post = PosteriorSamples.from_samples(x.view(K, B, *x.shape[1:]))
             chain_err = err.view(K, B)
             out = post.mean if cfg.output == "mean" else post.samples[0]
@@ -379,9 +416,11 @@ class SGILO(GenerativeSolver):
                 "chains": K,
                 "update": cfg.update,
                 "levels": levels,
-                "final_meas_err": chain_err.mean(0).tolist(),
+                "final_meas_err": lang_err.mean(0).tolist(),
             }
         )
+        for rd in refine_rounds:
+            rec.rounds.append({**rd, "round": len(rec.rounds)})
         self.last_samples = rec.posterior = post
         best = Best(out, out_err, torch.full((B,), len(rec.rounds) - 1, dtype=torch.long))
         return finish_run(
@@ -415,6 +454,35 @@ class SGILO(GenerativeSolver):
             err.sum().backward()
             opt.step()
         return tuple(x.detach() for x in v)
+
+    def _refine(self, u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress):
+        """Each chain goes on as ILO from its last point (see ``SGILOConfig.refine_steps``): the
+        chains' images (clamped) and the refinement's rounds for the record."""
+        from .ilo import ILO, ILOConfig, Start
+
+        cfg: SGILOConfig = self.config
+        G, S = self.generator, self.score_model
+        state, ins = split_modelled(S.denormalize(u[:n_state]), {**inputs, **dict(zip(lat, u[n_state:]))}, shared)
+        observed = float((yk.flatten(1) != 0).float().mean())
+        floor = cfg.refine_tolerance * sigma_y**2 * observed
+        ilo = ILO(
+            G,
+            ILOConfig(
+                stages=cfg.refine_stages,
+                steps=cfg.refine_steps,
+                radius=cfg.refine_radius,
+                noise_floor=floor,
+                geocross_weight=cfg.geocross_weight,
+                seed=cfg.seed,
+            ),
+        )
+        x, r = ilo.solve(yk, physics, progress, start=Start(S.stage, state, ins))
+        K = cfg.chains
+        B = yk.shape[0] // K
+        rec.extra["refine_floor"] = floor
+        # per image, the share of its chains whose output left the chain's own sample
+        rec.extra["refined_share"] = (torch.tensor(r.best_round).view(K, B) > 0).float().mean(0).tolist()
+        return x, [{**rd, "refine": True} for rd in r.rounds[1:]]
 
     @staticmethod
     def _langevin_step(u, data_grad, var, score, eta, g):
