@@ -39,8 +39,8 @@ noise, runs several chains, keeps the RGB skip, and never selects by the truth.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -178,7 +178,9 @@ class SGILOConfig(SolverConfig):
             and all(is_int(s) and s >= 1 for s in st)
             and all(b > a for a, b in zip(st, st[1:]))
         ):
-            raise setting_error(self, "refine_stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)")
+            raise setting_error(
+                self, "refine_stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)"
+            )
         check_number(self, "refine_radius")
         check_number(self, "refine_tolerance", 1.0)
         if self.step_scale > 1:
@@ -400,7 +402,9 @@ class SGILO(GenerativeSolver):
             lang_err = err.view(K, B)  # where the chains ended
             refine_rounds: list[dict[str, Any]] = []
             if cfg.refine_steps:
-                x, refine_rounds = self._refine(u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress)
+                x, refine_rounds = self._refine(
+                    u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress
+                )
                 with torch.no_grad():
                     err = (physics.A(x) - yk).flatten(1).pow(2).mean(1)
             post = PosteriorSamples.from_samples(x.view(K, B, *x.shape[1:]))
@@ -462,7 +466,9 @@ class SGILO(GenerativeSolver):
 
         cfg: SGILOConfig = self.config
         G, S = self.generator, self.score_model
-        state, ins = split_modelled(S.denormalize(u[:n_state]), {**inputs, **dict(zip(lat, u[n_state:]))}, shared)
+        state, ins = split_modelled(
+            S.denormalize(u[:n_state]), {**inputs, **dict(zip(lat, u[n_state:]))}, shared
+        )
         observed = float((yk.flatten(1) != 0).float().mean())
         floor = cfg.refine_tolerance * sigma_y**2 * observed
         ilo = ILO(
