@@ -121,17 +121,6 @@ def config_text(name: str, steps: int, lr: float, count: int, task: str, level: 
     )
 
 
-def paired(rows: list[dict[str, Any]], metric: str, a: str, b: str) -> tuple[float, float, float, int]:
-    """Mean and standard error of ``metric(a) - metric(b)`` per image, the share where ``a`` is
-    higher, the number of images."""
-    by = {(r["image_id"], r["method"]): r[metric] for r in rows}
-    d = [by[(i, a)] - by[(i, b)] for (i, m) in by if m == a and (i, b) in by]
-    if not d:
-        return math.nan, math.nan, math.nan, 0
-    mean, se = bench.mean_se(d)
-    return mean, se, sum(v > 0 for v in d) / len(d), len(d)
-
-
 def set_table(name: str, rows: list[dict[str, Any]], methods: list[str]) -> str:
     lines = [
         f"**{SETS[name]['what']}** ({len({r['image_id'] for r in rows})} images, generator "
@@ -149,8 +138,8 @@ def set_table(name: str, rows: list[dict[str, Any]], methods: list[str]) -> str:
         if m == DEEPINV:
             dp = ds = "-"
         else:
-            mp, ep, wp, _ = paired(rows, "psnr", m, DEEPINV)
-            ms, es, _, _ = paired(rows, "ssim", m, DEEPINV)
+            dps, dss = (bench.paired_differences(rows, k, m, DEEPINV) for k in ("psnr", "ssim"))
+            mp, ep, wp, ms, es = dps["mean"], dps["se"], dps["wins"], dss["mean"], dss["se"]
             dp = f"{mp:+.2f} ± {ep:.2f} ({100 * wp:.0f}%)" if math.isfinite(ep) else f"{mp:+.2f}"
             ds = f"{ms:+.3f} ± {es:.3f}" if math.isfinite(es) else f"{ms:+.3f}"
         se_p = f" ± {pse:.2f}" if math.isfinite(pse) else ""

@@ -72,15 +72,9 @@ def table(summary: list[dict[str, Any]], metric: str) -> str:
 
 def paired_table(rows: list[dict[str, Any]], metric: str, ref: str, others: list[str]) -> str:
     """Per-image differences ``metric(ref) - metric(other)`` on the same image, seed and
-    measurements (every method of a cell sees the same y): mean ± standard error, and the
-    fraction of images where ``ref`` is better."""
-
-    def key(r: dict[str, Any]) -> tuple:
-        return (r["task"], json.dumps(r["level"]), r["seed"], r["image_id"])
-
-    by = {(key(r), r["method"]): r[metric] for r in rows if r.get(metric) is not None}
+    measurements (every method of a cell sees the same y; :func:`bench.paired_differences`):
+    mean ± standard error, and the fraction of images where ``ref`` is better."""
     keys = list(dict.fromkeys((r["task"], json.dumps(r["level"])) for r in rows))
-    sign = -1.0 if metric in bench.LOWER_IS_BETTER else 1.0
     lines = [
         "| task | level | " + " | ".join(f"{ref} - {o}" for o in others) + " |",
         "|---|---|" + "---:|" * len(others),
@@ -88,17 +82,8 @@ def paired_table(rows: list[dict[str, Any]], metric: str, ref: str, others: list
     for task, lv in keys:
         cells = []
         for o in others:
-            d = [
-                by[(k, ref)] - by[(k, o)]
-                for (k, m) in by
-                if m == ref and k[:2] == (task, lv) and (k, o) in by
-            ]
-            if not d:
-                cells.append("-")
-                continue
-            mean, se = bench.mean_se(d)
-            wins = sum(1 for v in d if sign * v > 0) / len(d)
-            cells.append(f"{mean:+.2f} ± {se:.2f} ({100 * wins:.0f}%)")
+            d = bench.paired_differences(rows, metric, ref, o, task, json.loads(lv))
+            cells.append(f"{d['mean']:+.2f} ± {d['se']:.2f} ({100 * d['wins']:.0f}%)" if d["n"] else "-")
         lines.append(f"| {task} | {json.loads(lv)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -355,6 +355,7 @@ def test_every_method_runs_through_the_bench(workdir):
         levels = 2
         steps_per_level = 2
         final_steps = 2
+        refine_steps = 2
         score = "SCORE"
         """
     ).replace("SCORE", str(score))
@@ -585,3 +586,34 @@ def test_prior_report_reads_runs_of_one_grid(workdir, reference, tmp_path):
     )
     bench.run_bench(workdir / "other.toml", workdir / "other", progress=False)
     assert pr.main([str(workdir / "ilo_only"), str(workdir / "other"), *args]) == 2  # other measurements
+
+
+def test_paired_differences_pair_rows_of_the_same_image_and_measurements():
+    from genprior.bench import paired_differences
+
+    def row(method, task, level, image, psnr, mse):
+        return {
+            "method": method,
+            "task": task,
+            "level": level,
+            "seed": 0,
+            "image_id": image,
+            "psnr": psnr,
+            "mse": mse,
+        }
+
+    rows = [
+        row("a", "cs", 25, 0, 20.0, 0.01),
+        row("b", "cs", 25, 0, 18.0, 0.02),
+        row("a", "cs", 25, 1, 15.0, 0.03),
+        row("b", "cs", 25, 1, 16.0, 0.01),
+        row("a", "cs", 50, 0, 30.0, 0.001),  # no partner: not paired
+        row("b", "denoise", 0.2, 0, 10.0, 0.5),
+    ]
+    d = paired_differences(rows, "psnr", "a", "b")
+    assert d["n"] == 2 and d["mean"] == pytest.approx(0.5) and d["se"] == pytest.approx(1.5)
+    assert d["wins"] == 0.5
+    # lower is better for mse: a wins where its mse is smaller
+    assert paired_differences(rows, "mse", "a", "b")["wins"] == 0.5
+    assert paired_differences(rows, "mse", "a", "b", "cs", 25)["mean"] == pytest.approx(0.005)
+    assert paired_differences(rows, "psnr", "a", "b", "cs", 50)["n"] == 0

@@ -180,7 +180,18 @@ QUICK = {  # a few steps each, so that every method runs in about a second
     "lasso-wavelet": ["--set", "alpha=0.001", "--set", "wavelet=haar"],
     "lasso-pixel": ["--set", "alpha=0.001"],
     "dip": ["--set", "steps=3", "--set", "channels=8", "--set", "layers=2"],
-    "sgilo": ["--set", "warm_steps=3", "--samples", "3", "--set", "levels=2", "--set", "final_steps=2"],
+    "sgilo": [
+        "--set",
+        "warm_steps=3",
+        "--samples",
+        "3",
+        "--set",
+        "levels=2",
+        "--set",
+        "final_steps=2",
+        "--set",
+        "refine_steps=3",
+    ],
 }
 
 

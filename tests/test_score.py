@@ -224,8 +224,16 @@ def test_the_zoo_picks_a_bundled_score_model_by_stage():
     from genprior.zoo import load_generator, load_score_model
 
     G = load_generator("fmnist-stylegan2-32")
-    assert load_score_model(G).stage == 2 and load_score_model(G, stage=2).stage == 2
+    # the default is the shallowest bundled stage (its prior nearest to exact)
+    assert load_score_model(G).stage == 0 and load_score_model(G, stage=2).stage == 2
     s0 = load_score_model(G, stage=0)
     assert s0.stage == 0 and s0.shapes == ((G.style_dim,),) and s0.latents == G.latent_names()
     with pytest.raises(UserError, match="no bundled score model of stage 1 .*bundled stages: 0, 2"):
         load_score_model(G, stage=1)
+    # the DCGAN draws its z from N(0, I): its stage 0 is that exact prior, no file, and the default
+    from genprior.score.model import InputPrior
+
+    D = load_generator("dcgan-faces-64")
+    assert isinstance(load_score_model(D), InputPrior) and load_score_model(D, stage=1).stage == 1
+    with pytest.raises(UserError, match=r"not N\(0, I\)"):
+        InputPrior().check_generator(G)  # the StyleGAN2's W+ rows share one w

@@ -177,20 +177,23 @@ def score_model_files() -> list[Path]:
 
 
 def default_score_stage(stages: Iterable[int]) -> int:
-    """The stage SGILO uses when none is named: the shallowest bundled one. Its prior is nearest
-    to exact (the stage-0 model of the generator's own latent: FD 5.0 against the generator's
-    7.85; the stage-2 model of the Fashion-MNIST StyleGAN2: 31.7) and its chains calibrated
-    (0.91-0.95 against 0.76-0.83 for stage 2, docs/sgilo.md)."""
+    """The stage SGILO uses when none is named: the shallowest available. Its prior is nearest to
+    exact: the DCGAN's stage 0 is its exact ``N(0, I)`` input prior
+    (:class:`~genprior.score.model.InputPrior`); the Fashion-MNIST StyleGAN2's stage-0 model of its
+    own ``w`` has FD 5.0 against the generator's 7.85, its stage-2 model 31.7, and its chains are
+    calibrated (0.91-0.95 against 0.76-0.83 for stage 2, docs/sgilo.md)."""
     return min(stages)
 
 
 def load_score_model(
     generator: LayeredGenerator, path: str | os.PathLike | None = None, stage: int | None = None
 ) -> Any:
-    """The score model SGILO uses on ``generator``: the file at ``path``, or else the bundled one
-    trained on this generator's weights (found by their fingerprint): the one of ``stage``, or
+    """The score model SGILO uses on ``generator``: the file at ``path``, or else one of those
+    available for it: the bundled score models trained on this generator's weights (found by
+    their fingerprint) and, where the generator's own samples draw all its inputs independently
+    from ``N(0, I)`` (the DCGAN), the exact prior of stage 0; the one of ``stage``, or
     :func:`default_score_stage`'s when ``stage`` is None."""
-    from .score.model import StateScoreModel, weights_fingerprint
+    from .score.model import InputPrior, StateScoreModel, weights_fingerprint
 
     if path is not None:
         model = StateScoreModel.load(path, generator.device)
@@ -198,11 +201,13 @@ def load_score_model(
             raise UserError(f"{path} models stage {model.stage}, not {stage}: give its stage or another file")
         return model
     sha = weights_fingerprint(generator)
-    found = {}
+    found: dict[int, Any] = {}
     for f in score_model_files():
         d = _read_checkpoint(f)
         if isinstance(d, dict) and d.get("generator_sha") == sha:
             found[int(d["stage"])] = d
+    if InputPrior.fits(generator):
+        found[0] = InputPrior()
     if not found:
         raise UserError(
             "no bundled score model fits this generator: train one with `genprior train score --model NAME "
@@ -214,6 +219,8 @@ def load_score_model(
             f"{', '.join(map(str, sorted(found)))}): give one of those, or a file (--set score=PATH)"
         )
     d = found[default_score_stage(found) if stage is None else stage]
+    if isinstance(d, InputPrior):
+        return d
     return StateScoreModel.from_dict(d).to(generator.device).eval()
 
 

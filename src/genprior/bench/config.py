@@ -492,9 +492,10 @@ def _sha256_file(path: Path) -> str:
 
 def _score_fingerprint(m: MethodSpec, generator: str) -> str | None:
     """For a method that reads a score model: sha256 of its ``score`` file, or, when it lets the zoo
-    pick one, of the bundled score model of its generator it reads (``score-<name>-s<K>.pt``, ``K``
-    its ``score_stage`` or else :func:`genprior.zoo.default_score_stage`'s; every bundled one for a generator given as a file), so
-    that retrained score weights are a different config."""
+    pick one, of the bundled score model of its generator of its ``score_stage``
+    (``score-<name>-s<K>.pt``; none for an exact prior without a file), or of every bundled one of
+    its generator when the zoo picks the stage too (or the generator is given as a file), so that
+    retrained score weights are a different config."""
     from .. import zoo
     from ..solvers.registry import GENERATOR_AND_SCORE, get_method
 
@@ -513,8 +514,7 @@ def _score_fingerprint(m: MethodSpec, generator: str) -> str | None:
             if tail != f.stem and tail.isdigit():
                 stages[int(tail)] = f
         want = m.settings.get("score_stage")
-        want = (zoo.default_score_stage(stages) if stages else None) if want is None else want
-        files = [stages[want]] if want in stages else []
+        files = list(stages.values()) if want is None else [stages[want]] if want in stages else []
     for f in files:
         h.update(f.name.encode() + bytes.fromhex(_sha256_file(f)))
     return h.hexdigest()

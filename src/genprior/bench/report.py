@@ -26,6 +26,33 @@ def mean_se(vals: list[float]) -> tuple[float, float]:
     return m, math.sqrt(var / len(v))
 
 
+def paired_differences(
+    rows: list[dict[str, Any]], metric: str, a: str, b: str, task: str | None = None, level: Any = None
+) -> dict[str, float]:
+    """Per-image differences ``metric(a) - metric(b)`` between two methods' rows of the same task,
+    level, seed and image (so the same measurements), restricted to ``task`` and ``level`` where
+    given: their mean and standard error, the share of images where ``a`` is better (higher, or
+    lower for a metric in ``LOWER_IS_BETTER``) and their number ``n`` (nan and 0 when none pair)."""
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["task"], json.dumps(r["level"]), r["seed"], r["image_id"])
+
+    want = None if level is None else json.dumps(level)
+    by = {
+        (key(r), r["method"]): float(r[metric])
+        for r in rows
+        if r.get(metric) is not None
+        and (task is None or r["task"] == task)
+        and (want is None or json.dumps(r["level"]) == want)
+    }
+    d = [v - by[(k, b)] for (k, m), v in by.items() if m == a and (k, b) in by]
+    if not d:
+        return {"mean": math.nan, "se": math.nan, "wins": math.nan, "n": 0}
+    mean, se = mean_se(d)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    return {"mean": mean, "se": se, "wins": sum(sign * v > 0 for v in d) / len(d), "n": len(d)}
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard error (over images and seeds) per (task, level, method), in row order."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}

@@ -284,3 +284,40 @@ class StateScoreModel(nn.Module):
         from ..generators.checkpoint import safe_load
 
         return cls.from_dict(safe_load(p)).to(device).eval()
+
+
+class InputPrior:
+    """The exact prior of a generator whose own samples draw every input independently from
+    ``N(0, I)`` (the DCGAN's ``z``; ``G.shared_tail_latents(0)`` is empty): SGILO's score model
+    of stage 0 that models no tensor, so every input follows the Langevin dynamics under its exact
+    ``N(0, I)`` prior (SGILO's ``tail_latents`` and ``tail_noise``). No training, no file. A
+    StyleGAN2, whose W+ rows all repeat one ``w = mapping(z)``, needs a learned model of ``w``."""
+
+    stage = 0
+    shapes: tuple = ()
+    latents: tuple = ()
+
+    def normalize(self, state: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        return tuple(state)
+
+    def denormalize(self, u: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        return tuple(u)
+
+    def score(self, u: Sequence[Tensor], sigma: float) -> tuple[Tensor, ...]:
+        return ()
+
+    def eval(self) -> InputPrior:
+        return self
+
+    @staticmethod
+    def fits(G: Any) -> bool:
+        """Whether ``G``'s own samples draw all its inputs independently from ``N(0, I)``."""
+        return not tuple(G.shared_tail_latents(0))
+
+    def check_generator(self, G: Any) -> None:
+        if not self.fits(G):
+            raise UserError(
+                f"{type(G).__name__}'s own samples share the latents {list(G.shared_tail_latents(0))} "
+                "across its inputs, so their prior is not N(0, I): give a score model trained with "
+                "`genprior train score --stage 0`"
+            )

@@ -235,7 +235,11 @@ class SGILO(GenerativeSolver):
             score_model = load_score_model(generator, config.score, config.score_stage)
         score_model.check_generator(generator)
         generator.check_stage(score_model.stage)
-        if score_model.stage < 1 and not tuple(getattr(score_model, "latents", ())):
+        if (
+            score_model.stage < 1
+            and not tuple(getattr(score_model, "latents", ()))
+            and tuple(generator.shared_tail_latents(0))
+        ):
             raise UserError(
                 "a score model of stage 0 must model the generator's latent (its `latents`): give one "
                 "trained with `genprior train score --stage 0` or of a stage >= 1"
