@@ -130,10 +130,16 @@ def test_files_generator_check_and_bad_settings(tmp_path):
     for bad in (dict(stage=-1), dict(width=15), dict(lr=-1.0), dict(ema=1.0), dict(batch=2.5)):
         with pytest.raises(UserError):
             ScoreTrainConfig(**bad)
+    from genprior.score.model import InputPrior
     from genprior.zoo import load_score_model
 
-    with pytest.raises(UserError, match="no bundled score model"):
-        load_score_model(G)
+    # no bundled file fits this VAE; its latent is N(0, I), so its exact stage-0 prior is all there is
+    assert isinstance(load_score_model(G), InputPrior)
+    with pytest.raises(
+        UserError,
+        match=r"no bundled score model of stage 1 .*available stages: 0 \(its exact input prior\)\)",
+    ):
+        load_score_model(G, stage=1)
 
 
 def test_cli_trains_and_exports(tmp_path, capsys):
@@ -228,7 +234,7 @@ def test_the_zoo_picks_a_bundled_score_model_by_stage():
     assert load_score_model(G).stage == 0 and load_score_model(G, stage=2).stage == 2
     s0 = load_score_model(G, stage=0)
     assert s0.stage == 0 and s0.shapes == ((G.style_dim,),) and s0.latents == G.latent_names()
-    with pytest.raises(UserError, match="no bundled score model of stage 1 .*bundled stages: 0, 2"):
+    with pytest.raises(UserError, match="no bundled score model of stage 1 .*available stages: 0, 2"):
         load_score_model(G, stage=1)
     # the DCGAN draws its z from N(0, I): its stage 0 is that exact prior, no file, and the default
     from genprior.score.model import InputPrior

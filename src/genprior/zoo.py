@@ -214,9 +214,13 @@ def load_score_model(
             "--stage K --out DIR` and give its file (--set score=PATH)"
         )
     if stage is not None and stage not in found:
+        names = [
+            f"{k}{' (its exact input prior)' if isinstance(v, InputPrior) else ''}"
+            for k, v in sorted(found.items())
+        ]
         raise UserError(
-            f"no bundled score model of stage {stage} fits this generator (bundled stages: "
-            f"{', '.join(map(str, sorted(found)))}): give one of those, or a file (--set score=PATH)"
+            f"no bundled score model of stage {stage} fits this generator (available stages: {', '.join(names)}): "
+            "give one of those, or a file (--set score=PATH)"
         )
     d = found[default_score_stage(found) if stage is None else stage]
     if isinstance(d, InputPrior):
