@@ -56,8 +56,41 @@ def scaled(name: str, settings: dict[str, Any], mult: float) -> dict[str, Any]:
     return s
 
 
-def grid(which: str, mults: list[float], count: int | None) -> dict[str, Any]:
+def select_rows(raw: dict[str, Any], rows: str) -> None:
+    """Keep only the task levels named in ``rows``, ``"NAME:LEVEL,..."`` (a task's name, or its
+    type where it has none; the level as in the config, e.g. ``cs:50,superres:8``)."""
+    want: dict[str, list[Any]] = {}
+    for item in rows.split(","):
+        name, sep, lv = item.strip().rpartition(":")
+        try:
+            level = json.loads(lv)
+        except ValueError:
+            level = None
+        if not sep or not name or level is None:
+            raise ValueError(f"--rows item {item!r}: give NAME:LEVEL, e.g. cs:50")
+        want.setdefault(name, []).append(level)
+    tasks = []
+    for t in raw["tasks"]:
+        label = t.get("name", t["type"])
+        levels = [v for v in t["levels"] if v in want.get(label, [])]
+        if levels:
+            tasks.append({**t, "levels": levels})
+    found = {(t.get("name", t["type"]), json.dumps(v)) for t in tasks for v in t["levels"]}
+    missing = [
+        f"{n}:{json.dumps(v)}" for n, vs in want.items() for v in vs if (n, json.dumps(v)) not in found
+    ]
+    if missing:
+        have = ", ".join(
+            f"{t.get('name', t['type'])}:{json.dumps(v)}" for t in raw["tasks"] for v in t["levels"]
+        )
+        raise ValueError(f"--rows {', '.join(missing)} not in the grid: give some of {have}")
+    raw["tasks"] = tasks
+
+
+def grid(which: str, mults: list[float], count: int | None, rows: str | None = None) -> dict[str, Any]:
     raw = tomllib.loads((ROOT / "benchmarks" / "configs" / PRIOR[which]).read_text())
+    if rows:
+        select_rows(raw, rows)
     raw["name"] = f"quality against compute: {which}"
     raw.pop("plot_best_of", None)
     raw["plot_metrics"] = ["psnr", "time_s"]
@@ -162,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="bench output folder")
     p.add_argument("--mult", default="0.5,1,3", help="budget multiples (default 0.5,1,3)")
     p.add_argument("--count", type=int, default=None, help="images (default: the prior benchmark's)")
+    p.add_argument(
+        "--rows", default=None, help="only these task levels, NAME:LEVEL,... (e.g. cs:50,superres:8)"
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
     p.add_argument("--plot", default=None, help="prefix of the per-task plots")
@@ -175,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     if not mults or any(not (m > 0) for m in mults):
         print(f"compute: --mult {a.mult!r}: the multiples must be > 0", file=sys.stderr)
         return 2
-    raw = grid(a.which, mults, a.count)
+    try:
+        raw = grid(a.which, mults, a.count, a.rows)
+    except ValueError as e:
+        print(f"compute: {e}", file=sys.stderr)
+        return 2
     if a.device is not None:
         raw["device"] = a.device
     a.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ generators, and genprior's CSGM started as deepinv starts it."""
 from __future__ import annotations
 
 import deepinv as dinv
+import pytest
 import torch
 from toy_generator import ToyGenerator
 
@@ -79,3 +80,36 @@ def test_csgm_uniform_init_starts_in_the_unit_box():
     torch.testing.assert_close(out, G(inputs).clamp(0, 1), rtol=0, atol=0)
     gauss = CSGM(G, CSGMConfig(steps=0, seed=3))(y, physics)
     assert not torch.equal(out, gauss)
+
+
+def _compute_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compute.py"
+    spec = importlib.util.spec_from_file_location("compute_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
+    """benchmarks/compute.py: one row per method and multiple of the prior benchmark's budget,
+    steps counted over rounds and restarts; --rows keeps only the task levels named."""
+    c = _compute_script()
+    raw = c.grid("fmnist", [0.5, 1, 3], 4, "cs:50,superres:8")
+    assert [(t["type"], t["levels"]) for t in raw["tasks"]] == [("superres", [8]), ("cs", [50])]
+    assert raw["images"]["count"] == 4
+    spec = {m["label"]: m for m in raw["methods"]}
+    assert set(spec) == {f"{m} x{x}" for m in c.METHODS for x in ("0.5", "1", "3")}
+
+    def steps(label):
+        m = spec[label]
+        return c.budget_steps(m["name"], {k: v for k, v in m.items() if k not in ("name", "label")})
+
+    assert steps("ilo x1") == 450 and steps("ilo x0.5") == 225 and steps("ilo x3") == 1350
+    assert steps("csgm x3") == 3 * steps("csgm x1") and steps("csgm x1") % 2 == 0  # 2 restarts
+    with pytest.raises(ValueError, match="cs:75 not in the grid"):
+        c.grid("fmnist", [1], 4, "cs:75")
+    with pytest.raises(ValueError, match="give NAME:LEVEL"):
+        c.grid("fmnist", [1], 4, "cs")
