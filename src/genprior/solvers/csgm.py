@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..generators.base import LayeredGenerator
+from ..errors import UserError
+from ..generators.base import Inputs, LayeredGenerator
 from ..losses import fidelity, latent_prior
 from .common import (
     BestTracker,
@@ -95,13 +96,26 @@ class CSGM(GenerativeSolver):
         config = apply_overrides(config or CSGMConfig(), overrides)
         super().__init__(generator, config)
 
-    def solve(self, y: Tensor, physics: Any, progress: bool = False) -> tuple[Tensor, RunRecord]:
+    def solve(
+        self, y: Tensor, physics: Any, progress: bool = False, start: Inputs | None = None
+    ) -> tuple[Tensor, RunRecord]:
+        """``start``: the initial inputs (``batch * restarts`` of each, restart-major) instead of
+        ``init``'s draw, e.g. another implementation's start, to compare the two step by step."""
         cfg: CSGMConfig = self.config
         G = self.generator
         self._check_y(y)
         batch, R = y.shape[0], cfg.restarts
-        inputs = self._init_inputs(batch * R, cfg.seed)
-        if cfg.init == "uniform":  # drawn on the CPU: the same start on every device
+        if start is not None:
+            inputs = {k: v.detach().to(G.device) for k, v in start.items()}
+            bad = [k for k in self._init_inputs(1, 0) if k not in inputs or inputs[k].shape[0] != batch * R]
+            if bad:
+                raise UserError(
+                    f"start must give every input of the generator for {batch * R} images (batch x restarts): "
+                    f"{bad[0]!r} is missing or has another batch size"
+                )
+        else:
+            inputs = self._init_inputs(batch * R, cfg.seed)
+        if start is None and cfg.init == "uniform":  # drawn on the CPU: the same start on every device
             g = torch.Generator().manual_seed(cfg.seed)
             for k in G.latent_names():
                 inputs[k] = (2 * torch.rand(inputs[k].shape, generator=g) - 1).to(inputs[k])

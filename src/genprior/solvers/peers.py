@@ -86,6 +86,24 @@ class LatentBackbone(nn.Module):
         return self.generator({**self.held, **latents})
 
 
+def deepinv_starts(generator: LayeredGenerator, held: Inputs, n: int, seed: int) -> Inputs:
+    """The inputs :class:`DeepinvCSGM` starts ``n`` images from (deepinv's draw: per image ``i``,
+    torch's global generator seeded ``seed + i`` (forked, so nothing outside changes), the
+    latents end to end uniform in [-1, 1], on the generator's device) with ``held`` (batch ``n``)
+    for the other inputs: genprior's CSGM started there (``CSGM.solve(start=...)``) runs the same
+    algorithm from the same point."""
+    backbone = LatentBackbone(generator, {})
+    dev = generator.device
+    zs = []
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        for i in range(n):
+            torch.manual_seed(seed + i)
+            zs.append(torch.rand(1, backbone.nz, 1, 1, device=dev) * 2 - 1)
+    parts = torch.cat(zs).reshape(n, backbone.nz).split(backbone.sizes, dim=1)
+    latents = {k: p.reshape(n, *s) for k, p, s in zip(backbone.names, parts, backbone.shapes)}
+    return {**held, **latents}
+
+
 class DeepinvCSGM(GenerativeSolver):
     """deepinv's CSGM on a genprior generator, as a deepinv ``Reconstructor``:
     ``x_hat = DeepinvCSGM(G, DeepinvCSGMConfig(steps=...))(y, physics)``. The physics must apply to
