@@ -133,6 +133,15 @@ def per_round(value: Any, n: int) -> list[Any]:
     return (seq + [seq[-1]] * n)[:n]
 
 
+def check_stages(config: Any, name: str) -> None:
+    """``None`` or increasing integers >= 1 (the stages of ILO's rounds, of SGILO's refinement)."""
+    st = getattr(config, name)
+    if st is not None and not (
+        is_sequence(st) and all(is_int(s) and s >= 1 for s in st) and all(b > a for a, b in zip(st, st[1:]))
+    ):
+        raise setting_error(config, name, "give None or increasing integers >= 1, e.g. (1, 2, 3)")
+
+
 def check_per_round(config: Any, name: str, item_ok: Callable[[Any], bool], what: str) -> None:
     """``config.name`` is one value, or a non-empty sequence of values, each passing ``item_ok``."""
     v = getattr(config, name)

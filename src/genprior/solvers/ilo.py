@@ -44,10 +44,10 @@ from .common import (
     check_number,
     check_per_round,
     check_seed,
+    check_stages,
     finish_run,
     is_int,
     is_number,
-    is_sequence,
     latent_groups,
     lr_schedule,
     per_round,
@@ -116,13 +116,7 @@ class ILOConfig(SolverConfig):
     seed: int = 0
 
     def validate(self) -> None:
-        st = self.stages
-        if st is not None and not (
-            is_sequence(st)
-            and all(is_int(s) and s >= 1 for s in st)
-            and all(b > a for a, b in zip(st, st[1:]))
-        ):
-            raise setting_error(self, "stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)")
+        check_stages(self, "stages")
         check_per_round(self, "steps", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         for name in ("lr", "state_lr"):
             check_number(self, name)

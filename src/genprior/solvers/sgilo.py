@@ -25,7 +25,11 @@ generator's intermediate layer (:mod:`genprior.score`), and samples the posterio
    the prior at ``sigma_min``, with the step ``step_scale / (L / noise_sigma^2 + L_prior)`` tied
    to the posterior's curvature (both measured by power iteration): small enough that the
    discretisation bias is a fraction ``~ step_scale / 2`` of the variance.
-3. **Output**: the mean of the chains' last iterates (default), or one sample; the record keeps
+3. **Refinement** (``refine_steps``): each chain goes on as ILO from where it ended (its deeper
+   stages, relative l1 balls), under the discrepancy principle at the noise level: a chain the
+   prior's range explains keeps its sample, one it cannot leaves the range only as far as the
+   measurements ask.
+4. **Output**: the mean of the chains' last points (default), or one chain's; the record keeps
    the samples (:class:`~genprior.solvers.common.PosteriorSamples`, with the per-pixel standard
    deviation) and each chain's measurement error. Nothing here sees the ground truth.
 
@@ -62,9 +66,8 @@ from .common import (
     check_int,
     check_number,
     check_seed,
+    check_stages,
     finish_run,
-    is_int,
-    is_sequence,
     progress_bar,
     setting_error,
 )
@@ -80,9 +83,9 @@ class SGILOConfig(SolverConfig):
     Attributes:
         score: path of a score model file (``genprior train score``); ``None``: the zoo's score
             model for this generator (refused if there is none).
-        score_stage: the stage of the bundled score model to use (``None``: the shallowest bundled
-            one, :func:`genprior.zoo.default_score_stage`); with ``score``, the stage that file must
-            model.
+        score_stage: the stage of the score model to use (``None``: the shallowest available, the
+            exact input prior where the generator's inputs are all ``N(0, I)``;
+            :func:`genprior.zoo.load_score_model`); with ``score``, the stage that file must model.
         warm_steps: Adam steps of round 0 (the warm start on the generator's inputs).
         lr: round 0's Adam learning rate; ``geocross_weight``: its geocross weight.
         fit_steps, fit_lr: where the score model covers a latent the tail shares (StyleGAN2's later
@@ -172,15 +175,7 @@ class SGILOConfig(SolverConfig):
             check_number(self, name, 0.0, above=True)
         if self.sigma_min > self.sigma_max:
             raise setting_error(self, "sigma_min", f"give a level <= sigma_max = {self.sigma_max}")
-        st = self.refine_stages
-        if st is not None and not (
-            is_sequence(st)
-            and all(is_int(s) and s >= 1 for s in st)
-            and all(b > a for a, b in zip(st, st[1:]))
-        ):
-            raise setting_error(
-                self, "refine_stages", "give None or increasing integers >= 1, e.g. (1, 2, 3)"
-            )
+        check_stages(self, "refine_stages")
         check_number(self, "refine_radius")
         check_number(self, "refine_tolerance", 1.0)
         if self.step_scale > 1:
