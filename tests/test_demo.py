@@ -40,6 +40,10 @@ def test_demo_tiny_writes_gallery_and_tables(tmp_path, capsys):
     assert all(len(r["psnr_per_image"]) == 2 and r["psnr"] > 0 for r in rows)
     md = (out / "results.md").read_text()
     assert md.count("| dcgan-faces-64 |") == 5
+    assert "| CSGM s | ILO s |" in md  # the compute each side had, beside the difference
+    face_cs = next(line for line in md.splitlines() if line.startswith("| dcgan-faces-64 | cs |"))
+    ilo_cs = next(r for r in faces if r["task"] == "cs" and r["method"] == "ILO")
+    assert face_cs.rstrip(" |").endswith(f"{ilo_cs['time_s']:.1f}")
     for name in ("dcgan-faces-64", "mnist-vae-20"):
         with Image.open(out / f"{name}-gallery.png") as im:
             assert im.width > im.height > 100

@@ -300,7 +300,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
 
 
 def results_markdown(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: one line per model and task, PSNR/SSIM of each method, and the winner."""
+    """A Markdown table: one line per model and task, PSNR/SSIM of each method, the difference and
+    the seconds each method's solve took (the compute each side had; the steps are equal)."""
     methods = sorted({r["method"] for r in rows})
     keys: list[tuple[str, str]] = []
     for r in rows:
@@ -309,9 +310,11 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| model | task | "
         + " | ".join(f"{m} PSNR (dB) | {m} SSIM" for m in methods)
-        + " | ILO - CSGM (dB) |"
+        + " | ILO - CSGM (dB) | "
+        + " | ".join(f"{m} s" for m in methods)
+        + " |"
     )
-    sep = "|" + "---|" * (3 + 2 * len(methods))
+    sep = "|" + "---|" * (3 + 3 * len(methods))
     lines = [head, sep]
     for model, task in keys:
         cell = {r["method"]: r for r in rows if r["model"] == model and r["task"] == task}
@@ -321,7 +324,8 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
         gain = (
             f"{cell['ILO']['psnr'] - cell['CSGM']['psnr']:+.2f}" if "ILO" in cell and "CSGM" in cell else "-"
         )
-        lines.append(f"| {model} | {task} | {vals} | {gain} |")
+        secs = " | ".join(f"{cell[m]['time_s']:.1f}" if m in cell else "-" for m in methods)
+        lines.append(f"| {model} | {task} | {vals} | {gain} | {secs} |")
     return "\n".join(lines) + "\n"
 
 
