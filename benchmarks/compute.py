@@ -27,6 +27,7 @@ from typing import Any
 import tomllib
 
 from genprior import bench
+from genprior.solvers.ilo import default_stages
 from genprior.solvers.registry import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +35,13 @@ PRIOR = {"fmnist": "fmnist_prior.toml", "faces": "faces_prior.toml"}
 METHODS = ("ilo", "csgm", "pulse", "projector")
 
 
-def budget_steps(name: str, settings: dict[str, Any]) -> int:
-    """Optimiser steps of one solve of one image with these settings (restarts and rounds counted)."""
+def budget_steps(name: str, settings: dict[str, Any], num_stages: int) -> int:
+    """Optimiser steps of one solve of one image with these settings (restarts and rounds counted)
+    on a generator of ``num_stages`` stages (ILO's default stages depend on it)."""
     cfg = get_method(name).make_config(settings)
     if name == "ilo":
-        rounds = 1 + len(cfg.stages) if cfg.stages is not None else len(cfg.steps)
+        stages = cfg.stages if cfg.stages is not None else default_stages(num_stages)
+        rounds = 1 + len(stages)
         steps = list(cfg.steps) + [cfg.steps[-1]] * rounds
         return int(sum(steps[:rounds]))
     if name == "csgm":
@@ -109,6 +112,9 @@ def grid(which: str, mults: list[float], count: int | None, rows: str | None = N
 
 
 def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    from genprior.zoo import load_generator
+
+    num_stages = load_generator(raw["generator"]).num_stages
     spec = {m["label"]: m for m in raw["methods"]}
     out = []
     keys = list(dict.fromkeys((r["task"], json.dumps(r["level"]), r["method"]) for r in rows))
@@ -123,7 +129,7 @@ def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[s
                 "level": json.loads(lv),
                 "method": m["name"],
                 "label": label,
-                "steps": budget_steps(m["name"], settings),
+                "steps": budget_steps(m["name"], settings, num_stages),
                 "seconds": sum(r["time_s"] for r in rr) / len(rr),
                 "psnr": psnr,
                 "psnr_se": se,

@@ -126,10 +126,16 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
 
     def steps(label):
         m = spec[label]
-        return c.budget_steps(m["name"], {k: v for k, v in m.items() if k not in ("name", "label")})
+        return c.budget_steps(m["name"], {k: v for k, v in m.items() if k not in ("name", "label")}, 7)
 
     assert steps("ilo x1") == 450 and steps("ilo x0.5") == 225 and steps("ilo x3") == 1350
     assert steps("csgm x3") == 3 * steps("csgm x1") and steps("csgm x1") % 2 == 0  # 2 restarts
+    # the DCGAN's ILO runs its default stages 1-2: three rounds, 150 + 100 + 100
+    faces = {m["label"]: m for m in c.grid("faces", [1], 6, "cs:200")["methods"]}
+    assert (
+        c.budget_steps("ilo", {k: v for k, v in faces["ilo x1"].items() if k not in ("name", "label")}, 4)
+        == 350
+    )
     with pytest.raises(ValueError, match="cs:75 not in the grid"):
         c.grid("fmnist", [1], 4, "cs:75")
     with pytest.raises(ValueError, match="give NAME:LEVEL"):
