@@ -107,7 +107,8 @@ class CSGM(GenerativeSolver):
         batch, R = y.shape[0], cfg.restarts
         if start is not None:
             inputs = {k: v.detach().to(G.device) for k, v in start.items()}
-            bad = [k for k in self._init_inputs(1, 0) if k not in inputs or inputs[k].shape[0] != batch * R]
+            names = [spec.name for spec in G.input_specs]
+            bad = [k for k in names if k not in inputs or inputs[k].shape[0] != batch * R]
             if bad:
                 raise UserError(
                     f"start must give every input of the generator for {batch * R} images (batch x restarts): "

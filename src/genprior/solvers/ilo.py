@@ -305,6 +305,12 @@ class ILO(GenerativeSolver):
         return finish_run(rec, best, timer)
 
 
+def observed_share(y: Tensor) -> Tensor:
+    """Per image, the share of measurement entries that are non-zero, i.e. observed (an
+    inpainting's masked pixels are zero in ``y``): what the discrepancy floor scales by."""
+    return (y.reshape(y.shape[0], -1) != 0).float().mean(1)
+
+
 def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor | None:
     """Per-image floor of the measurement error for the discrepancy principle (see ILOConfig)."""
     if setting is None:
@@ -318,8 +324,9 @@ def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor 
             raise UserError(
                 f"noise_floor='auto' needs a Gaussian noise model, not {type(model).__name__}: give a number"
             )
-        observed = (y.reshape(y.shape[0], -1) != 0).float().mean(1)
-        return (torch.as_tensor(sigma, dtype=torch.float32, device=y.device) ** 2).reshape(-1) * observed
+        return (torch.as_tensor(sigma, dtype=torch.float32, device=y.device) ** 2).reshape(
+            -1
+        ) * observed_share(y)
     value = float(setting)
     if not value >= 0:
         raise UserError(f"noise_floor must be >= 0, 'auto' or None, not {setting!r}")

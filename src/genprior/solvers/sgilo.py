@@ -52,7 +52,8 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
-from ..score.model import modelled_tensors, split_modelled
+from ..metrics import measurement_error
+from ..score.model import InputPrior, modelled_tensors, split_modelled
 from .common import (
     Best,
     GenerativeSolver,
@@ -233,7 +234,7 @@ class SGILO(GenerativeSolver):
         if (
             score_model.stage < 1
             and not tuple(getattr(score_model, "latents", ()))
-            and tuple(generator.shared_tail_latents(0))
+            and not InputPrior.fits(generator)
         ):
             raise UserError(
                 "a score model of stage 0 must model the generator's latent (its `latents`): give one "
@@ -405,12 +406,12 @@ class SGILO(GenerativeSolver):
                     u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress
                 )
                 with torch.no_grad():
-                    err = (physics.A(x) - yk).flatten(1).pow(2).mean(1)
+                    err = measurement_error(x, yk, physics)
             post = PosteriorSamples.from_samples(x.view(K, B, *x.shape[1:]))
             chain_err = err.view(K, B)
             out = post.mean if cfg.output == "mean" else post.samples[0]
             with torch.no_grad():
-                out_err = (physics.A(out) - y).flatten(1).pow(2).mean(1)
+                out_err = measurement_error(out, y, physics)
         rec.rounds.append(
             {
                 "round": len(rec.rounds),
@@ -461,15 +462,14 @@ class SGILO(GenerativeSolver):
     def _refine(self, u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress):
         """Each chain goes on as ILO from its last point (see ``SGILOConfig.refine_steps``): the
         chains' images (clamped) and the refinement's rounds for the record."""
-        from .ilo import ILO, ILOConfig, Start
+        from .ilo import ILO, ILOConfig, Start, observed_share
 
         cfg: SGILOConfig = self.config
         G, S = self.generator, self.score_model
         state, ins = split_modelled(
             S.denormalize(u[:n_state]), {**inputs, **dict(zip(lat, u[n_state:]))}, shared
         )
-        observed = float((yk.flatten(1) != 0).float().mean())
-        floor = cfg.refine_tolerance * sigma_y**2 * observed
+        floor = cfg.refine_tolerance * sigma_y**2 * float(observed_share(yk).mean())
         ilo = ILO(
             G,
             ILOConfig(
