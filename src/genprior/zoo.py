@@ -263,7 +263,11 @@ def _dcgan_state_dict(ckpt: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LayeredGenerator:
     """Load a checkpoint file of any layout :func:`load_generator` knows."""
+    from .generators.nvidia import convert_network_pickle, is_network_pickle
+
     path = Path(path)
+    if is_network_pickle(path):
+        return _stylegan2_from_checkpoint(convert_network_pickle(path), device, str(path))
     ckpt = _read_checkpoint(path)
     kind = checkpoint_kind(ckpt)
     if kind == "stylegan2":

@@ -13,7 +13,7 @@ import sys
 from ..errors import UserError
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS = ("solve", "demo", "train", "bench", "theory", "methods")
+COMMANDS = ("solve", "demo", "train", "bench", "theory", "convert", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,7 @@ from ..errors import UserError
 from ..io import atomic_path
 from .base import Inputs, InputSpec, LayeredGenerator, State
 from .checkpoint import safe_load
+from .nvidia import convert_network_pickle, is_network_pickle
 
 DEFAULT_BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
 SQRT2 = math.sqrt(2.0)
@@ -225,8 +226,13 @@ class ConstantInput(nn.Module):
         return self.input.repeat(batch, 1, 1, 1)
 
 
+def _clamp(x: Tensor, limit: float | None) -> Tensor:
+    return x if limit is None else x.clamp(-limit, limit)
+
+
 class StyledConv(nn.Module):
-    """Modulated conv -> noise -> biased leaky ReLU."""
+    """Modulated conv -> noise -> biased leaky ReLU (-> clamp to +-``clamp``, NVIDIA's
+    ``conv_clamp``, when set)."""
 
     def __init__(
         self,
@@ -236,6 +242,7 @@ class StyledConv(nn.Module):
         style_dim: int,
         upsample: bool = False,
         blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL,
+        clamp: float | None = None,
     ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(
@@ -243,13 +250,15 @@ class StyledConv(nn.Module):
         )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channels)
+        self.clamp = clamp
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise=noise))
+        return _clamp(self.activate(self.noise(self.conv(x, style), noise=noise)), self.clamp)
 
 
 class ToRGB(nn.Module):
-    """Modulated 1x1 conv (no demodulation) + bias, plus the upsampled previous skip image."""
+    """Modulated 1x1 conv (no demodulation) + bias (clamped to +-``clamp`` when set), plus the
+    upsampled previous skip image."""
 
     def __init__(
         self,
@@ -258,15 +267,17 @@ class ToRGB(nn.Module):
         upsample: bool = True,
         blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL,
         img_channels: int = 3,
+        clamp: float | None = None,
     ) -> None:
         super().__init__()
+        self.clamp = clamp
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channels, img_channels, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, img_channels, 1, 1))
 
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, style) + self.bias
+        out = _clamp(self.conv(x, style) + self.bias, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -307,6 +318,8 @@ class StyleGAN2Generator(nn.Module):
         blur_kernel: 1-D FIR kernel of the up-sampling filters.
         lr_mlp: learning-rate multiplier of the mapping network (0.01 in every official model).
         img_channels: output channels (3 for RGB).
+        conv_clamp: clamp every convolution's and ToRGB's output to +-this (NVIDIA's StyleGAN2-ADA
+            layers; 256 in its training configs); None: no clamp (rosinality, the official TF models).
 
     ``forward`` returns ``(image, latent or None)`` with the image in the network's native range
     (about ``[-1, 1]``), exactly as the reference implementation.
@@ -322,6 +335,7 @@ class StyleGAN2Generator(nn.Module):
         blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL,
         lr_mlp: float = 0.01,
         img_channels: int = 3,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
         size = int(size)
@@ -333,6 +347,9 @@ class StyleGAN2Generator(nn.Module):
         self.n_mlp = int(n_mlp)
         self.lr_mlp = float(lr_mlp)
         self.img_channels = int(img_channels)
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
+        if self.conv_clamp is not None and not self.conv_clamp > 0:
+            raise ValueError(f"conv_clamp must be positive or None, got {conv_clamp}")
         self.blur_kernel = tuple(float(v) for v in blur_kernel)
         if channels is None:
             channels = default_channels(size, channel_multiplier)
@@ -347,8 +364,9 @@ class StyleGAN2Generator(nn.Module):
         )
         c4 = self.channels[4]
         self.input = ConstantInput(c4)
-        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False, img_channels=img_channels)
+        clamp = self.conv_clamp
+        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel, clamp=clamp)
+        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False, img_channels=img_channels, clamp=clamp)
         self.num_layers = 2 * (self.log_size - 2) + 1
         self.n_latent = self.num_layers + 1
         self.convs = nn.ModuleList()
@@ -360,9 +378,13 @@ class StyleGAN2Generator(nn.Module):
         cin = c4
         for i in range(3, self.log_size + 1):
             cout = self.channels[2**i]
-            self.convs.append(StyledConv(cin, cout, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(cout, cout, 3, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(cout, style_dim, blur_kernel=blur_kernel, img_channels=img_channels))
+            self.convs.append(
+                StyledConv(cin, cout, 3, style_dim, upsample=True, blur_kernel=blur_kernel, clamp=clamp)
+            )
+            self.convs.append(StyledConv(cout, cout, 3, style_dim, blur_kernel=blur_kernel, clamp=clamp))
+            self.to_rgbs.append(
+                ToRGB(cout, style_dim, blur_kernel=blur_kernel, img_channels=img_channels, clamp=clamp)
+            )
             cin = cout
 
     # ---- structure ----------------------------------------------------------------------------
@@ -393,6 +415,7 @@ class StyleGAN2Generator(nn.Module):
             "blur_kernel": list(self.blur_kernel),
             "lr_mlp": self.lr_mlp,
             "img_channels": self.img_channels,
+            "conv_clamp": self.conv_clamp,
         }
 
     # ---- running ------------------------------------------------------------------------------
@@ -507,7 +530,11 @@ class StyleGAN2Generator(nn.Module):
     # ---- loading ------------------------------------------------------------------------------
     @classmethod
     def from_state_dict(
-        cls, state_dict: Mapping[str, Tensor], lr_mlp: float = 0.01, source: str = "state dict"
+        cls,
+        state_dict: Mapping[str, Tensor],
+        lr_mlp: float = 0.01,
+        source: str = "state dict",
+        conv_clamp: float | None = None,
     ) -> StyleGAN2Generator:
         """Build a generator whose configuration is read from the tensors' shapes, then load
         ``state_dict`` strictly. Raises :class:`UserError` when it is not a rosinality StyleGAN2."""
@@ -549,6 +576,7 @@ class StyleGAN2Generator(nn.Module):
             blur_kernel=blur,
             lr_mlp=lr_mlp,
             img_channels=img_channels,
+            conv_clamp=conv_clamp,
         )
         try:
             gen.load_state_dict(sd, strict=True)
@@ -568,6 +596,7 @@ def load_stylegan2(
     lr_mlp: float | None = None,
 ) -> tuple[StyleGAN2Generator, Tensor | None]:
     """Load a rosinality StyleGAN2 checkpoint: ``(generator in eval mode, latent_avg or None)``.
+    An NVIDIA network pickle is read with :func:`~genprior.generators.nvidia.convert_network_pickle`.
 
     Accepted layouts: ``{"g_ema": state_dict, "latent_avg": w}`` (converted official models) and
     the training script's ``{"g": ..., "d": ..., "g_ema": ..., "args": Namespace, ...}``.
@@ -575,12 +604,15 @@ def load_stylegan2(
     generator state dict (with ``input.input``, ``style.1.weight``, ...) is accepted too.
     Extra keys are ignored. The mapping network's learning-rate multiplier is not visible in the
     tensors: ``lr_mlp=None`` reads ``lr_mlp`` from the checkpoint's ``config`` or ``args`` when
-    present, else uses 0.01 (every official and rosinality model).
+    present, else uses 0.01 (every official and rosinality model). ``config["conv_clamp"]``, which
+    ``genprior convert`` writes from an NVIDIA pickle, sets the layers' clamp.
     """
     if prefer not in ("g_ema", "g"):
         raise ValueError(f"prefer must be 'g_ema' or 'g', got {prefer!r}")
     if isinstance(path_or_dict, Mapping):
         ckpt, source = path_or_dict, "the checkpoint dict"
+    elif is_network_pickle(path_or_dict):
+        ckpt, source = convert_network_pickle(path_or_dict), str(path_or_dict)
     else:
         ckpt, source = safe_load(path_or_dict, map_location="cpu"), str(path_or_dict)
     if not isinstance(ckpt, Mapping):
@@ -605,7 +637,9 @@ def load_stylegan2(
             )
     if lr_mlp is None:
         lr_mlp = _lr_mlp_of(ckpt)
-    gen = StyleGAN2Generator.from_state_dict(sd, lr_mlp=lr_mlp, source=source_key)
+    gen = StyleGAN2Generator.from_state_dict(
+        sd, lr_mlp=lr_mlp, source=source_key, conv_clamp=_conv_clamp_of(ckpt)
+    )
     latent_avg = ckpt.get("latent_avg")
     if latent_avg is not None:
         if not isinstance(latent_avg, Tensor) or latent_avg.numel() != gen.style_dim:
@@ -615,6 +649,15 @@ def load_stylegan2(
             )
         latent_avg = latent_avg.detach().reshape(gen.style_dim).float().to(device)
     return gen.to(device), latent_avg
+
+
+def _conv_clamp_of(ckpt: Mapping[str, Any]) -> float | None:
+    """``config["conv_clamp"]`` (written by ``genprior convert`` from an NVIDIA pickle), else None."""
+    meta = ckpt.get("config")
+    value = meta.get("conv_clamp") if isinstance(meta, Mapping) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def _lr_mlp_of(ckpt: Mapping[str, Any]) -> float:
