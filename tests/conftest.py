@@ -48,3 +48,12 @@ def tiny_score_path(tiny_stylegan2_path, tmp_path_factory) -> Path:
     from genprior.zoo import load_generator
 
     return train_tiny_score(load_generator(tiny_stylegan2_path), tmp_path_factory.mktemp("score") / "s.pt")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance (2 CPUs) shared by the tests that run on Ray; skipped without Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()

@@ -164,6 +164,21 @@ def test_two_workers_give_the_same_rows(workdir, reference):
     assert bench.comparable_rows(res.rows) == bench.comparable_rows(reference.rows)
 
 
+def test_ray_engine_gives_the_same_rows_and_resumes(workdir, reference, ray_session):
+    out = workdir / "ray"
+
+    def stop_after_3(cell, n):
+        if n == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(workdir / "grid.toml", out, engine="ray", progress=False, on_cell_done=stop_after_3)
+    res = bench.run_bench(workdir / "grid.toml", out, engine="ray", progress=False)
+    assert (res.executed, res.skipped) == (N_CELLS - 3, 3)
+    assert bench.comparable_rows(res.rows) == bench.comparable_rows(reference.rows)
+    assert main(["bench", str(workdir / "grid.toml"), "--out", str(out), "--engine", "ray", "--workers", "2"]) == 2
+
+
 def test_cli_runs_and_refuses_another_config_in_the_same_dir(workdir, capsys):
     out = workdir / "cli"
     assert main(["bench", str(workdir / "grid.toml"), "--out", str(out), "--quiet"]) == 0

@@ -65,7 +65,12 @@ def test_solve_each_task_writes_image_comparison_and_json(
     rec = np.asarray(Image.open(out))
     assert rec.shape == (32, 32, 3)
     cmp_ = np.asarray(Image.open(tmp_path / "rec-compare.png"))
-    assert cmp_.shape[0] == 32 and cmp_.shape[1] == 3 * 32 + 2 * 2
+    # three 32-px tiles scaled 8x without smoothing (256 px), labelled above, 8-px gaps
+    label_h = cmp_.shape[0] - 256
+    assert cmp_.shape[1] == 3 * 256 + 2 * 8 and 10 < label_h < 40
+    tile = cmp_[label_h:, 2 * (256 + 8) :]
+    np.testing.assert_array_equal(tile[::8, ::8], rec)
+    assert (cmp_[:label_h, 2 * (256 + 8) :] < 128).any()  # the label is written
     data = json.loads(js.read_text())
     assert data["settings"]["task"] == task
     assert data["psnr"] is not None and data["psnr"] > 5

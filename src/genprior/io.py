@@ -87,6 +87,34 @@ def save_image(path: str | os.PathLike, img: torch.Tensor) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
+def comparison_image(panels: list[tuple[str, torch.Tensor]], min_side: int = 256) -> np.ndarray:
+    """Side-by-side panels ``[(label, (C, H, W) image in [0, 1]), ...]`` as an RGB uint8 array: each
+    image scaled up by a whole factor (nearest neighbour, no smoothing) to at least ``min_side``
+    pixels, its label written above it, white gaps between them."""
+    from PIL import ImageDraw, ImageFont
+
+    h, w = (int(v) for v in panels[0][1].shape[-2:])
+    k = max(1, -(-min_side // max(h, w)))
+    font = ImageFont.load_default(size=max(12, min(20, w * k // 12)))
+    label_h, gap = font.size + 10, 8
+    canvas = Image.new("RGB", (len(panels) * (w * k + gap) - gap, h * k + label_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, img) in enumerate(panels):
+        tile = Image.fromarray(to_uint8(img.expand(3, -1, -1) if img.shape[0] == 1 else img))
+        x0 = i * (w * k + gap)
+        canvas.paste(tile.convert("RGB").resize((w * k, h * k), Image.NEAREST), (x0, label_h))
+        draw.text((x0 + 4, 5), label, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def save_comparison(
+    path: str | os.PathLike, panels: list[tuple[str, torch.Tensor]], min_side: int = 256
+) -> None:
+    """:func:`comparison_image` saved as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(comparison_image(panels, min_side)).save(tmp, format="PNG")
+
+
 def load_image(
     path: str | os.PathLike,
     channels: int | None = None,
@@ -129,3 +157,39 @@ def load_image(
     if not torch.isfinite(t).all():
         raise UserError(f"{path} holds NaN or infinite values: give a finite image")
     return t
+
+
+def read_image_file(
+    path: str | os.PathLike, channels: int | None, size: tuple[int, int] | None, resize: bool
+) -> torch.Tensor:
+    """The image (PNG, JPEG, ...) or ``.npy`` array at ``path`` as a (1, C, H, W) tensor;
+    ``channels``/``size`` None keep the file's. Errors are one-line UserErrors."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"{path} is not a readable .npy array ({e.__class__.__name__}): save it with numpy.save"
+            ) from None
+        t = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        if not torch.isfinite(t).all():
+            raise UserError(f"{path} holds NaN or infinite values: give a finite image")
+        if t.dim() == 2:
+            t = t[None]
+        if t.dim() == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
+            t = t.permute(2, 0, 1)
+        if t.dim() != 3 or t.shape[0] not in (1, 3):
+            raise UserError(f"{path} has shape {tuple(arr.shape)}: give an (H,W), (C,H,W) or (H,W,C) array")
+        t = t[None]
+        if channels is not None and t.shape[1] != channels:
+            t = t.mean(1, keepdim=True) if channels == 1 else t.expand(-1, 3, -1, -1)
+        if size is not None and tuple(t.shape[-2:]) != tuple(size):
+            if not resize:
+                raise UserError(
+                    f"{path} is {t.shape[-1]}x{t.shape[-2]} but the generator makes {size[1]}x{size[0]} "
+                    "images: pass --resize or give an image of that size"
+                )
+            t = torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False)
+        return t.contiguous()
+    return load_image(path, channels=channels, size=size, resize=resize)

@@ -31,21 +31,15 @@ def _worker_init(threads: int) -> None:
         pass
 
 
-def _cell_job(
-    cfg_dict: dict[str, Any], cell: Cell, cells_dir: str
-) -> tuple[Cell, list[dict[str, Any]], float]:
-    """Run one cell and store it (atomically); runs in a worker or in the main process."""
+def _cell_job(cfg_dict: dict[str, Any], cell: Cell) -> tuple[Cell, list[dict[str, Any]], float]:
+    """Run one cell; runs in the main process, a worker process or a Ray task, and writes
+    nothing (the driver stores what it returns)."""
     cfg = BenchConfig.from_dict(cfg_dict)
-    code = code_fingerprint(cfg, cell.method)
     t0 = time.perf_counter()
     devices = [torch.cuda.current_device()] if device_of(cfg).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # run_cell seeds torch: leave the caller's RNG alone
         rows = run_cell(cfg, cell)
-    wall = time.perf_counter() - t0
-    UnitStore(cells_dir, cfg.hash()).save(
-        cell.key, {"cell": dataclasses.asdict(cell), "wall_s": wall, "rows": rows}, code
-    )
-    return cell, rows, wall
+    return cell, rows, time.perf_counter() - t0
 
 
 @dataclass
@@ -105,6 +99,8 @@ def run_bench(
     progress: bool = True,
     on_cell_done: Callable[[Cell, int], None] | None = None,
     config_text: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> BenchResult:
     """Run (or finish) a benchmark and write its tables and plots into ``out_dir``.
 
@@ -116,6 +112,9 @@ def run_bench(
             on ``workers``).
         on_cell_done: called as ``on_cell_done(cell, n_done)`` after each newly finished cell has
             been stored (tests use it to interrupt a run).
+        engine: ``"local"`` (this process, or ``workers`` processes) or ``"ray"``: every cell a Ray
+            task (on the cluster at ``address``, else a local Ray instance) with ``threads`` CPUs and
+            a GPU when the grid runs on CUDA; the cells come back here to be stored.
     """
     text = config_text
     if not isinstance(config, BenchConfig):
@@ -126,6 +125,12 @@ def run_bench(
         cfg = config
     if workers < 1:
         raise UserError(f"--workers {workers}: give at least 1")
+    if engine not in ("local", "ray"):
+        raise UserError(f"unknown engine {engine!r}: use local or ray")
+    if engine == "ray" and workers != 1:
+        raise UserError(
+            "--workers is for the local engine: Ray runs as many cells at once as its cluster has room for"
+        )
     if threads < 1:
         raise UserError(f"--threads {threads}: give at least 1")
     out = Path(out_dir)
@@ -177,7 +182,9 @@ def run_bench(
             done[cell] = rows_
         pending = [c for c in all_cells if c not in done]
         skipped = len(all_cells) - len(pending)
-        executed = _run_cells(cfg, pending, cells_dir, workers, threads, progress, done, on_cell_done)
+        executed = _run_cells(
+            cfg, pending, cells_dir, workers, threads, progress, done, on_cell_done, engine, address
+        )
     finally:
         torch.set_num_threads(old_threads)
 
@@ -196,6 +203,8 @@ def _run_cells(
     progress: bool,
     done: dict[Cell, list[dict[str, Any]]],
     on_cell_done: Callable[[Cell, int], None] | None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> int:
     from tqdm.auto import tqdm
 
@@ -204,9 +213,12 @@ def _run_cells(
     bar = tqdm(total=len(pending), disable=not progress, unit="cell", desc="bench", dynamic_ncols=True)
     n = 0
     cfg_dict = cfg.to_dict()
+    store = UnitStore(cells_dir, cfg.hash())
 
-    def finished(cell: Cell, rows: list[dict[str, Any]]) -> None:
+    def finished(cell: Cell, rows: list[dict[str, Any]], wall: float) -> None:
         nonlocal n
+        data = {"cell": dataclasses.asdict(cell), "wall_s": wall, "rows": rows}
+        store.save(cell.key, data, code_fingerprint(cfg, cell.method))
         done[cell] = rows
         n += 1
         bar.set_postfix_str(f"{cell.task} {cell.level} {cell.method}", refresh=False)
@@ -215,10 +227,16 @@ def _run_cells(
             on_cell_done(cell, n)
 
     try:
-        if workers == 1:
+        if engine == "ray":
+            from ..scale import ray_map
+
+            tasks = [(cfg_dict, c) for c in pending]
+            for _, (cell, rows, wall) in ray_map(_cell_job, tasks, device_of(cfg), address, threads):
+                finished(cell, rows, wall)
+        elif workers == 1:
             for cell in pending:
-                _, rows, _ = _cell_job(cfg_dict, cell, str(cells_dir))
-                finished(cell, rows)
+                _, rows, wall = _cell_job(cfg_dict, cell)
+                finished(cell, rows, wall)
         else:
             import multiprocessing as mp
 
@@ -226,11 +244,10 @@ def _run_cells(
             with ProcessPoolExecutor(
                 max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
             ) as ex:
-                futs = [ex.submit(_cell_job, cfg_dict, c, str(cells_dir)) for c in pending]
+                futs = [ex.submit(_cell_job, cfg_dict, c) for c in pending]
                 try:
                     for fut in as_completed(futs):
-                        cell, rows, _ = fut.result()
-                        finished(cell, rows)
+                        finished(*fut.result())
                 except BaseException:
                     for f in futs:
                         f.cancel()

@@ -36,6 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--no-resume", dest="resume", action="store_false", help="run every cell again")
     p.add_argument("--device", default=None, help="override the config's device (cpu, cuda, auto)")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default: this process or --workers processes) or ray: every cell a Ray task",
+    )
+    p.add_argument(
+        "--address", help="with --engine ray: the Ray cluster's address (default: a local instance)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -62,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.quiet,
         config_text=text,
+        engine=args.engine,
+        address=args.address,
     )
     stale = f" ({res.stale} of them again: their code changed)" if res.stale else ""
     print(

@@ -1,4 +1,5 @@
-"""``genprior solve``: reconstruct one image from simulated (or given) measurements."""
+"""``genprior solve``: reconstruct one image from simulated (or given) measurements, or every
+image of a folder (``--input-dir``, :mod:`genprior.folder`)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the methods that need no model (lasso-*, dip) take the image size from --input",
     )
     p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--input", required=True, type=Path, help="clean image (PNG/JPEG/.npy in [0,1])")
+    p.add_argument("--input", type=Path, help="clean image (PNG/JPEG/.npy in [0,1])")
+    p.add_argument(
+        "--input-dir",
+        type=Path,
+        help="a folder of clean images: solve each (with --out-dir; resumes when rerun)",
+    )
     p.add_argument("--measured", action="store_true", help="--input is already the degraded measurement")
     g = p.add_argument_group("inpainting")
     g.add_argument("--mask", type=Path, help="mask PNG, white = observed")
@@ -78,7 +84,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the measurements and the method (default 0)")
     p.add_argument("--resize", action="store_true", help="resize the input to the generator's size")
-    p.add_argument("--out", required=True, type=Path, help="reconstruction PNG")
+    p.add_argument("--out", type=Path, help="reconstruction PNG")
+    f = p.add_argument_group("folders (--input-dir)")
+    f.add_argument(
+        "--out-dir", type=Path, help="per image NAME.png, NAME-compare.png, NAME.json; summary.csv"
+    )
+    f.add_argument("--batch-size", type=int, default=8, help="images per solver call (default 8)")
+    f.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: batches as Ray tasks",
+    )
+    f.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--side-by-side", type=Path, help="comparison PNG (default: OUT with -compare.png)")
     p.add_argument("--json", type=Path, help="JSON record of the run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -94,43 +112,6 @@ def _parse_box(text: str) -> tuple[int, int, int, int]:
     if len(vals) != 4:
         raise UserError(f"--box {text!r} is not X0,Y0,X1,Y1: give four integers, e.g. --box 8,8,24,24")
     return vals  # type: ignore[return-value]
-
-
-def _load_input(path: Path, channels: int | None, size: tuple[int, int] | None, resize: bool) -> Any:
-    """The image at ``path`` as a (1, C, H, W) tensor; ``channels``/``size`` None keep the file's."""
-    import numpy as np
-    import torch
-
-    from ..io import load_image
-
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(
-                f"{path} is not a readable .npy array ({e.__class__.__name__}): save it with numpy.save"
-            ) from None
-        t = torch.as_tensor(np.asarray(arr, dtype=np.float32))
-        if not torch.isfinite(t).all():
-            raise UserError(f"{path} holds NaN or infinite values: give a finite image")
-        if t.dim() == 2:
-            t = t[None]
-        if t.dim() == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
-            t = t.permute(2, 0, 1)
-        if t.dim() != 3 or t.shape[0] not in (1, 3):
-            raise UserError(f"{path} has shape {tuple(arr.shape)}: give an (H,W), (C,H,W) or (H,W,C) array")
-        t = t[None]
-        if channels is not None and t.shape[1] != channels:
-            t = t.mean(1, keepdim=True) if channels == 1 else t.expand(-1, 3, -1, -1)
-        if size is not None and tuple(t.shape[-2:]) != tuple(size):
-            if not resize:
-                raise UserError(
-                    f"{path} is {t.shape[-1]}x{t.shape[-2]} but the generator makes {size[1]}x{size[0]} "
-                    "images: pass --resize or give an image of that size"
-                )
-            t = torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False)
-        return t.contiguous()
-    return load_image(path, channels=channels, size=size, resize=resize)
 
 
 def _measured_to_y(img: Any, args: argparse.Namespace, physics: Any, shape: tuple[int, int, int]) -> Any:
@@ -155,43 +136,103 @@ def _measured_to_y(img: Any, args: argparse.Namespace, physics: Any, shape: tupl
     return img
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .. import metrics
-    from ..io import save_image, write_json_atomic
-    from ..physics import load_mask, make_physics, measurement_preview
-    from ..solvers.registry import get_method
-
-    method = get_method(args.method)
-    config = _method_config(method, args)  # bad settings fail before anything is loaded
-    device = resolve_device(args.device)
-    t_start = time.perf_counter()
-    G, (c, h, w), truth, img = _model_and_input(method, args, device)
-
+def _task_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The task's arguments of ``make_physics`` from the options (a mask as its file's path)."""
     masks_given = sum(v is not None for v in (args.mask, args.mask_ratio, args.box))
     if args.task == "inpaint" and masks_given != 1:
         raise UserError("inpainting needs exactly one of --mask, --mask-ratio or --box")
     if args.task != "inpaint" and masks_given:
         raise UserError(f"--mask/--mask-ratio/--box only apply to --task inpaint, not {args.task}")
-    mask = load_mask(args.mask, (c, h, w)) if args.mask is not None else None
-    box = _parse_box(args.box) if args.box is not None else None
-    noise_std = args.noise_std if args.noise_std is not None else (0.1 if args.task == "denoise" else 0.0)
     if args.task == "cs" and args.measurements is None:
         raise UserError("--task cs needs --measurements M (the number of measurements)")
-    physics = make_physics(
-        args.task,
-        (c, h, w),
-        mask=mask,
-        mask_ratio=args.mask_ratio,
-        box=box,
-        scale=args.scale,
-        measurements=args.measurements,
-        cs_operator=args.cs_operator,
-        noise_std=noise_std,
+    noise_std = args.noise_std if args.noise_std is not None else (0.1 if args.task == "denoise" else 0.0)
+    out: dict[str, Any] = {"noise_std": noise_std}
+    if args.task == "inpaint":
+        out.update(
+            mask=None if args.mask is None else str(args.mask),
+            mask_ratio=args.mask_ratio,
+            box=None if args.box is None else _parse_box(args.box),
+        )
+    elif args.task == "superres":
+        out["scale"] = args.scale
+    elif args.task == "cs":
+        out.update(measurements=args.measurements, cs_operator=args.cs_operator)
+    return out
+
+
+def _check_io_options(args: argparse.Namespace) -> None:
+    folder = args.input_dir is not None
+    if folder and args.input is not None:
+        raise UserError("give either --input (one image) or --input-dir (a folder), not both")
+    if not folder and args.input is None:
+        raise UserError("give the image to solve: --input IMAGE (or a folder: --input-dir DIR --out-dir OUT)")
+    if folder:
+        if args.out_dir is None:
+            raise UserError("--input-dir needs --out-dir: the folder the results are written into")
+        for opt, given in (("--out", args.out), ("--json", args.json), ("--side-by-side", args.side_by_side)):
+            if given is not None:
+                raise UserError(f"{opt} is for one image; with --input-dir every result goes into --out-dir")
+        if args.measured:
+            raise UserError("--measured is for one image: a folder holds clean images that genprior measures")
+    else:
+        if args.out is None:
+            raise UserError("--input needs --out: the reconstruction PNG to write")
+        if args.out_dir is not None or args.engine != "local" or args.address is not None:
+            raise UserError("--out-dir, --engine and --address are for folders (--input-dir)")
+
+
+def run_folder(args: argparse.Namespace, method: Any) -> int:
+    from ..folder import FolderJob, solve_folder
+
+    settings = _method_settings(method, args)
+    job = FolderJob(
+        method=args.method,
+        task=args.task,
+        model=None if args.model is None else str(args.model),
+        task_args=_task_args(args),
+        settings=settings,
         seed=args.seed,
-        device=device,
+        batch_size=args.batch_size,
+        resize=args.resize,
     )
+    res = solve_folder(
+        job,
+        args.input_dir,
+        args.out_dir,
+        device=resolve_device(args.device),
+        engine=args.engine,
+        address=args.address,
+        progress=not args.quiet,
+    )
+    n = len(res.done) + len(res.skipped)
+    print(
+        f"wrote {len(res.done)} images into {args.out_dir} ({len(res.skipped)} finished before, "
+        f"{len(res.failed)} failed; {n} done in all; summary.csv)"
+    )
+    return 2 if res.failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import metrics
+    from ..folder import result_label
+    from ..io import save_comparison, save_image, write_json_atomic
+    from ..physics import load_mask, make_physics, measurement_preview
+    from ..solvers.registry import get_method
+
+    method = get_method(args.method)
+    _check_io_options(args)
+    if args.input_dir is not None:
+        return run_folder(args, method)
+    config = _method_config(method, args)  # bad settings fail before anything is loaded
+    device = resolve_device(args.device)
+    t_start = time.perf_counter()
+    task_args = _task_args(args)
+    G, (c, h, w), truth, img = _model_and_input(method, args, device)
+    if task_args.get("mask") is not None:
+        task_args["mask"] = load_mask(task_args["mask"], (c, h, w))
+    physics = make_physics(args.task, (c, h, w), seed=args.seed, device=device, **task_args)
     if args.measured:
         y = _measured_to_y(img.to(device), args, physics, (c, h, w))
     else:
@@ -222,10 +263,11 @@ def run(args: argparse.Namespace) -> int:
         result["ssim"] = float(metrics.ssim(x_hat, truth)[0])
 
     preview = measurement_preview(y, physics, (c, h, w)).to(device)
-    panels = ([truth] if truth is not None else []) + [preview, x_hat]
-    panels = [p.expand(-1, c, -1, -1) if p.shape[1] != c else p for p in panels]
+    panels = ([("truth", truth[0])] if truth is not None else []) + [
+        ("measurement", preview[0]),
+        (result_label(args.method, result.get("psnr")), x_hat[0]),
+    ]
     sep = torch.ones(1, c, h, 2, device=device)
-    strip = torch.cat([t for p in panels for t in (p, sep)][:-1], dim=3)
     compare = args.side_by_side or args.out.with_name(args.out.stem + "-compare.png")
 
     post = getattr(rec, "posterior", None)
@@ -251,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         save_image(grid_png, torch.cat(tiles, dim=2))
         written += [std_png, grid_png]
     save_image(args.out, x_hat[0])
-    save_image(compare, strip[0])
+    save_comparison(compare, panels)
     if args.json is not None:
         write_json_atomic(args.json, result)
     msg = "wrote " + ", ".join(str(p) for p in written)
@@ -271,6 +313,11 @@ def _finite(v: float) -> float | None:
 
 def _method_config(method: Any, args: argparse.Namespace) -> Any:
     """The method's config from --set and the shortcut options, checked by the config itself."""
+    return method.make_config(_method_settings(method, args), seed=args.seed)
+
+
+def _method_settings(method: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings --set and the shortcut options give, each parsed and typed from the config."""
     from ..solvers.registry import parse_setting
 
     settings: dict[str, Any] = {}
@@ -282,7 +329,7 @@ def _method_config(method: Any, args: argparse.Namespace) -> Any:
     for item in args.settings:
         k, v = parse_setting(method, item)
         settings[k] = v
-    return method.make_config(settings, seed=args.seed)
+    return settings
 
 
 def _model_and_input(
@@ -290,6 +337,8 @@ def _model_and_input(
 ) -> tuple[Any, tuple[int, int, int], Any, Any]:
     """``(model or None, image shape (C, H, W) of the unknown, truth or None, the input image)``.
     A method that needs no model solves at the input's own size."""
+    from ..io import read_image_file
+
     if method.needs_model:
         if args.model is None:
             raise UserError(
@@ -305,9 +354,11 @@ def _model_and_input(
                 G,
                 (c, h, w),
                 None,
-                _load_input(args.input, channels, None if args.task == "superres" else (h, w), args.resize),
+                read_image_file(
+                    args.input, channels, None if args.task == "superres" else (h, w), args.resize
+                ),
             )
-        truth = _load_input(args.input, c, (h, w), args.resize).to(device)
+        truth = read_image_file(args.input, c, (h, w), args.resize).to(device)
         return G, (c, h, w), truth, truth
     if args.model is not None:
         raise UserError(
@@ -317,7 +368,7 @@ def _model_and_input(
         raise UserError(
             f"--resize needs a model's image size; method {method.name!r} solves at the size of --input"
         )
-    img = _load_input(args.input, None, None, False)
+    img = read_image_file(args.input, None, None, False)
     c, h, w = img.shape[1:]
     if args.task == "colorize" and not args.measured and c != 3:
         raise UserError(f"--task colorize needs a colour --input, and {args.input} is grey")

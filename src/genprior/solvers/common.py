@@ -296,9 +296,19 @@ class GenerativeSolver(Reconstructor):
             p.requires_grad_(False)
         self.config = config
         self.last_record: RunRecord | None = None
+        self._image_seeds: list[int] | None = None
 
-    def forward(self, y: Tensor, physics: Any, **kwargs: Any) -> Tensor:
-        x, rec = self.solve(y, physics, **kwargs)
+    def forward(self, y: Tensor, physics: Any, seeds: Sequence[int] | None = None, **kwargs: Any) -> Tensor:
+        """``seeds``: one per image of the batch; each image's starting inputs are then drawn from
+        its own seed, whatever else shares its batch (a folder solve seeds them from the file names).
+        None: the batch's draw from ``config.seed``."""
+        if seeds is not None and len(seeds) != y.shape[0]:
+            raise ValueError(f"seeds has {len(seeds)} entries for a batch of {y.shape[0]}")
+        self._image_seeds = None if seeds is None else [int(s) for s in seeds]
+        try:
+            x, rec = self.solve(y, physics, **kwargs)
+        finally:
+            self._image_seeds = None
         rec.finish()
         self.last_record = rec
         return x
@@ -312,8 +322,19 @@ class GenerativeSolver(Reconstructor):
             raise UserError("measurements contain NaN or infinite values: give finite measurements")
 
     def _init_inputs(self, batch: int, seed: int) -> Inputs:
-        g = torch.Generator().manual_seed(seed)
-        return self.generator.sample_inputs(batch, generator=g, device=self.generator.device)
+        """``batch`` starting inputs from ``seed``, or, during a call given per-image ``seeds``,
+        ``batch / len(seeds)`` from each image's seed (laid out restart-major, as restarts are)."""
+        G = self.generator
+        if self._image_seeds is None:
+            return G.sample_inputs(batch, generator=torch.Generator().manual_seed(seed), device=G.device)
+        n = len(self._image_seeds)
+        if batch % n:
+            raise ValueError(f"{batch} starting inputs are not a whole number per image for {n} images")
+        draws = [
+            G.sample_inputs(batch // n, generator=torch.Generator().manual_seed(s), device=G.device)
+            for s in self._image_seeds
+        ]
+        return {k: torch.stack([d[k] for d in draws], dim=1).flatten(0, 1) for k in draws[0]}
 
 
 class Timer:
