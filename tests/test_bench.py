@@ -176,7 +176,10 @@ def test_ray_engine_gives_the_same_rows_and_resumes(workdir, reference, ray_sess
     res = bench.run_bench(workdir / "grid.toml", out, engine="ray", progress=False)
     assert (res.executed, res.skipped) == (N_CELLS - 3, 3)
     assert bench.comparable_rows(res.rows) == bench.comparable_rows(reference.rows)
-    assert main(["bench", str(workdir / "grid.toml"), "--out", str(out), "--engine", "ray", "--workers", "2"]) == 2
+    assert (
+        main(["bench", str(workdir / "grid.toml"), "--out", str(out), "--engine", "ray", "--workers", "2"])
+        == 2
+    )
 
 
 def test_cli_runs_and_refuses_another_config_in_the_same_dir(workdir, capsys):

@@ -241,3 +241,15 @@ def test_solve_takes_the_pickle_directly(tmp_path):
     ]
     assert main(argv) == 0
     assert json.loads((tmp_path / "r.json").read_text())["psnr"] > 5
+
+
+def test_numpy_scalars_are_read_as_numbers_and_object_dtypes_refused(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "scalars.pkl"
+    p.write_bytes(pickle.dumps({"a": np.float64(0.25), "b": np.int16(-3), "c": np.dtype(">f4")}, protocol=3))
+    top = read_network_pickle(p)
+    assert (top["a"], top["b"]) == (0.25, -3) and type(top["a"]) is float
+    p.write_bytes(pickle.dumps({"a": np.dtype(object)}, protocol=3))
+    with pytest.raises(UserError, match="not numeric"):
+        read_network_pickle(p)

@@ -106,19 +106,29 @@ def _inert_array(*args: Any) -> _InertArray:
 _NUMERIC_KINDS = "biufc"
 
 
-def _dtype(code: Any, align: Any = False, copy: Any = True) -> np.dtype:
-    dt = np.dtype(str(code))
-    if dt.kind not in _NUMERIC_KINDS:
-        raise pickle.UnpicklingError(
-            f"numpy dtype {code!r} is not numeric; genprior reads numeric scalars only"
-        )
-    return dt
+class _DType:
+    """A numpy dtype named in the file, kept as its code and byte order (numpy's own
+    ``__setstate__`` never sees the file's data); numeric kinds only."""
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = True) -> None:
+        self.code, self.order = str(code), "="
+        if np.dtype(self.code).kind not in _NUMERIC_KINDS:
+            raise pickle.UnpicklingError(
+                f"numpy dtype {code!r} is not numeric; genprior reads numeric scalars only"
+            )
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "=", "|"):
+            self.order = state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.code).newbyteorder(self.order)
 
 
 def _scalar(dtype: Any, data: Any = b"") -> Any:
-    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS or not isinstance(data, bytes):
+    if not isinstance(dtype, _DType) or not isinstance(data, bytes):
         raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
-    return np.frombuffer(data, dtype=dtype, count=1)[0].item()
+    return np.frombuffer(data, dtype=dtype.numpy(), count=1)[0].item()
 
 
 def _rebuild_tensor(storage: Tensor, offset: int, size: Any, stride: Any, *rest: Any) -> Tensor:
@@ -143,7 +153,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("builtins", "set"): set,
     ("dnnlib.util", "EasyDict"): _PlainDict,
-    ("numpy", "dtype"): _dtype,
+    ("numpy", "dtype"): _DType,
     ("numpy", "ndarray"): _InertArray,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
