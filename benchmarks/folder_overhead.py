@@ -5,7 +5,8 @@ For each (model, method), 64 generator samples (seed 7) are written as PNGs; the
 process, at each batch size:
 
 * **solver alone**: the same batches of the same images, already in memory, measured and handed
-  to the solver with the same seeds; only the solver calls are timed;
+  to the solver with the same seeds; only the solver calls are timed, after an untimed 2-image
+  warm-up call;
 * **folder solve**: :func:`genprior.folder.solve_folder` on the folder into an empty output
   folder, timed whole (model loading included).
 
@@ -85,7 +86,10 @@ def main() -> None:
             x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
             for bs in (int(b) for b in args.batches.split(",")):
                 job = FolderJob(method, "inpaint", model, {"mask_ratio": 0.8}, {}, 0, bs)
-                alone = solver_alone(job, G, x, names)
+                solver_alone(
+                    FolderJob(method, "inpaint", model, {"mask_ratio": 0.8}, {}, 0, 2), G, x[:2], names[:2]
+                )
+                alone = solver_alone(job, G, x, names)  # after a 2-image warm-up of the same solver
                 out = (args.out or work) / f"out-{model}-{method}-b{bs}"
                 shutil.rmtree(out, ignore_errors=True)
                 t0 = time.perf_counter()

@@ -14,7 +14,7 @@ if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "setup: installing torch and torchvision (about a minute)"
   pipq torch==2.14.1 torchvision==0.29.1
 fi
-if ! python -c "import genprior, deepinv, pytest, hypothesis, ray" >/dev/null 2>&1 || [ ! -x .venv/bin/ruff ]; then
+if ! python -c "import genprior, deepinv, diffusers, pytest, hypothesis, ray" >/dev/null 2>&1 || [ ! -x .venv/bin/ruff ]; then
   echo "setup: installing genprior and its dependencies (with the ray extra)"
   pipq -e '.[test,ray]'
 fi

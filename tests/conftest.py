@@ -57,3 +57,17 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_path(tmp_path_factory) -> Path:
+    """An untrained tiny pixel diffusion model of 3x32x32 images (for the diffusion solvers' CLI runs)."""
+    import torch
+
+    from genprior.diffusion.pixel import PixelDiffusion, UNetConfig
+
+    torch.manual_seed(0)
+    model = PixelDiffusion(UNetConfig(size=32, channels=3, widths=(8, 16), attention=(False, False)))
+    path = tmp_path_factory.mktemp("ddpm") / "tiny-ddpm.pt"
+    torch.save(model.to_dict(), path)
+    return path

@@ -197,6 +197,8 @@ QUICK = {  # a few steps each, so that every method runs in about a second
         "--set",
         "refine_steps=3",
     ],
+    "dps": ["--set", "steps=3", "--samples", "3"],
+    "diffpir": ["--set", "steps=3", "--samples", "3"],
 }
 
 
@@ -211,6 +213,8 @@ def test_solve_runs_every_method_of_the_table(tmp_path, tiny_stylegan2_path, cle
     from genprior.solvers.registry import METHODS
 
     model = ["--model", str(tiny_stylegan2_path)] if METHODS[method].needs_model else []
+    if METHODS[method].needs == "diffusion":
+        model = ["--model", str(request.getfixturevalue("tiny_ddpm_path"))]
     if METHODS[method].needs == "generator+score":
         model += ["--set", f"score={request.getfixturevalue('tiny_score_path')}"]
     out, js = tmp_path / "rec.png", tmp_path / "run.json"

@@ -28,6 +28,8 @@ _EXPORTS = {
     "LayeredGenerator": "genprior.generators.base",
     "InputSpec": "genprior.generators.base",
     "UserError": "genprior.errors",
+    "solve_folder": "genprior.folder",
+    "FolderJob": "genprior.folder",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -335,9 +335,9 @@ def solve_folder(
     out = Path(out_dir)
     G, shape = None, None
     if get_method(job.method).needs_model:
-        from .zoo import load_generator
+        from .zoo import load_model
 
-        G = load_generator(str(job.model), device=device)
+        G = load_model(str(job.model), get_method(job.method).needs, device=device)
         shape = tuple(G.image_shape)
     if shape is not None:
         folder_physics(job, shape, "cpu")  # bad task arguments fail before anything is written
@@ -418,8 +418,10 @@ def solve_folder(
 def _ray_batch(
     job: FolderJob, names: list[str], x: np.ndarray, first_name: str, device: str, blob: bytes | None
 ) -> tuple[list[dict[str, Any]], float]:
-    """One batch in a Ray task: the generator is loaded (once per worker process) there."""
+    """One batch in a Ray task: the model is loaded (once per worker process) there."""
     from .scale import worker_generator
+    from .solvers.registry import get_method
 
-    G = worker_generator(job.model, device, blob) if job.model is not None else None
+    needs = get_method(job.method).needs
+    G = worker_generator(job.model, needs, device, blob) if job.model is not None else None
     return solve_batch(job, names, torch.tensor(x), first_name, G, device)

@@ -81,18 +81,18 @@ def model_blob(model: str | None) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(model: str, device: str, digest: str) -> Any:
-    from .zoo import load_generator
+def _load(model: str, needs: str, device: str, digest: str) -> Any:
+    from .zoo import load_model
 
-    return load_generator(model, device=device)
+    return load_model(model, needs, device=device)
 
 
-def worker_generator(model: str, device: str, blob: bytes | None = None) -> Any:
-    """The generator ``model`` in a worker process, loaded once per process; ``blob`` (the file's
-    bytes) is written under the cache folder first, so the worker needs no access to the
-    driver's disk."""
+def worker_generator(model: str, needs: str, device: str, blob: bytes | None = None) -> Any:
+    """The model ``model`` (of the kind a method ``needs``) in a worker process, loaded once per
+    process; ``blob`` (the file's bytes) is written under the cache folder first, so the worker
+    needs no access to the driver's disk."""
     if blob is None:
-        return _load(model, str(device), "")
+        return _load(model, needs, str(device), "")
     from .generators.stylegan2 import default_cache_dir
 
     digest = hashlib.sha256(blob).hexdigest()
@@ -101,4 +101,4 @@ def worker_generator(model: str, device: str, blob: bytes | None = None) -> Any:
         from .io import write_bytes_atomic
 
         write_bytes_atomic(path, blob)
-    return _load(os.fspath(path), str(device), digest)
+    return _load(os.fspath(path), needs, str(device), digest)

@@ -132,6 +132,47 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+#: the pixel diffusion models (``--method dps|diffpir``): name -> (description, bundled file)
+DIFFUSION_MODELS: dict[str, tuple[str, str]] = {
+    "fmnist-ddpm-32": (
+        "pixel DDPM (UNet, 0.7M parameters), 32x32 Fashion-MNIST (train split)",
+        "fmnist-ddpm-32",
+    ),
+}
+
+
+def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
+    """A pixel diffusion model (:class:`~genprior.diffusion.pixel.PixelDiffusion`, eval mode,
+    frozen): a name of :data:`DIFFUSION_MODELS` or the path of a file `genprior train ddpm` exported."""
+    from .diffusion.pixel import PixelDiffusion
+
+    key = os.fspath(name_or_path)
+    if key in DIFFUSION_MODELS:
+        path = _asset(DIFFUSION_MODELS[key][1])
+        if not path.is_file():
+            raise UserError(
+                f"the diffusion model {key} is not installed ({path.name} missing): reinstall genprior, or train it "
+                "with `genprior train ddpm --out DIR --export FILE` and give FILE"
+            )
+        return PixelDiffusion.load(path, device)
+    path = Path(key).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"unknown diffusion model {key!r}: use one of {', '.join(DIFFUSION_MODELS)} or the path of an exported file"
+        )
+    return PixelDiffusion.load(path, device)
+
+
+def load_model(name_or_path: str | os.PathLike, needs: str, device: torch.device | str = "cpu") -> Any:
+    """The model a method of the table is built on: a diffusion model for ``needs ==
+    "diffusion"``, else a generator (:func:`load_generator`)."""
+    from .solvers.registry import DIFFUSION
+
+    if needs == DIFFUSION:
+        return load_diffusion(name_or_path, device)
+    return load_generator(name_or_path, device)
+
+
 # ---- public API ---------------------------------------------------------------------------------
 def model_names() -> tuple[str, ...]:
     return tuple(ZOO)
@@ -150,6 +191,16 @@ def list_models() -> list[dict[str, Any]]:
             "install_hint": e.install_hint,
         }
         for e in ZOO.values()
+    ] + [
+        {
+            "name": name,
+            "description": desc,
+            "source": f"bundled: genprior/assets/models/{stem}.pt",
+            "installed": _asset(stem).is_file(),
+            "image_shape": (1, 32, 32),
+            "install_hint": "`genprior train ddpm --out DIR --export FILE`, then give FILE",
+        }
+        for name, (desc, stem) in DIFFUSION_MODELS.items()
     ]
 
 

@@ -30,13 +30,16 @@ def device_of(cfg: BenchConfig) -> torch.device:
     return resolve_device(cfg.device)
 
 
-def get_generator(cfg: BenchConfig, model: str | None = None, sha256: str | None = None) -> Any:
-    """The grid's generator, or (``model``) a method's own model with its weights' ``sha256``."""
-    from ..zoo import load_generator
+def get_generator(
+    cfg: BenchConfig, model: str | None = None, sha256: str | None = None, needs: str = "generator"
+) -> Any:
+    """The grid's generator, or (``model``) a method's own model, of the kind the method
+    ``needs`` (a diffusion model for the diffusion solvers), with its weights' ``sha256``."""
+    from ..zoo import load_model
 
     dev = device_of(cfg)
     name, sha = (cfg.generator, cfg.generator_sha256) if model is None else (model, sha256)
-    return _cached(("G", name, sha, str(dev)), lambda: load_generator(name, device=dev))
+    return _cached(("G", name, sha, needs, str(dev)), lambda: load_model(name, needs, device=dev))
 
 
 def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:

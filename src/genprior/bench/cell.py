@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
 from ..resume import UnitStore
 from ..resume import code_fingerprint as _fingerprint
-from ..solvers.registry import METHODS
+from ..solvers.registry import DIFFUSION, METHODS
 from .cache import device_of, get_classifier, get_generator, get_images
 from .config import BenchConfig, MethodSpec, TaskSpec
 
@@ -190,11 +191,16 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
 def method_model(cfg: BenchConfig, mspec: MethodSpec) -> Any:
     """The model a method runs on: its own (``model = ...``), else the grid's generator; None for
     a method that needs none."""
+    needs = METHODS[mspec.name].needs
     if not METHODS[mspec.name].needs_model:
         return None
+    if needs == DIFFUSION and mspec.model is None:
+        raise UserError(
+            f'method {mspec.label!r} needs its diffusion model: set model = "fmnist-ddpm-32" (or a file)'
+        )
     if mspec.model is None:
         return get_generator(cfg)
-    return get_generator(cfg, mspec.model, mspec.model_sha256)
+    return get_generator(cfg, mspec.model, mspec.model_sha256, needs)
 
 
 def code_fingerprint(cfg: BenchConfig, method_label: str) -> str:

@@ -344,9 +344,9 @@ def _model_and_input(
             raise UserError(
                 f"method {method.name!r} needs --model: a zoo name (see `genprior models`) or a checkpoint path"
             )
-        from ..zoo import load_generator
+        from ..zoo import load_model
 
-        G = load_generator(str(args.model), device=device)
+        G = load_model(str(args.model), method.needs, device=device)
         c, h, w = G.image_shape
         if args.measured:
             channels = 1 if args.task == "colorize" else c

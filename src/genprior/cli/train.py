@@ -109,6 +109,91 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(sc)
     sc.set_defaults(func=run_score)
+    _register_ddpm(sub)
+
+
+def _register_ddpm(sub: argparse._SubParsersAction) -> None:
+    dd = sub.add_parser(
+        "ddpm",
+        help="the pixel-space diffusion model on Fashion-MNIST (DPS and DiffPIR run on it)",
+        description=(
+            "Train an epsilon-prediction UNet (diffusers' UNet2DModel, built from arguments) with DDPM's linear "
+            "schedule on the Fashion-MNIST training split at 32x32; checkpoints go to OUT/checkpoint.pt and "
+            "--resume continues bit for bit."
+        ),
+    )
+    dd.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder of the training checkpoint"
+    )
+    dd.add_argument("--steps", default=None, help="total optimiser steps to reach (default 20000)")
+    dd.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other setting of DDPMTrainConfig (batch, lr, warmup, ema, seed, widths, attention, ...)",
+    )
+    dd.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    dd.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long"
+    )
+    dd.add_argument("--export", type=Path, default=None, metavar="PATH", help="write the EMA model to PATH")
+    dd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(dd)
+    dd.set_defaults(func=run_ddpm)
+
+
+def _settings(cls: type, pairs: list[tuple[str, str | None]]) -> dict[str, object]:
+    """``--name value`` / ``--set name=value`` pairs typed from the config class ``cls``."""
+    from ..solvers.registry import field_types, parse_value
+
+    settings: dict[str, object] = {}
+    kinds = field_types(cls)
+    for name, text in pairs:
+        if text is None:
+            continue
+        name = name.strip().replace("-", "_")
+        if name not in kinds:
+            raise UserError(f"--set {name}: not a setting of {cls.__name__}; use one of {', '.join(kinds)}")
+        try:
+            settings[name] = parse_value(text, kinds[name])
+        except ValueError:
+            what = {int: "an integer", float: "a number", bool: "true or false"}.get(
+                kinds[name][0], "a value"
+            )
+            raise UserError(f"--{name} {text}: give {what}") from None
+    return settings
+
+
+def _max_seconds(args: argparse.Namespace) -> float | None:
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UserError(f"--max-minutes {args.max_minutes}: give a positive number of minutes")
+    return None if args.max_minutes is None else 60 * args.max_minutes
+
+
+def run_ddpm(args: argparse.Namespace) -> int:
+    from ..training.ddpm import DDPMTrainConfig, export_ddpm, train_ddpm
+
+    pairs = [("steps", args.steps)] + [tuple(s.partition("=")[::2]) for s in args.set]
+    cfg = DDPMTrainConfig(**_settings(DDPMTrainConfig, pairs))
+    max_seconds = _max_seconds(args)
+    device = resolve_device(args.device)
+    ck = train_ddpm(
+        args.out,
+        cfg,
+        resume=args.resume,
+        max_seconds=max_seconds,
+        progress=not args.no_progress,
+        device=device,
+    )
+    last = ck["history"][-1]["loss"] if ck["history"] else float("nan")
+    print(
+        f"wrote {args.out / 'checkpoint.pt'}: step {ck['step']} of {ck['config']['steps']}, loss {last:.4f}"
+    )
+    if args.export is not None:
+        export_ddpm(args.out / "checkpoint.pt", args.export)
+        print(f"wrote {args.export} (the EMA model)")
+    return 0
 
 
 def _stylegan2_module() -> ModuleType | None:
@@ -166,28 +251,12 @@ def run_vae(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from ..solvers.registry import field_types, parse_value
     from ..training.score import ScoreTrainConfig, export_score, loss_by_level, train_score
     from ..zoo import load_generator
 
-    settings: dict[str, object] = {}
-    kinds = field_types(ScoreTrainConfig)
     pairs = [("stage", args.stage), ("steps", args.steps)] + [tuple(s.partition("=")[::2]) for s in args.set]
-    for name, text in pairs:
-        if text is None:
-            continue
-        name = name.strip().replace("-", "_")
-        if name not in kinds:
-            raise UserError(f"--set {name}: not a score training setting; use one of {', '.join(kinds)}")
-        try:
-            settings[name] = parse_value(text, kinds[name])
-        except ValueError:
-            what = {int: "an integer", float: "a number", bool: "true or false"}.get(
-                kinds[name][0], "a value"
-            )
-            raise UserError(f"--{name} {text}: give {what}") from None
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise UserError(f"--max-minutes {args.max_minutes}: give a positive number of minutes")
+    settings = _settings(ScoreTrainConfig, pairs)
+    max_seconds = _max_seconds(args)
     device = resolve_device(args.device)
     G = load_generator(args.model)
     cfg = ScoreTrainConfig(**settings)
@@ -197,7 +266,7 @@ def run_score(args: argparse.Namespace) -> int:
         cfg,
         resume=args.resume,
         generator_name=str(args.model),
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        max_seconds=max_seconds,
         progress=not args.no_progress,
         device=device,
     )

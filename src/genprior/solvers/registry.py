@@ -179,6 +179,20 @@ METHODS: dict[str, Method] = {
             GENERATOR_AND_SCORE,
             "Score-Guided ILO (Daras et al. 2022): Langevin posterior sampling of a layer, learned score prior",
         ),
+        Method(
+            "dps",
+            "genprior.solvers.diffusion:DPS",
+            "genprior.solvers.diffusion:DPSConfig",
+            DIFFUSION,
+            "DPS (Chung et al. 2023), deepinv's implementation, on a pixel diffusion model",
+        ),
+        Method(
+            "diffpir",
+            "genprior.solvers.diffusion:DiffPIR",
+            "genprior.solvers.diffusion:DiffPIRConfig",
+            DIFFUSION,
+            "DiffPIR (Zhu et al. 2023), deepinv's implementation, on a pixel diffusion model",
+        ),
     )
 }
 

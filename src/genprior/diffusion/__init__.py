@@ -1,0 +1,1 @@
+"""Diffusion priors: pixel-space DDPM (deepinv DPS / DiffPIR run on it)."""

@@ -1,0 +1,153 @@
+"""Pixel diffusion solvers through deepinv's own implementations: DPS (Chung et al. 2023) and
+DiffPIR (Zhu et al. 2023) on a :class:`~genprior.diffusion.pixel.PixelDiffusion` model, which
+deepinv drives as a denoiser (:meth:`~genprior.diffusion.pixel.PixelDiffusion.denoiser`, deepinv's
+``ScoreModelWrapper`` on the model's own schedule).
+
+Each image gets ``chains`` posterior samples, run as one batch; the output is their mean and
+the record keeps the samples and their per-pixel std (:class:`~genprior.solvers.common.PosteriorSamples`),
+as SGILO's does. Runs repeat: the samplers' draws come from ``seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from deepinv.models import Reconstructor
+from torch import Tensor
+
+from ..errors import UserError
+from .common import PosteriorSamples, RunRecord, check_int, check_number
+
+
+@dataclass
+class DPSConfig:
+    """Settings of :class:`DPS` (deepinv's ``DPS``)."""
+
+    steps: int = 1000  # reverse-diffusion steps (DDPM ancestral sampling, the paper's 1000)
+    weight: float = (
+        100.0  # guidance weight on ||y - A(x0_hat(x_t))|| in deepinv's SDE form (its 1.0 barely moves x)
+    )
+    chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
+    seed: int = 0  # seeds the sampler's draws
+
+    def __post_init__(self) -> None:
+        check_int(self, "steps", 2)
+        check_int(self, "chains", 1)
+        check_int(self, "seed", 0)
+        check_number(self, "weight", 0.0, above=True)
+
+
+@dataclass
+class DiffPIRConfig:
+    """Settings of :class:`DiffPIR` (deepinv's ``DiffPIR``)."""
+
+    steps: int = 100  # denoising steps (deepinv's default)
+    zeta: float = 0.1  # share of fresh noise in each step (0: deterministic, 1: DDPM-like)
+    lambda_: float = 7.0  # weight of the data term (the paper's 3 .. 25)
+    noise_sigma: float = 0.01  # the measurements' noise level where the physics has none
+    chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
+    seed: int = 0  # seeds the sampler's draws
+
+    def __post_init__(self) -> None:
+        check_int(self, "steps", 2)
+        check_int(self, "chains", 1)
+        check_int(self, "seed", 0)
+        for name in ("lambda_", "noise_sigma"):
+            check_number(self, name, 0.0, above=True)
+        check_number(self, "zeta", 0.0)
+        if self.zeta > 1:
+            raise UserError(f"DiffPIRConfig: zeta = {self.zeta}: give a number in [0, 1]")
+
+
+class _DeepinvDiffusionSolver(Reconstructor):
+    """A deepinv sampler on a pixel diffusion model, ``chains`` samples per image in one batch."""
+
+    method = "diffusion"
+
+    def __init__(self, model: Any, config: Any) -> None:
+        super().__init__(device=model.device)
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.config = config
+        self.last_record: RunRecord | None = None
+
+    def _sampler(self, progress: bool) -> Any:
+        raise NotImplementedError
+
+    def _run(self, sampler: Any, y: Tensor, physics: Any) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, y: Tensor, physics: Any, progress: bool = False, **kwargs: Any) -> Tensor:
+        from .. import metrics
+
+        if not torch.isfinite(y).all():
+            raise UserError("measurements contain NaN or infinite values: give finite measurements")
+        cfg, B = self.config, y.shape[0]
+        rec = RunRecord(self.method)
+        t0 = time.perf_counter()
+        yk = y.repeat(cfg.chains, *([1] * (y.dim() - 1)))  # sample-major: entry s * B + i
+        devices = [y.device] if y.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed)
+            x = self._run(self._sampler(progress), yk, physics)
+        samples = x.detach().float().clamp(0, 1).reshape(cfg.chains, B, *x.shape[1:])
+        post = PosteriorSamples.from_samples(samples)
+        rec.posterior = post
+        rec.time_s = time.perf_counter() - t0
+        rec.best_meas_err = metrics.measurement_error(post.mean, y, physics).tolist()
+        rec.best_round = [0] * B
+        self.last_record = rec
+        return post.mean
+
+
+class DPS(_DeepinvDiffusionSolver):
+    """Diffusion posterior sampling, deepinv's implementation (``deepinv.sampling.DPS``)."""
+
+    method = "dps"
+
+    def _sampler(self, progress: bool) -> Any:
+        from deepinv.sampling import DPS as DeepinvDPS
+
+        cfg = self.config
+        return DeepinvDPS(
+            self.model.denoiser(),
+            num_steps=cfg.steps,
+            weight=cfg.weight,
+            verbose=progress,
+            device=self.model.device,
+            rng=torch.Generator(self.model.device).manual_seed(cfg.seed),
+        )
+
+    def _run(self, sampler: Any, y: Tensor, physics: Any) -> Tensor:
+        with torch.enable_grad():
+            return sampler(y, physics, seed=self.config.seed)
+
+
+class DiffPIR(_DeepinvDiffusionSolver):
+    """Diffusion plug-and-play restoration, deepinv's implementation (``deepinv.sampling.DiffPIR``)."""
+
+    method = "diffpir"
+
+    def _sampler(self, progress: bool) -> Any:
+        from deepinv.optim.data_fidelity import L2
+        from deepinv.sampling import DiffPIR as DeepinvDiffPIR
+
+        cfg = self.config
+        return DeepinvDiffPIR(
+            self.model.denoiser(),
+            L2(),
+            sigma=cfg.noise_sigma,
+            max_iter=cfg.steps,
+            zeta=cfg.zeta,
+            lambda_=cfg.lambda_,
+            verbose=progress,
+            device=self.model.device,
+        )
+
+    def _run(self, sampler: Any, y: Tensor, physics: Any) -> Tensor:
+        with torch.no_grad():
+            return sampler(y, physics)

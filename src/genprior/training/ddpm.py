@@ -1,0 +1,216 @@
+"""Train the pixel-space diffusion model on Fashion-MNIST (``genprior train ddpm``).
+
+Data: the 60,000 Fashion-MNIST training images padded to 32x32, as for the StyleGAN2 (the
+held-out images come from the test split). Loss: DDPM's epsilon regression at uniform integer
+steps of the linear schedule (:class:`~genprior.diffusion.pixel.PixelDiffusion`); AdamW (no
+weight decay) with a linear warm-up; an exponential moving average of the weights, which is what
+is exported.
+
+Runs resume bit for bit: the batch order of an epoch is a permutation seeded by ``(seed, epoch)``
+and a step's times and noise come from a generator seeded by ``(seed, step)``, so a checkpoint
+needs only the weights, the EMA, the optimiser and the step; a run stopped and resumed anywhere
+gives the weights of one that never stopped (tested). Checkpoints are written atomically to
+``OUT/checkpoint.pt`` every ``ckpt_every`` steps and when stopping.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..diffusion.pixel import T_STEPS, PixelDiffusion, UNetConfig
+from ..errors import UserError
+from ..generators.checkpoint import safe_load
+from ..io import atomic_path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+TRAIN_FORMAT = "genprior-ddpm-train-1"
+
+
+@dataclass
+class DDPMTrainConfig:
+    """Hyper-parameters of a run (saved in every checkpoint)."""
+
+    steps: int = 20000  # total optimiser steps to reach
+    batch: int = 32  # images per step
+    lr: float = 2e-4  # AdamW learning rate after the warm-up
+    warmup: int = 500  # linear warm-up steps
+    ema: float = 0.999  # decay of the exported moving average of the weights
+    seed: int = 0  # seeds the initialisation, the batch order and every step's noise
+    ckpt_every: int = 500  # checkpoint interval in steps
+    widths: tuple[int, ...] = (16, 32, 64)  # UNet channels per level
+    attention: tuple[bool, ...] = (False, False, True)  # self-attention per level
+    layers_per_block: int = 1  # UNet residual blocks per level
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
+                raise UserError(f"DDPMTrainConfig: {f.name} = {v!r}: give an integer")
+        for name in ("batch", "ckpt_every", "layers_per_block"):
+            if getattr(self, name) < 1:
+                raise UserError(f"DDPMTrainConfig: {name} = {getattr(self, name)}: give an integer >= 1")
+        if self.steps < 0 or self.warmup < 0 or self.seed < 0:
+            raise UserError("DDPMTrainConfig: steps, warmup and seed must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"DDPMTrainConfig: lr = {self.lr}: give a number > 0")
+        if not 0 <= self.ema < 1:
+            raise UserError(f"DDPMTrainConfig: ema = {self.ema}: give a number in [0, 1)")
+        self.widths, self.attention = tuple(self.widths), tuple(bool(a) for a in self.attention)
+        self.unet_config()  # checks the shapes
+
+    def unet_config(self, size: int = 32, channels: int = 1) -> UNetConfig:
+        return UNetConfig(size, channels, self.widths, self.attention, self.layers_per_block)
+
+
+def _gen(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 16 + 7) % (2**63))
+
+
+def fmnist_training_images(size: int = 32) -> Tensor:
+    """The Fashion-MNIST training images, ``(N, 1, size, size)`` float in ``[0, 1]``."""
+    from .stylegan2 import fmnist_training_images as uint8_images
+
+    return uint8_images(size).float() / 255.0
+
+
+def batch_of(images: Tensor, cfg: DDPMTrainConfig, step: int) -> Tensor:
+    """The images of ``step``: batches of a per-epoch permutation seeded by ``(seed, epoch)``."""
+    per_epoch = len(images) // cfg.batch
+    if per_epoch < 1:
+        raise UserError(f"batch {cfg.batch} is larger than the data set ({len(images)} images)")
+    epoch, j = divmod(step, per_epoch)
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    return images[perm[j * cfg.batch : (j + 1) * cfg.batch]]
+
+
+def train_ddpm(
+    out: str | os.PathLike,
+    config: DDPMTrainConfig | None = None,
+    *,
+    resume: bool = False,
+    images: Tensor | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Train (or continue) the pixel diffusion model; checkpoints go to ``out/checkpoint.pt``.
+    ``images``: ``(N, C, H, W)`` in ``[0, 1]`` (default: Fashion-MNIST's training split at 32x32).
+    ``max_steps`` / ``max_seconds`` stop early, with a checkpoint. Returns the last checkpoint."""
+    out = Path(out)
+    ck_path = out / CHECKPOINT_NAME
+    if images is None:
+        images = fmnist_training_images()
+    if resume:
+        if not ck_path.is_file():
+            raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
+        ck = safe_load(ck_path)
+        if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
+            raise UserError(f"{ck_path} is not a DDPM training checkpoint: give another --out")
+        saved = dict(ck["config"])
+        saved["steps"] = config.steps if config is not None else saved["steps"]
+        cfg = DDPMTrainConfig(**saved)
+        model = PixelDiffusion.from_dict(ck["model"])
+        ema = PixelDiffusion.from_dict(ck["ema"])
+        step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
+    else:
+        cfg = config or DDPMTrainConfig()
+        if ck_path.exists():
+            raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
+        torch.manual_seed(cfg.seed)  # the network's initialisation only
+        model = PixelDiffusion(cfg.unet_config(images.shape[-1], images.shape[1]))
+        ema = copy.deepcopy(model)
+        step, history, elapsed, ck = 0, [], 0.0, None
+    model, ema = model.to(device).train(), ema.to(device).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if resume:
+        opt.load_state_dict(ck["opt"])
+    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+
+    def checkpoint() -> dict[str, Any]:
+        d = {
+            "format": TRAIN_FORMAT,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "model": model.to_dict(),
+            "ema": ema.to_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "history": history,
+            "elapsed_s": elapsed,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(ck_path) as tmp:
+            torch.save(d, tmp)
+        return d
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=stop_at, initial=min(step, stop_at), disable=not progress, desc="train ddpm", unit="step"
+    )
+    t0 = time.perf_counter()
+    run_sum, run_n = 0.0, 0
+    try:
+        while step < stop_at:
+            if max_seconds is not None and elapsed + time.perf_counter() - t0 > max_seconds:
+                break
+            for grp in opt.param_groups:
+                grp["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            x = batch_of(images, cfg, step).to(device)
+            g = _gen(cfg.seed, step)  # drawn on the CPU: the same on every device
+            t = torch.randint(0, T_STEPS, (len(x),), generator=g).to(device)
+            noise = torch.randn(x.shape, generator=g).to(device)
+            loss = model.loss(x, t, noise).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for pe, pm in zip(ema.unet.parameters(), model.unet.parameters()):
+                    pe.lerp_(pm, 1 - cfg.ema)
+            step += 1
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise UserError(f"the DDPM loss became {lv} at step {step}: lower --lr or change --seed")
+            run_sum, run_n = run_sum + lv, run_n + 1
+            bar.update(1)
+            if step % 50 == 0 or step == stop_at:
+                history.append({"step": step, "loss": run_sum / run_n})
+                bar.set_postfix(loss=f"{run_sum / run_n:.4f}")
+                run_sum, run_n = 0.0, 0
+            if step % cfg.ckpt_every == 0 and step < stop_at:
+                elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                checkpoint()
+    finally:
+        bar.close()
+        elapsed += time.perf_counter() - t0
+        ck = checkpoint()
+    return ck
+
+
+def export_ddpm(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Write the EMA model of a training checkpoint as the inference file the zoo bundles."""
+    ck = safe_load(checkpoint)
+    if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
+        raise UserError(f"{checkpoint} is not a DDPM training checkpoint")
+    d = dict(ck["ema"])
+    d["info"] = {
+        "steps": ck["step"],
+        "train_config": ck["config"],
+        "elapsed_s": ck["elapsed_s"],
+        "data": "Fashion-MNIST training split, padded to 32x32",
+    }
+    with atomic_path(out) as tmp:
+        torch.save(d, tmp)
+    return d
