@@ -6,6 +6,8 @@
     OMP_NUM_THREADS=2 python benchmarks/quality.py --json quality.json
     # ... of an exported StyleGAN2 (a training run's checkpoint: genprior train stylegan2 --export-only)
     OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --stylegan2 model.pt
+    # ... of a pixel diffusion model (DDIM, --ddpm-steps steps), beside the StyleGAN2 at the same n
+    OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --ddpm fmnist-ddpm-32 -n 2000
     # sample grids for docs/models.md (docs/figures/samples_*.png)
     OMP_NUM_THREADS=2 python benchmarks/quality.py --figures docs/figures
 
@@ -73,6 +75,17 @@ def sampler_stylegan2(truncation: float = 1.0, path: Path | None = None):
             kw.update(truncation=truncation, truncation_latent=latent_avg)
         img, _ = g([z], **kw)
         return (img + 1) / 2
+
+    return sample
+
+
+def sampler_ddpm(name_or_path: str, steps: int):
+    from genprior.zoo import load_diffusion
+
+    model = load_diffusion(name_or_path)
+
+    def sample(b: int, seed: int) -> torch.Tensor:
+        return model.sample(b, steps=steps, seed=30_000 + seed)
 
     return sample
 
@@ -145,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="measure this exported Fashion-MNIST StyleGAN2 (`genprior train stylegan2 --export`) instead of the bundled one",
     )
+    p.add_argument(
+        "--ddpm", default=None, metavar="NAME|FILE", help="also measure this pixel diffusion model"
+    )
+    p.add_argument("--ddpm-steps", type=int, default=50, help="its DDIM steps (default 50)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument(
         "--figures", type=Path, default=None, metavar="DIR", help="only write the sample grids into DIR"
@@ -169,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             ),
             ("mnist-vae-20", "mnist", sampler_vae),
         ]
+        if args.ddpm is not None:
+            todo.append(
+                (
+                    f"{args.ddpm} (DDIM {args.ddpm_steps})",
+                    "fmnist",
+                    lambda: sampler_ddpm(args.ddpm, args.ddpm_steps),
+                )
+            )
         for name, ds, make in todo:
             if args.only and ds != args.only:
                 continue

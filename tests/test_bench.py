@@ -327,11 +327,16 @@ def test_shipped_configs_are_valid():
 def test_every_method_runs_through_the_bench(workdir):
     from conftest import train_tiny_score
 
+    from genprior.diffusion.pixel import PixelDiffusion, UNetConfig
     from genprior.zoo import load_generator
 
     score = train_tiny_score(load_generator(workdir / "tiny.pt"), workdir / "score.pt")
-    grid = textwrap.dedent(
-        """
+    torch.manual_seed(0)  # an untrained pixel diffusion model of the grid's 1x8x8 images
+    ddpm = PixelDiffusion(UNetConfig(size=8, channels=1, widths=(8, 16), attention=(False, False)))
+    torch.save(ddpm.to_dict(), workdir / "ddpm.pt")
+    grid = (
+        textwrap.dedent(
+            """
         generator = "tiny.pt"
         batch_size = 2
         [images]
@@ -375,8 +380,19 @@ def test_every_method_runs_through_the_bench(workdir):
         final_steps = 2
         refine_steps = 2
         score = "SCORE"
+        [[methods]]
+        name = "dps"
+        model = "DDPM"
+        steps = 3
+        [[methods]]
+        name = "diffpir"
+        model = "DDPM"
+        steps = 3
         """
-    ).replace("SCORE", str(score))
+        )
+        .replace("SCORE", str(score))
+        .replace("DDPM", str(workdir / "ddpm.pt"))
+    )
     (workdir / "all.toml").write_text(grid)
     res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)
     assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(METHODS)

@@ -19,7 +19,7 @@ NAMES = ("dcgan-faces-64", "mnist-vae-20", "fmnist-stylegan2-32")
 
 def test_list_models():
     models = zoo.list_models()
-    assert tuple(m["name"] for m in models) == NAMES
+    assert tuple(m["name"] for m in models) == NAMES + tuple(zoo.DIFFUSION_MODELS)
     for m in models:
         assert {"name", "description", "source", "installed", "image_shape", "install_hint"} <= set(m)
         assert isinstance(m["installed"], bool) and m["description"] and m["source"]

@@ -421,16 +421,17 @@ def parse_config(
 
 def _model_ref(ref: str, base: Path, where: str) -> str:
     """A zoo name as it is, or a checkpoint path resolved against the config file's folder."""
-    from ..zoo import ZOO
+    from ..zoo import DIFFUSION_MODELS, ZOO
 
-    if ref in ZOO:
+    if ref in ZOO or ref in DIFFUSION_MODELS:
         return ref
     p = Path(ref).expanduser()
     if not p.is_absolute():
         p = (base / p).resolve()
     if not p.is_file():
         raise UserError(
-            f"{where} {ref!r} is neither a zoo model ({', '.join(ZOO)}) nor an existing checkpoint file"
+            f"{where} {ref!r} is neither a zoo model ({', '.join([*ZOO, *DIFFUSION_MODELS])}) nor an existing "
+            "checkpoint file"
         )
     return str(p)
 
