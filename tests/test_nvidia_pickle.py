@@ -202,6 +202,9 @@ def test_legacy_storage_stream_round_trip_and_refusals():
 
 def test_network_pickles_are_told_from_torch_checkpoints(tmp_path, tiny_stylegan2_path):
     assert is_network_pickle(PKL) and not is_network_pickle(tiny_stylegan2_path)
+    as_pkl = tmp_path / "rosinality.pkl"  # a torch.save archive under a .pkl name
+    as_pkl.write_bytes(tiny_stylegan2_path.read_bytes())
+    assert not is_network_pickle(as_pkl) and load_stylegan2(as_pkl)[0].size == 32
     renamed = tmp_path / "ffhq.bin"
     renamed.write_bytes(PKL.read_bytes())
     assert is_network_pickle(renamed)

@@ -31,6 +31,7 @@ import pickle
 import re
 import struct
 import sys
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -251,8 +252,11 @@ def read_legacy_storage(data: bytes) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 def is_network_pickle(path: str | os.PathLike) -> bool:
     """True for a ``.pkl`` file or a plain pickle that names ``torch_utils.persistence`` near its
-    start (NVIDIA's network pickles); False for ``torch.save`` files and anything else."""
+    start (NVIDIA's network pickles); False for ``torch.save`` archives (even named ``.pkl``) and
+    anything else."""
     p = Path(path)
+    if zipfile.is_zipfile(p):
+        return False  # a torch.save archive, whatever its name
     if p.suffix.lower() == ".pkl":
         return True
     try:
