@@ -106,3 +106,61 @@ def test_dps_and_diffpir_sample_the_exact_posterior_of_gaussian_data(tiny, name,
     assert abs(float(post.std[~seen].mean()) / (S / 2) - 1) < 0.1
     assert float((x_hat - x0)[seen].abs().max()) < 0.02 and float(post.std[seen].mean()) < 0.03
     assert solver.last_record.best_meas_err[0] < 1e-3
+
+
+def test_stochastic_resampling_draws_from_its_formula():
+    from genprior.diffusion.resample import stochastic_resample
+
+    z0_y, z_prime = torch.tensor([0.8, -0.3]), torch.tensor([-0.5, 0.4])
+    a, s2 = torch.tensor(0.6), torch.tensor(0.3)
+    noise = torch.randn(200_000, 2, generator=torch.Generator().manual_seed(0))
+    draws = stochastic_resample(z0_y, z_prime, a, s2, noise)
+    mean = (s2 * a.sqrt() * z0_y + (1 - a) * z_prime) / (s2 + 1 - a)
+    var = s2 * (1 - a) / (s2 + 1 - a)
+    torch.testing.assert_close(draws.mean(0), mean, atol=4 * (var / 200_000) ** 0.5, rtol=0)
+    torch.testing.assert_close(draws.var(0), var.expand(2), atol=0.01 * var, rtol=0)
+    # no trust in the data term: the DDIM step; full trust: the data-consistent latent, rescaled
+    zero = torch.zeros(2)
+    torch.testing.assert_close(stochastic_resample(z0_y, z_prime, a, torch.tensor(1e-12), zero), z_prime)
+    torch.testing.assert_close(
+        stochastic_resample(z0_y, z_prime, a, torch.tensor(1e12), zero), a.sqrt() * z0_y
+    )
+
+
+def test_resample_explains_the_observed_pixels_as_well_as_the_autoencoder_can():
+    """A lossy autoencoder (2x2 means) and the exact latent score of Gaussian pixels: on noiseless
+    inpainting, ReSample's residual on the observed pixels is no larger than the autoencoder's
+    own reconstruction error of the clean image there (the floor a latent method reaches), and
+    at most the stated noise variance when the image is in the autoencoder's range."""
+    import torch.nn.functional as F
+
+    from genprior.diffusion.pixel import linear_alphas_cumprod
+    from genprior.diffusion.resample import ReSampleConfig, resample
+    from genprior.physics import make_physics
+
+    ac = linear_alphas_cumprod().float()
+    s_lat = S / 2  # a 2x2 mean of i.i.d. pixels
+
+    def eps_model(z, t):
+        a = ac[t].view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * s_lat**2 + 1 - a)
+
+    def decode(z):
+        return (F.interpolate(z, scale_factor=2, mode="nearest") + 1) / 2
+
+    def encode(x):
+        return F.avg_pool2d(2 * x - 1, 2)
+
+    physics = make_physics("inpaint", (1, 8, 8), mask_ratio=0.5, seed=0)
+    seen = physics.mask.bool().expand(4, 1, 8, 8)
+    g = torch.Generator().manual_seed(1)
+    cfg = ReSampleConfig(steps=100, noise_sigma=0.01)
+    for x0, in_range in (
+        (decode(MU + s_lat * torch.randn(4, 1, 4, 4, generator=g)), True),
+        ((MU + S * torch.randn(4, 1, 8, 8, generator=g) + 1) / 2, False),
+    ):
+        y = physics(x0)
+        x = resample(y, physics, eps_model, decode, encode, (1, 4, 4), ac, cfg)
+        residual = float((physics.A(x) - y)[seen].pow(2).mean())
+        ae = float((physics.A(decode(encode(x0))) - y)[seen].pow(2).mean())
+        assert residual <= (cfg.noise_sigma**2 if in_range else ae), (residual, ae)
