@@ -88,28 +88,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the stage whose state is modelled (default 2; 0: StyleGAN2's w alone, round 0's space)",
     )
-    sc.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder of the training checkpoint"
-    )
-    sc.add_argument("--steps", default=None, help="total optimiser steps to reach (default 3000)")
-    sc.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="any other setting of ScoreTrainConfig (batch, lr, width, depth, heads, ema, seed, ...)",
-    )
-    sc.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    sc.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long"
-    )
-    sc.add_argument(
-        "--export", type=Path, default=None, metavar="PATH", help="write the EMA model to PATH at the end"
-    )
-    sc.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_device_argument(sc)
+    _add_run_options(sc, 3000, "ScoreTrainConfig (batch, lr, width, depth, heads, ema, seed, ...)")
     sc.set_defaults(func=run_score)
     _register_ddpm(sub)
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_steps: int, settings: str) -> None:
+    """The options every step-seeded trainer takes (``train score``, ``train ddpm``)."""
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder of the training checkpoint")
+    p.add_argument("--steps", default=None, help=f"total optimiser steps to reach (default {default_steps})")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help=f"any other setting of {settings}"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    p.add_argument(
+        "--export", type=Path, default=None, metavar="PATH", help="write the EMA model to PATH at the end"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(p)
 
 
 def _register_ddpm(sub: argparse._SubParsersAction) -> None:
@@ -122,24 +119,7 @@ def _register_ddpm(sub: argparse._SubParsersAction) -> None:
             "--resume continues bit for bit."
         ),
     )
-    dd.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder of the training checkpoint"
-    )
-    dd.add_argument("--steps", default=None, help="total optimiser steps to reach (default 20000)")
-    dd.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="any other setting of DDPMTrainConfig (batch, lr, warmup, ema, seed, widths, attention, ...)",
-    )
-    dd.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    dd.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long"
-    )
-    dd.add_argument("--export", type=Path, default=None, metavar="PATH", help="write the EMA model to PATH")
-    dd.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_device_argument(dd)
+    _add_run_options(dd, 20000, "DDPMTrainConfig (batch, lr, warmup, ema, seed, widths, attention, ...)")
     dd.set_defaults(func=run_ddpm)
 
 

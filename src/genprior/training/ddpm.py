@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ..diffusion.pixel import T_STEPS, PixelDiffusion, UNetConfig
 from ..errors import UserError
 from ..generators.checkpoint import safe_load
 from ..io import atomic_path
+from .loop import run_steps
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_FORMAT = "genprior-ddpm-train-1"
@@ -92,6 +92,15 @@ def batch_of(images: Tensor, cfg: DDPMTrainConfig, step: int) -> Tensor:
     return images[perm[j * cfg.batch : (j + 1) * cfg.batch]]
 
 
+def _step_loss(model: PixelDiffusion, images: Tensor, cfg: DDPMTrainConfig, step: int, device: Any) -> Tensor:
+    """The loss of ``step``: its batch, and times and noise drawn on the CPU (the same on every device)."""
+    x = batch_of(images, cfg, step).to(device)
+    g = _gen(cfg.seed, step)
+    t = torch.randint(0, T_STEPS, (len(x),), generator=g).to(device)
+    noise = torch.randn(x.shape, generator=g).to(device)
+    return model.loss(x, t, noise).mean()
+
+
 def train_ddpm(
     out: str | os.PathLike,
     config: DDPMTrainConfig | None = None,
@@ -138,7 +147,7 @@ def train_ddpm(
         opt.load_state_dict(ck["opt"])
     stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
 
-    def checkpoint() -> dict[str, Any]:
+    def checkpoint(step: int, elapsed: float) -> dict[str, Any]:
         d = {
             "format": TRAIN_FORMAT,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
@@ -154,49 +163,24 @@ def train_ddpm(
             torch.save(d, tmp)
         return d
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=stop_at, initial=min(step, stop_at), disable=not progress, desc="train ddpm", unit="step"
+    return run_steps(
+        step=step,
+        stop_at=stop_at,
+        elapsed=elapsed,
+        history=history,
+        opt=opt,
+        params=model.unet.parameters(),
+        ema_params=ema.unet.parameters(),
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        ema=cfg.ema,
+        ckpt_every=cfg.ckpt_every,
+        loss_at=lambda s: _step_loss(model, images, cfg, s, device),
+        checkpoint=checkpoint,
+        max_seconds=max_seconds,
+        progress=progress,
+        what="DDPM",
     )
-    t0 = time.perf_counter()
-    run_sum, run_n = 0.0, 0
-    try:
-        while step < stop_at:
-            if max_seconds is not None and elapsed + time.perf_counter() - t0 > max_seconds:
-                break
-            for grp in opt.param_groups:
-                grp["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-            x = batch_of(images, cfg, step).to(device)
-            g = _gen(cfg.seed, step)  # drawn on the CPU: the same on every device
-            t = torch.randint(0, T_STEPS, (len(x),), generator=g).to(device)
-            noise = torch.randn(x.shape, generator=g).to(device)
-            loss = model.loss(x, t, noise).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for pe, pm in zip(ema.unet.parameters(), model.unet.parameters()):
-                    pe.lerp_(pm, 1 - cfg.ema)
-            step += 1
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise UserError(f"the DDPM loss became {lv} at step {step}: lower --lr or change --seed")
-            run_sum, run_n = run_sum + lv, run_n + 1
-            bar.update(1)
-            if step % 50 == 0 or step == stop_at:
-                history.append({"step": step, "loss": run_sum / run_n})
-                bar.set_postfix(loss=f"{run_sum / run_n:.4f}")
-                run_sum, run_n = 0.0, 0
-            if step % cfg.ckpt_every == 0 and step < stop_at:
-                elapsed += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                checkpoint()
-    finally:
-        bar.close()
-        elapsed += time.perf_counter() - t0
-        ck = checkpoint()
-    return ck
 
 
 def export_ddpm(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from ..generators.checkpoint import safe_load
 from ..io import atomic_path
 from ..score.model import StateScoreModel, StateScoreNet, modelled_tensors, weights_fingerprint
 from ..score.sde import VPSDE
+from .loop import run_steps
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_FORMAT = "genprior-score-train-1"
@@ -227,7 +227,7 @@ def train_score(
         p.requires_grad_(False)
     stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
 
-    def checkpoint() -> dict[str, Any]:
+    def checkpoint(step: int, elapsed: float) -> dict[str, Any]:
         d = {
             "format": TRAIN_FORMAT,
             "config": asdict(cfg),
@@ -245,45 +245,24 @@ def train_score(
             torch.save(d, tmp)
         return d
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=stop_at, initial=min(step, stop_at), disable=not progress, desc="train score", unit="step"
+    return run_steps(
+        step=step,
+        stop_at=stop_at,
+        elapsed=elapsed,
+        history=history,
+        opt=opt,
+        params=model.net.parameters(),
+        ema_params=ema.net.parameters(),
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        ema=cfg.ema,
+        ckpt_every=cfg.ckpt_every,
+        loss_at=lambda s: _batch_loss(model, G, cfg, s, device),
+        checkpoint=checkpoint,
+        max_seconds=max_seconds,
+        progress=progress,
+        what="score",
     )
-    t0 = time.perf_counter()
-    run_sum, run_n = 0.0, 0
-    try:
-        while step < stop_at:
-            if max_seconds is not None and elapsed + time.perf_counter() - t0 > max_seconds:
-                break
-            for grp in opt.param_groups:
-                grp["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-            loss = _batch_loss(model, G, cfg, step, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for pe, pm in zip(ema.net.parameters(), model.net.parameters()):
-                    pe.lerp_(pm, 1 - cfg.ema)
-            step += 1
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise UserError(f"the score loss became {lv} at step {step}: lower --lr or change --seed")
-            run_sum, run_n = run_sum + lv, run_n + 1
-            bar.update(1)
-            if step % 50 == 0 or step == stop_at:
-                history.append({"step": step, "loss": run_sum / run_n})
-                bar.set_postfix(loss=f"{run_sum / run_n:.4f}")
-                run_sum, run_n = 0.0, 0
-            if step % cfg.ckpt_every == 0 and step < stop_at:
-                elapsed += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                checkpoint()
-    finally:
-        bar.close()
-        elapsed += time.perf_counter() - t0
-        ck = checkpoint()
-    return ck
 
 
 def export_score(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
