@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .bench.cell import derive_seed  # the bench's stable seeds, also for files
 from .errors import UserError
 
 FORMAT = "genprior-folder"
@@ -104,13 +105,6 @@ class FolderResult:
     solve_s: float  # seconds inside the solver, summed over this call's batches
     wall_s: float  # seconds of the whole call
     files: list[Path] = field(default_factory=list)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from JSON-able parts (the bench's; independent of process and hash salt)."""
-    from .bench.cell import derive_seed as bench_seed
-
-    return bench_seed(*parts)
 
 
 def list_images(input_dir: str | os.PathLike) -> list[Path]:
