@@ -6,8 +6,8 @@
     OMP_NUM_THREADS=2 python benchmarks/quality.py --json quality.json
     # ... of an exported StyleGAN2 (a training run's checkpoint: genprior train stylegan2 --export-only)
     OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --stylegan2 model.pt
-    # ... of a pixel diffusion model (DDIM, --ddpm-steps steps), beside the StyleGAN2 at the same n
-    OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --ddpm fmnist-ddpm-32 -n 2000
+    # ... of diffusion models, pixel or latent (DDIM, --ddpm-steps steps), beside the StyleGAN2 at the same n
+    OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --ddpm fmnist-ddpm-32 --ddpm fmnist-ldm-32 -n 2000
     # sample grids for docs/models.md (docs/figures/samples_*.png)
     OMP_NUM_THREADS=2 python benchmarks/quality.py --figures docs/figures
 
@@ -79,7 +79,7 @@ def sampler_stylegan2(truncation: float = 1.0, path: Path | None = None):
     return sample
 
 
-def sampler_ddpm(name_or_path: str, steps: int):
+def sampler_ddpm(name_or_path: str, steps: int):  # a pixel or a latent diffusion model
     from genprior.zoo import load_diffusion
 
     model = load_diffusion(name_or_path)
@@ -159,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         help="measure this exported Fashion-MNIST StyleGAN2 (`genprior train stylegan2 --export`) instead of the bundled one",
     )
     p.add_argument(
-        "--ddpm", default=None, metavar="NAME|FILE", help="also measure this pixel diffusion model"
+        "--ddpm",
+        action="append",
+        default=[],
+        metavar="NAME|FILE",
+        help="also measure this diffusion model, pixel or latent (repeatable)",
     )
     p.add_argument("--ddpm-steps", type=int, default=50, help="its DDIM steps (default 50)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -186,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             ),
             ("mnist-vae-20", "mnist", sampler_vae),
         ]
-        if args.ddpm is not None:
+        for ref in args.ddpm:
             todo.append(
                 (
-                    f"{args.ddpm} (DDIM {args.ddpm_steps})",
+                    f"{ref} (DDIM {args.ddpm_steps})",
                     "fmnist",
-                    lambda: sampler_ddpm(args.ddpm, args.ddpm_steps),
+                    lambda ref=ref: sampler_ddpm(ref, args.ddpm_steps),
                 )
             )
         for name, ds, make in todo:

@@ -71,3 +71,19 @@ def tiny_ddpm_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ddpm") / "tiny-ddpm.pt"
     torch.save(model.to_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_path(tmp_path_factory) -> Path:
+    """An untrained tiny latent diffusion model of 3x32x32 images (8x8 latents)."""
+    import torch
+
+    from genprior.diffusion.latent import AEConfig, Autoencoder, LatentDiffusion
+    from genprior.diffusion.pixel import UNetConfig
+
+    torch.manual_seed(0)
+    ae = Autoencoder(AEConfig(size=32, channels=3, widths=(8, 8, 8), latent_channels=2))
+    model = LatentDiffusion(ae, UNetConfig(size=8, channels=2, widths=(8, 16), attention=(False, False)))
+    path = tmp_path_factory.mktemp("ldm") / "tiny-ldm.pt"
+    torch.save(model.to_dict(), path)
+    return path

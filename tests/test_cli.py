@@ -199,6 +199,10 @@ QUICK = {  # a few steps each, so that every method runs in about a second
     ],
     "dps": ["--set", "steps=3", "--samples", "3"],
     "diffpir": ["--set", "steps=3", "--samples", "3"],
+    "resample": ["--set", "steps=6", "--set", "every=2", "--set", "pixel_iters=2", "--set", "latent_iters=2"]
+    + ["--samples", "3"],
+    "latent-dps": ["--set", "steps=3", "--samples", "3"],
+    "psld": ["--set", "steps=3", "--samples", "3"],
 }
 
 
@@ -214,7 +218,8 @@ def test_solve_runs_every_method_of_the_table(tmp_path, tiny_stylegan2_path, cle
 
     model = ["--model", str(tiny_stylegan2_path)] if METHODS[method].needs_model else []
     if METHODS[method].needs == "diffusion":
-        model = ["--model", str(request.getfixturevalue("tiny_ddpm_path"))]
+        latent = METHODS[method].module.endswith(".latent")
+        model = ["--model", str(request.getfixturevalue("tiny_ldm_path" if latent else "tiny_ddpm_path"))]
     if METHODS[method].needs == "generator+score":
         model += ["--set", f"score={request.getfixturevalue('tiny_score_path')}"]
     out, js = tmp_path / "rec.png", tmp_path / "run.json"

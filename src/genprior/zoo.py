@@ -132,19 +132,28 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-#: the pixel diffusion models (``--method dps|diffpir``): name -> (description, bundled file)
+#: the diffusion models: name -> (description, bundled file); pixel models for ``dps`` and
+#: ``diffpir``, latent ones (autoencoder + UNet) for ``resample``, ``latent-dps`` and ``psld``
 DIFFUSION_MODELS: dict[str, tuple[str, str]] = {
     "fmnist-ddpm-32": (
         "pixel DDPM (UNet, 0.7M parameters), 32x32 Fashion-MNIST (train split)",
         "fmnist-ddpm-32",
     ),
+    "fmnist-ldm-32": (
+        "latent diffusion (KL autoencoder to 4x8x8, UNet), 32x32 Fashion-MNIST (train split)",
+        "fmnist-ldm-32",
+    ),
 }
 
 
 def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
-    """A pixel diffusion model (:class:`~genprior.diffusion.pixel.PixelDiffusion`, eval mode,
-    frozen): a name of :data:`DIFFUSION_MODELS` or the path of a file `genprior train ddpm` exported."""
+    """A diffusion model (eval mode, frozen): a name of :data:`DIFFUSION_MODELS` or the path of a
+    file `genprior train ddpm|ldm --export` wrote; a
+    :class:`~genprior.diffusion.pixel.PixelDiffusion` or a
+    :class:`~genprior.diffusion.latent.LatentDiffusion`, whichever the file holds."""
+    from .diffusion.latent import LDM_FORMAT, LatentDiffusion
     from .diffusion.pixel import PixelDiffusion
+    from .generators.checkpoint import safe_load
 
     key = os.fspath(name_or_path)
     if key in DIFFUSION_MODELS:
@@ -152,15 +161,20 @@ def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str =
         if not path.is_file():
             raise UserError(
                 f"the diffusion model {key} is not installed ({path.name} missing): reinstall genprior, or train it "
-                "with `genprior train ddpm --out DIR --export FILE` and give FILE"
+                "with `genprior train ddpm|ldm --out DIR --export FILE` and give FILE"
             )
-        return PixelDiffusion.load(path, device)
-    path = Path(key).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"unknown diffusion model {key!r}: use one of {', '.join(DIFFUSION_MODELS)} or the path of an exported file"
-        )
-    return PixelDiffusion.load(path, device)
+    else:
+        path = Path(key).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"unknown diffusion model {key!r}: use one of {', '.join(DIFFUSION_MODELS)} or the path of an exported file"
+            )
+    d = safe_load(path)
+    cls = LatentDiffusion if isinstance(d, dict) and d.get("format") == LDM_FORMAT else PixelDiffusion
+    model = cls.from_dict(d, source=str(path)).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def load_model(name_or_path: str | os.PathLike, needs: str, device: torch.device | str = "cpu") -> Any:

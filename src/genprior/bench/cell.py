@@ -110,6 +110,58 @@ def cell_solver_seed(cell: Cell, seed_label: str | None = None) -> int:
     return derive_seed("solver", cell.seed, seed_label or cell.method, cell.task, cell.level, cell.batch)
 
 
+class PeakMemory:
+    """The peak memory a block uses above what was in use at its start, in MiB (``peak_mb``): on
+    CUDA the allocator's peak; elsewhere the peak resident set size of the process, read from
+    ``/proc/self/statm`` every 5 ms by a thread (None where there is no ``/proc``). It is the
+    peak of the whole batch, not of one image."""
+
+    def __init__(self, device: Any, interval: float = 0.005) -> None:
+        self.device, self.interval = torch.device(device), interval
+        self.peak_mb: float | None = None
+
+    @staticmethod
+    def _rss() -> int | None:
+        import os
+
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._base = self._rss()
+        self._top = self._base
+        self._stop = threading.Event()
+
+        def watch() -> None:
+            while not self._stop.wait(self.interval):
+                self._top = max(self._top, self._rss() or 0)
+
+        self._thread = threading.Thread(target=watch, daemon=True) if self._base is not None else None
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._top = max(self._top, self._rss() or 0)
+            self.peak_mb = (self._top - self._base) / 2**20
+
+
 def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
     """Solve one cell; returns its rows (one per image)."""
     from .. import metrics
@@ -131,7 +183,8 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
         config, model=method_model(cfg, mspec), image_shape=tuple(G.image_shape), device=dev
     )
     t0, c0 = time.perf_counter(), time.process_time()
-    x_hat = solver(y, physics)
+    with PeakMemory(dev) as mem:
+        x_hat = solver(y, physics)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     x_hat = x_hat.detach().to(dev).float()
     if tuple(x_hat.shape) != tuple(x.shape):
@@ -184,6 +237,7 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
                 row[k] = cols[k][i]
         row["time_s"] = elapsed / (hi - lo)
         row["cpu_s"] = cpu / (hi - lo)
+        row["peak_mb"] = mem.peak_mb
         rows.append(row)
     return rows
 
@@ -196,7 +250,8 @@ def method_model(cfg: BenchConfig, mspec: MethodSpec) -> Any:
         return None
     if needs == DIFFUSION and mspec.model is None:
         raise UserError(
-            f'method {mspec.label!r} needs its diffusion model: set model = "fmnist-ddpm-32" (or a file)'
+            f"method {mspec.label!r} needs its diffusion model: set model = "
+            f'"{"fmnist-ldm-32" if METHODS[mspec.name].module.endswith("latent") else "fmnist-ddpm-32"}" (or a file)'
         )
     if mspec.model is None:
         return get_generator(cfg)

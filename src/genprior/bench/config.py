@@ -34,17 +34,18 @@ CS_SCALES = ("deepinv", "unscaled")
 IMAGE_SOURCES = ("heldout", "samples", "files", "astronaut", "lfw")
 METRIC_COLUMNS = (
     "psnr", "ssim", "mse", "lpips", "meas_err", "correct", "psnr_sample", "calibration", "std_mean",
-    "time_s", "cpu_s",
+    "time_s", "cpu_s", "peak_mb",
 )  # fmt: skip
 #: psnr_sample, calibration and std_mean come from posterior samplers only: one sample's PSNR, the
 #: share of unobserved true pixels inside mean +- 2 std, and the mean per-pixel std
 ROW_COLUMNS = (
     "task", "task_type", "level_param", "level", "method", "method_name", "seed", "batch",
     "image", "image_id", "label", "psnr", "ssim", "mse", "lpips", "meas_err", "pred", "correct",
-    "psnr_sample", "calibration", "std_mean", "time_s", "cpu_s",
+    "psnr_sample", "calibration", "std_mean", "time_s", "cpu_s", "peak_mb",
 )  # fmt: skip
-#: columns that legitimately differ between two runs of the same config
-TIMING_COLUMNS = ("time_s", "cpu_s")
+#: columns that legitimately differ between two runs of the same config (peak_mb: the solver's
+#: peak memory above its start for the whole batch, in MiB; see bench.cell.PeakMemory)
+TIMING_COLUMNS = ("time_s", "cpu_s", "peak_mb")
 
 _TOP_KEYS = (
     "name", "generator", "seeds", "batch_size", "device", "lpips", "lpips_net", "classifier",

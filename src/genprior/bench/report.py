@@ -80,7 +80,7 @@ def summary_markdown(
     metrics_: Sequence[str] = ("mse", "psnr", "ssim", "meas_err", "time_s", "cpu_s"),
 ) -> str:
     """A markdown table: one row per (task, level), one column per (method, metric) pair."""
-    extra = ["lpips", "correct", "psnr_sample", "calibration"]
+    extra = ["lpips", "correct", "psnr_sample", "calibration", "peak_mb"]
     present = [m for m in list(metrics_) + extra if any(f"{m}_mean" in s for s in summary)]
     present = list(dict.fromkeys(present))
     lines = [
@@ -106,6 +106,7 @@ METRIC_LABELS = {
     "std_mean": "mean posterior std per pixel",
     "time_s": "time per image (s)",
     "cpu_s": "CPU time per image (s)",
+    "peak_mb": "peak memory of the batch (MiB)",
 }
 LEVEL_LABELS = {
     "measurements": "number of measurements m",
@@ -117,7 +118,7 @@ LEVEL_LABELS = {
 
 
 #: metrics where a lower value is better (the others: higher is better)
-LOWER_IS_BETTER = ("mse", "lpips", "meas_err", "time_s", "cpu_s")
+LOWER_IS_BETTER = ("mse", "lpips", "meas_err", "time_s", "cpu_s", "peak_mb")
 
 
 def best_of_summary(

@@ -13,6 +13,7 @@ import argparse
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from ..errors import UserError
 from .common import add_device_argument, resolve_device
@@ -91,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_options(sc, 3000, "ScoreTrainConfig (batch, lr, width, depth, heads, ema, seed, ...)")
     sc.set_defaults(func=run_score)
     _register_ddpm(sub)
+    _register_latent(sub)
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_steps: int, settings: str) -> None:
@@ -123,6 +125,37 @@ def _register_ddpm(sub: argparse._SubParsersAction) -> None:
     dd.set_defaults(func=run_ddpm)
 
 
+def _register_latent(sub: argparse._SubParsersAction) -> None:
+    ae = sub.add_parser(
+        "autoencoder",
+        help="the KL autoencoder of the latent diffusion model, on Fashion-MNIST",
+        description=(
+            "Train a KL-regularised autoencoder (diffusers' AutoencoderKL, built from arguments; 4x8x8 latents) on "
+            "the Fashion-MNIST training split at 32x32; checkpoints go to OUT/checkpoint.pt and --resume "
+            "continues bit for bit. `train ldm --autoencoder` reads the file --export writes."
+        ),
+    )
+    _add_run_options(ae, 12000, "AETrainConfig (batch, lr, kl_weight, widths, latent_channels, ...)")
+    ae.set_defaults(func=run_autoencoder)
+    ldm = sub.add_parser(
+        "ldm",
+        help="the latent diffusion model (ReSample, Latent-DPS and PSLD run on it)",
+        description=(
+            "Train an epsilon-prediction UNet (diffusers' UNet2DModel) with LDM's scaled-linear schedule on the "
+            "latents of a frozen autoencoder (scaled to unit std); the exported file holds both."
+        ),
+    )
+    ldm.add_argument(
+        "--autoencoder",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the file `train autoencoder --export` wrote",
+    )
+    _add_run_options(ldm, 14261, "LDMTrainConfig (batch, lr, widths, attention, ...)")
+    ldm.set_defaults(func=run_ldm)
+
+
 def _settings(cls: type, pairs: list[tuple[str, str | None]]) -> dict[str, object]:
     """``--name value`` / ``--set name=value`` pairs typed from the config class ``cls``."""
     from ..solvers.registry import field_types, parse_value
@@ -151,29 +184,45 @@ def _max_seconds(args: argparse.Namespace) -> float | None:
     return None if args.max_minutes is None else 60 * args.max_minutes
 
 
-def run_ddpm(args: argparse.Namespace) -> int:
-    from ..training.ddpm import DDPMTrainConfig, export_ddpm, train_ddpm
-
+def _run_trainer(args: argparse.Namespace, config_cls: type, train: Any, export: Any, **kw: Any) -> int:
+    """A step-seeded trainer from its command line: the settings, the run, the export."""
     pairs = [("steps", args.steps)] + [tuple(s.partition("=")[::2]) for s in args.set]
-    cfg = DDPMTrainConfig(**_settings(DDPMTrainConfig, pairs))
-    max_seconds = _max_seconds(args)
-    device = resolve_device(args.device)
-    ck = train_ddpm(
+    cfg = config_cls(**_settings(config_cls, pairs))
+    ck = train(
         args.out,
-        cfg,
+        config=cfg,
         resume=args.resume,
-        max_seconds=max_seconds,
+        max_seconds=_max_seconds(args),
         progress=not args.no_progress,
-        device=device,
+        device=resolve_device(args.device),
+        **kw,
     )
     last = ck["history"][-1]["loss"] if ck["history"] else float("nan")
     print(
         f"wrote {args.out / 'checkpoint.pt'}: step {ck['step']} of {ck['config']['steps']}, loss {last:.4f}"
     )
     if args.export is not None:
-        export_ddpm(args.out / "checkpoint.pt", args.export)
+        export(args.out / "checkpoint.pt", args.export)
         print(f"wrote {args.export} (the EMA model)")
     return 0
+
+
+def run_ddpm(args: argparse.Namespace) -> int:
+    from ..training.ddpm import DDPMTrainConfig, export_ddpm, train_ddpm
+
+    return _run_trainer(args, DDPMTrainConfig, train_ddpm, export_ddpm)
+
+
+def run_autoencoder(args: argparse.Namespace) -> int:
+    from ..training.latent import AETrainConfig, export_autoencoder, train_autoencoder
+
+    return _run_trainer(args, AETrainConfig, train_autoencoder, export_autoencoder)
+
+
+def run_ldm(args: argparse.Namespace) -> int:
+    from ..training.latent import LDMTrainConfig, export_ldm, train_ldm
+
+    return _run_trainer(args, LDMTrainConfig, train_ldm, export_ldm, autoencoder=args.autoencoder)
 
 
 def _stylegan2_module() -> ModuleType | None:

@@ -128,7 +128,7 @@ class PixelDiffusion(nn.Module):
         """``n`` images in ``[0, 1]`` by DDIM with ``steps`` uniform steps (``eta = 1``: DDPM-like)."""
         g = torch.Generator().manual_seed(seed)
         z = torch.randn((n, *self.image_shape), generator=g).to(self.device)
-        ts = torch.linspace(T_STEPS - 1, 0, steps).round().long().tolist()
+        ts = ddim_times(steps)
         for i, t in enumerate(ts):
             a = self.alphas_cumprod[t]
             a_prev = self.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(a)
@@ -167,6 +167,11 @@ class PixelDiffusion(nn.Module):
         for p in model.parameters():
             p.requires_grad_(False)
         return model
+
+
+def ddim_times(steps: int, total: int = T_STEPS) -> list[int]:
+    """``steps`` integer steps from ``total - 1`` down to 0, uniformly spaced."""
+    return torch.linspace(total - 1, 0, steps).round().long().tolist()
 
 
 def ddim_step(x0: Tensor, eps: Tensor, a: Tensor, a_prev: Tensor, eta: float, noise: Tensor) -> Tensor:

@@ -21,7 +21,10 @@ code's slips done right (docs/diffusion.md lists them):
    ``sqrt(a) z0(y)`` and ``z'_{t-1}``, ``a = alpha_bar_{t-1}``, with ``s^2 = gamma`` times the
    DDPM posterior variance of the step.
 
-Time travel and the Latent-DPS gradient of the reference code are not part of this first version.
+Between consistency steps, as in the reference code, each step also moves ``z_{t-1}`` by a
+Latent-DPS gradient step, ``dps_weight`` times the gradient in ``z_t`` of ``||y - A(D(z0_hat))||``
+(0 turns it off). The reference code's "time travel" (``z0_hat`` from 5 further DDIM steps) is not
+part of this version.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from .pixel import ddim_times
 
 
 def stochastic_resample(z0_y: Tensor, z_prime: Tensor, a_prev: Tensor, s2: Tensor, noise: Tensor) -> Tensor:
@@ -55,18 +58,46 @@ class ReSampleConfig:
     pixel_lr: float = 1e-2  # their learning rate
     latent_iters: int = 100  # at most this many Adam steps of latent-space consistency
     latent_lr: float = 5e-3  # their learning rate
-    noise_sigma: float = 0.01  # the measurements' noise std where the physics states none
+    dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
+    noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
+    chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     seed: int = 0  # seeds the start and the resampling draws
 
     def __post_init__(self) -> None:
-        for name in ("steps", "every", "pixel_iters", "latent_iters"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise UserError(f"ReSampleConfig: {name} = {v!r}: give an integer >= 1")
-        for name in ("gamma", "pixel_lr", "latent_lr", "noise_sigma"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise UserError(f"ReSampleConfig: {name} = {v!r}: give a number > 0")
+        from ..solvers.common import check_int, check_number
+
+        for name in ("steps", "every", "pixel_iters", "latent_iters", "chains"):
+            check_int(self, name, 1)
+        check_int(self, "seed", 0)
+        for name in ("gamma", "pixel_lr", "latent_lr"):
+            check_number(self, name, 0.0, above=True)
+        for name in ("noise_sigma", "dps_weight"):
+            check_number(self, name, 0.0)
+
+
+def dps_gradient(
+    z: Tensor,
+    t: Tensor,
+    a: Tensor,
+    y: Tensor,
+    physics,
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    decode: Callable[[Tensor], Tensor],
+    extra: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Tweedie's ``z0_hat`` of ``z`` at step ``t`` (``alpha_bar = a``), the predicted noise, and
+    the gradient in ``z`` of each image's ``||y - A(D(z0_hat))||`` (plus ``extra(z0_hat, x0_hat)``
+    per image, when given): the Latent-DPS step (Chung et al. 2023 on a latent model)."""
+    with torch.enable_grad():
+        zg = z.detach().requires_grad_(True)
+        e = eps_model(zg, t)
+        z0 = (zg - (1 - a).sqrt() * e) / a.sqrt()
+        x0 = decode(z0)
+        loss = (physics.A(x0) - y).flatten(1).norm(dim=1)
+        if extra is not None:
+            loss = loss + extra(z0, x0)
+        (grad,) = torch.autograd.grad(loss.sum(), zg)
+    return z0.detach(), e.detach(), grad
 
 
 def _residual(physics, x: Tensor, y: Tensor) -> Tensor:
@@ -105,15 +136,21 @@ def resample(
     floor = sigma**2
     g = torch.Generator().manual_seed(cfg.seed)
     ac = alphas_cumprod.to(dev, torch.float32)
-    ts = torch.linspace(len(ac) - 1, 0, cfg.steps).round().long().tolist()
+    ts = ddim_times(cfg.steps, len(ac))
     z = torch.randn((B, *latent_shape), generator=g).to(dev)
     for i, t in enumerate(ts):
         a = ac[t]
         a_prev = ac[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=dev)
-        with torch.no_grad():
-            e = eps_model(z, torch.full((B,), t, device=dev, dtype=torch.long))
-            z0 = (z - (1 - a).sqrt() * e) / a.sqrt()  # Tweedie's mean: sqrt(1 - a), not 1 - a
-            z_prime = a_prev.sqrt() * z0 + (1 - a_prev).sqrt() * e  # DDIM, eta 0
+        tt = torch.full((B,), t, device=dev, dtype=torch.long)
+        if cfg.dps_weight > 0:
+            z0, e, grad = dps_gradient(z, tt, a, y, physics, eps_model, decode)
+        else:
+            with torch.no_grad():
+                e = eps_model(z, tt)
+                z0 = (z - (1 - a).sqrt() * e) / a.sqrt()  # Tweedie's mean: sqrt(1 - a), not 1 - a
+        z_prime = a_prev.sqrt() * z0 + (1 - a_prev).sqrt() * e  # DDIM, eta 0
+        if cfg.dps_weight > 0:
+            z_prime = z_prime - cfg.dps_weight * grad
         third, last = len(ts) / 3, i + 1 == len(ts)
         if i >= third and (i % cfg.every == 0 or last):
             if i < 2 * third:  # pixel space, then back to a latent

@@ -62,12 +62,23 @@ class DiffPIRConfig:
             raise UserError(f"DiffPIRConfig: zeta = {self.zeta}: give a number in [0, 1]")
 
 
-class _DeepinvDiffusionSolver(Reconstructor):
-    """A deepinv sampler on a pixel diffusion model, ``chains`` samples per image in one batch."""
+class DiffusionSolver(Reconstructor):
+    """A posterior sampler on a diffusion model: ``chains`` samples per image in one batch, their
+    mean as the answer. Subclasses give :meth:`_sample` and the model class they run on."""
 
     method = "diffusion"
+    latent = False  # runs on a LatentDiffusion (True) or a PixelDiffusion (False)
 
     def __init__(self, model: Any, config: Any) -> None:
+        from ..diffusion.latent import LatentDiffusion
+
+        if isinstance(model, LatentDiffusion) != self.latent:
+            want = (
+                "a latent diffusion model such as fmnist-ldm-32"
+                if self.latent
+                else "a pixel diffusion model such as fmnist-ddpm-32"
+            )
+            raise UserError(f"method {self.method!r} runs on {want}: give --model accordingly")
         super().__init__(device=model.device)
         self.model = model.eval()
         for p in self.model.parameters():
@@ -75,10 +86,8 @@ class _DeepinvDiffusionSolver(Reconstructor):
         self.config = config
         self.last_record: RunRecord | None = None
 
-    def _sampler(self, progress: bool) -> Any:
-        raise NotImplementedError
-
-    def _run(self, sampler: Any, y: Tensor, physics: Any) -> Tensor:
+    def _sample(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
+        """One sample per row of ``y`` (torch's global generator is seeded with ``seed``)."""
         raise NotImplementedError
 
     def forward(self, y: Tensor, physics: Any, progress: bool = False, **kwargs: Any) -> Tensor:
@@ -93,7 +102,7 @@ class _DeepinvDiffusionSolver(Reconstructor):
         devices = [y.device] if y.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed)
-            x = self._run(self._sampler(progress), yk, physics)
+            x = self._sample(yk, physics, progress)
         samples = x.detach().float().clamp(0, 1).reshape(cfg.chains, B, *x.shape[1:])
         post = PosteriorSamples.from_samples(samples)
         rec.posterior = post
@@ -104,7 +113,7 @@ class _DeepinvDiffusionSolver(Reconstructor):
         return post.mean
 
 
-class DPS(_DeepinvDiffusionSolver):
+class DPS(DiffusionSolver):
     """Diffusion posterior sampling, deepinv's implementation (``deepinv.sampling.DPS``)."""
 
     method = "dps"
@@ -122,12 +131,12 @@ class DPS(_DeepinvDiffusionSolver):
             rng=torch.Generator(self.model.device).manual_seed(cfg.seed),
         )
 
-    def _run(self, sampler: Any, y: Tensor, physics: Any) -> Tensor:
+    def _sample(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
         with torch.enable_grad():
-            return sampler(y, physics, seed=self.config.seed)
+            return self._sampler(progress)(y, physics, seed=self.config.seed)
 
 
-class DiffPIR(_DeepinvDiffusionSolver):
+class DiffPIR(DiffusionSolver):
     """Diffusion plug-and-play restoration, deepinv's implementation (``deepinv.sampling.DiffPIR``)."""
 
     method = "diffpir"
@@ -148,6 +157,6 @@ class DiffPIR(_DeepinvDiffusionSolver):
             device=self.model.device,
         )
 
-    def _run(self, sampler: Any, y: Tensor, physics: Any) -> Tensor:
+    def _sample(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
         with torch.no_grad():
-            return sampler(y, physics)
+            return self._sampler(progress)(y, physics)

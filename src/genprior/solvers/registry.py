@@ -193,6 +193,27 @@ METHODS: dict[str, Method] = {
             DIFFUSION,
             "DiffPIR (Zhu et al. 2023), deepinv's implementation, on a pixel diffusion model",
         ),
+        Method(
+            "resample",
+            "genprior.solvers.latent:ReSample",
+            "genprior.solvers.latent:ReSampleConfig",
+            DIFFUSION,
+            "ReSample (Song et al. 2024): latent diffusion, hard data consistency and stochastic resampling",
+        ),
+        Method(
+            "latent-dps",
+            "genprior.solvers.latent:LatentDPS",
+            "genprior.solvers.latent:LatentDPSConfig",
+            DIFFUSION,
+            "Latent-DPS: DPS's gradient guidance on the latents of a latent diffusion model",
+        ),
+        Method(
+            "psld",
+            "genprior.solvers.latent:PSLD",
+            "genprior.solvers.latent:PSLDConfig",
+            DIFFUSION,
+            "PSLD (Rout et al. 2023): Latent-DPS plus the gluing term through the autoencoder",
+        ),
     )
 }
 

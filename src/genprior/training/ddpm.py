@@ -15,11 +15,9 @@ gives the weights of one that never stopped (tested). Checkpoints are written at
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -27,11 +25,8 @@ from torch import Tensor
 
 from ..diffusion.pixel import T_STEPS, PixelDiffusion, UNetConfig
 from ..errors import UserError
-from ..generators.checkpoint import safe_load
-from ..io import atomic_path
-from .loop import run_steps
+from .loop import export_ema, train_resumable
 
-CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_FORMAT = "genprior-ddpm-train-1"
 
 
@@ -115,86 +110,28 @@ def train_ddpm(
     """Train (or continue) the pixel diffusion model; checkpoints go to ``out/checkpoint.pt``.
     ``images``: ``(N, C, H, W)`` in ``[0, 1]`` (default: Fashion-MNIST's training split at 32x32).
     ``max_steps`` / ``max_seconds`` stop early, with a checkpoint. Returns the last checkpoint."""
-    out = Path(out)
-    ck_path = out / CHECKPOINT_NAME
     if images is None:
         images = fmnist_training_images()
-    if resume:
-        if not ck_path.is_file():
-            raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
-        ck = safe_load(ck_path)
-        if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
-            raise UserError(f"{ck_path} is not a DDPM training checkpoint: give another --out")
-        saved = dict(ck["config"])
-        saved["steps"] = config.steps if config is not None else saved["steps"]
-        cfg = DDPMTrainConfig(**saved)
-        model = PixelDiffusion.from_dict(ck["model"])
-        ema = PixelDiffusion.from_dict(ck["ema"])
-        step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
-    else:
-        cfg = config or DDPMTrainConfig()
-        if ck_path.exists():
-            raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
-        torch.manual_seed(cfg.seed)  # the network's initialisation only
-        model = PixelDiffusion(cfg.unet_config(images.shape[-1], images.shape[1]))
-        ema = copy.deepcopy(model)
-        step, history, elapsed, ck = 0, [], 0.0, None
-    model, ema = model.to(device).train(), ema.to(device).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
-    if resume:
-        opt.load_state_dict(ck["opt"])
-    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-
-    def checkpoint(step: int, elapsed: float) -> dict[str, Any]:
-        d = {
-            "format": TRAIN_FORMAT,
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-            "model": model.to_dict(),
-            "ema": ema.to_dict(),
-            "opt": opt.state_dict(),
-            "step": step,
-            "history": history,
-            "elapsed_s": elapsed,
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(ck_path) as tmp:
-            torch.save(d, tmp)
-        return d
-
-    return run_steps(
-        step=step,
-        stop_at=stop_at,
-        elapsed=elapsed,
-        history=history,
-        opt=opt,
-        params=model.unet.parameters(),
-        ema_params=ema.unet.parameters(),
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        ema=cfg.ema,
-        ckpt_every=cfg.ckpt_every,
-        loss_at=lambda s: _step_loss(model, images, cfg, s, device),
-        checkpoint=checkpoint,
+    return train_resumable(
+        out,
+        config,
+        DDPMTrainConfig,
+        train_format=TRAIN_FORMAT,
+        what="DDPM",
+        resume=resume,
+        new_model=lambda cfg: PixelDiffusion(cfg.unet_config(images.shape[-1], images.shape[1])),
+        from_dict=PixelDiffusion.from_dict,
+        trainable=lambda m: m.unet.parameters(),
+        loss_at=lambda m, cfg, s: _step_loss(m, images, cfg, s, device),
+        max_steps=max_steps,
         max_seconds=max_seconds,
         progress=progress,
-        what="DDPM",
+        device=device,
     )
 
 
 def export_ddpm(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Write the EMA model of a training checkpoint as the inference file the zoo bundles."""
-    ck = safe_load(checkpoint)
-    if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
-        raise UserError(f"{checkpoint} is not a DDPM training checkpoint")
-    d = dict(ck["ema"])
-    d["info"] = {
-        "steps": ck["step"],
-        "train_config": ck["config"],
-        "elapsed_s": ck["elapsed_s"],
-        "data": "Fashion-MNIST training split, padded to 32x32",
-    }
-    with atomic_path(out) as tmp:
-        torch.save(d, tmp)
-    return d
+    return export_ema(
+        checkpoint, out, TRAIN_FORMAT, "DDPM", data="Fashion-MNIST training split, padded to 32x32"
+    )

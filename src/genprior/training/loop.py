@@ -9,15 +9,21 @@ all, or on an error).
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import UserError
+from ..generators.checkpoint import safe_load
+from ..io import atomic_path
 
 
 def run_steps(
@@ -81,3 +87,113 @@ def run_steps(
         elapsed += time.perf_counter() - t0
         ck = checkpoint(step, elapsed)
     return ck
+
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def train_resumable(
+    out: str | os.PathLike,
+    config: Any,
+    config_cls: type,
+    *,
+    train_format: str,
+    what: str,
+    resume: bool,
+    new_model: Callable[[Any], nn.Module],
+    from_dict: Callable[[dict[str, Any]], nn.Module],
+    trainable: Callable[[nn.Module], Iterable[Tensor]],
+    loss_at: Callable[[nn.Module, Any, int], Tensor],
+    extra: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """A resumable run of :func:`run_steps` with AdamW (no weight decay) and an EMA of the model,
+    checkpointed to ``out/checkpoint.pt``: ``{"format": train_format, "config", "model", "ema",
+    "opt", "step", "history", "elapsed_s"}`` plus ``extra``.
+
+    A new run builds ``new_model(cfg)`` after seeding torch with ``cfg.seed``; ``resume`` reads
+    the checkpoint back (the config saved in it, with ``config.steps`` as the new target when a
+    config is given). ``loss_at(model, cfg, step)`` is the loss of a step, whose draws must come
+    from the step number for a resumed run to repeat an uninterrupted one bit for bit."""
+    out = Path(out)
+    ck_path = out / CHECKPOINT_NAME
+    if resume:
+        if not ck_path.is_file():
+            raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
+        ck = safe_load(ck_path)
+        if not isinstance(ck, dict) or ck.get("format") != train_format:
+            raise UserError(f"{ck_path} is not a {what} training checkpoint: give another --out")
+        saved = dict(ck["config"])
+        saved["steps"] = config.steps if config is not None else saved["steps"]
+        cfg = config_cls(**saved)
+        model, ema = from_dict(ck["model"]), from_dict(ck["ema"])
+        step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
+    else:
+        cfg = config or config_cls()
+        if ck_path.exists():
+            raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
+        torch.manual_seed(cfg.seed)  # the network's initialisation only
+        model = new_model(cfg)
+        ema = copy.deepcopy(model)
+        step, history, elapsed, ck = 0, [], 0.0, None
+    model, ema = model.to(device).train(), ema.to(device).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=0.0)
+    if ck is not None:
+        opt.load_state_dict(ck["opt"])
+    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+
+    def checkpoint(step: int, elapsed: float) -> dict[str, Any]:
+        d = {
+            "format": train_format,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "model": model.to_dict(),
+            "ema": ema.to_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "history": history,
+            "elapsed_s": elapsed,
+            **(extra or {}),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(ck_path) as tmp:
+            torch.save(d, tmp)
+        return d
+
+    return run_steps(
+        step=step,
+        stop_at=stop_at,
+        elapsed=elapsed,
+        history=history,
+        opt=opt,
+        params=trainable(model),
+        ema_params=trainable(ema),
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        ema=cfg.ema,
+        ckpt_every=cfg.ckpt_every,
+        loss_at=lambda s: loss_at(model, cfg, s),
+        checkpoint=checkpoint,
+        max_seconds=max_seconds,
+        progress=progress,
+        what=what,
+    )
+
+
+def export_ema(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, train_format: str, what: str, **info: Any
+) -> dict[str, Any]:
+    """Write the EMA model of a training checkpoint (``{"format": train_format, ...}``) as an
+    inference file, its ``info`` holding the steps, the training config, the seconds and ``info``."""
+    ck = safe_load(checkpoint)
+    if not isinstance(ck, dict) or ck.get("format") != train_format:
+        raise UserError(f"{checkpoint} is not a {what} training checkpoint")
+    d = dict(ck["ema"])
+    d["info"] = {"steps": ck["step"], "train_config": ck["config"], "elapsed_s": ck["elapsed_s"], **info}
+    with atomic_path(out) as tmp:
+        torch.save(d, tmp)
+    return d

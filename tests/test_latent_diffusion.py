@@ -1,0 +1,146 @@
+"""The latent diffusion model: its autoencoder and UNet trainers resuming bit for bit, Latent-DPS
+and PSLD against Gaussian data with the exact score, and the latent solver rows."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from genprior.diffusion.latent import AEConfig, Autoencoder, LatentDiffusion, scaled_linear_alphas_cumprod
+from genprior.diffusion.pixel import UNetConfig
+from genprior.errors import UserError
+from genprior.training.latent import (
+    AETrainConfig,
+    LDMTrainConfig,
+    export_autoencoder,
+    export_ldm,
+    train_autoencoder,
+    train_ldm,
+)
+
+MU, S = 0.1, 0.25  # Gaussian latents: every entry i.i.d. N(MU, S^2)
+
+
+def _same_weights(a: dict, b: dict) -> None:
+    for key in ("model", "ema"):
+        for name, t in a[key]["state_dict"].items():
+            assert torch.equal(t, b[key]["state_dict"][name]), (key, name)
+
+
+def test_autoencoder_and_ldm_training_resume_bit_for_bit_and_export(tmp_path):
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ae_cfg = AETrainConfig(steps=6, batch=8, warmup=2, ckpt_every=2, widths=(8, 8), latent_channels=2)
+    full = train_autoencoder(tmp_path / "a", ae_cfg, images=images, progress=False)
+    train_autoencoder(tmp_path / "b", ae_cfg, images=images, max_steps=3, progress=False)
+    resumed = train_autoencoder(tmp_path / "b", ae_cfg, images=images, resume=True, progress=False)
+    assert full["step"] == resumed["step"] == 6
+    _same_weights(full, resumed)
+    export_autoencoder(tmp_path / "a" / "checkpoint.pt", tmp_path / "ae.pt")
+    ae = Autoencoder.load(tmp_path / "ae.pt")
+    assert ae.latent_shape == (2, 4, 4) and ae.info["steps"] == 6
+
+    ldm_cfg = LDMTrainConfig(
+        steps=6, batch=8, warmup=2, ckpt_every=2, widths=(8, 16), attention=(False, True)
+    )
+    full = train_ldm(tmp_path / "c", tmp_path / "ae.pt", ldm_cfg, images=images, progress=False)
+    train_ldm(tmp_path / "d", tmp_path / "ae.pt", ldm_cfg, images=images, max_steps=3, progress=False)
+    resumed = train_ldm(tmp_path / "d", None, ldm_cfg, images=images, resume=True, progress=False)
+    _same_weights(full, resumed)
+    export_ldm(tmp_path / "c" / "checkpoint.pt", tmp_path / "ldm.pt")
+    m = LatentDiffusion.load(tmp_path / "ldm.pt")
+    assert torch.load(tmp_path / "ldm.pt", weights_only=True)["format"] == "genprior-ldm-1"
+    # the latents are scaled to unit std on the training set
+    means = torch.cat([ae.posterior(images)[0]])
+    assert abs(float((m.scale * means).std()) - 1) < 1e-4
+    assert m.sample(3, steps=4).shape == (3, 1, 8, 8)
+    with pytest.raises(UserError, match="needs --autoencoder"):
+        train_ldm(tmp_path / "e", None, ldm_cfg, images=images, progress=False)
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(UserError, match="kl_weight"):
+        AETrainConfig(kl_weight=-1.0)
+    with pytest.raises(UserError, match="divisible"):
+        AEConfig(size=30)
+    ae = Autoencoder(AEConfig(size=8, widths=(8, 8), latent_channels=2))
+    with pytest.raises(UserError, match="latents"):
+        LatentDiffusion(ae, UNetConfig(size=4, channels=3, widths=(8,), attention=(False,)))
+
+
+def _gaussian_latent_model(side: int = 8) -> types.SimpleNamespace:
+    """Gaussian latents with the exact noise predictor, and the decoder ``x = (z + 1) / 2``."""
+    ac = scaled_linear_alphas_cumprod().float()
+
+    def eps(z, t):
+        a = ac[t].view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * S**2 + 1 - a)
+
+    return types.SimpleNamespace(
+        alphas_cumprod=ac,
+        latent_shape=(1, side, side),
+        eps=eps,
+        decode=lambda z: (z + 1) / 2,
+        encode=lambda x: 2 * x - 1,
+    )
+
+
+@pytest.mark.parametrize("gluing", [0.0, 0.1])
+def test_latent_dps_and_psld_fit_the_observed_pixels_and_keep_the_prior_elsewhere(gluing):
+    """Half of the pixels observed without noise: guidance brings the observed pixels to the
+    measurements (unguided sampling misses them by the prior's spread), and leaves the missing
+    ones distributed as the prior."""
+    from genprior.diffusion.guided import guided_latent_sampling
+    from genprior.physics import make_physics
+
+    model = _gaussian_latent_model()
+    physics = make_physics("inpaint", (1, 8, 8), mask_ratio=0.5, seed=0)
+    x0 = (MU + S * torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)) + 1) / 2
+    y = physics(x0)
+    seen = physics.mask.bool().expand_as(x0)
+
+    def rms(x):
+        return float((x - x0)[seen].pow(2).mean().sqrt())
+
+    free = guided_latent_sampling(y, physics, model, steps=200, weight=0.0, seed=0)
+    x = guided_latent_sampling(y, physics, model, steps=200, weight=1.0, gluing=gluing, seed=0)
+    assert rms(free) > 0.15 and rms(x) < 0.04, (rms(free), rms(x))
+    assert abs(float(x[~seen].mean()) - (MU + 1) / 2) < 0.01
+    assert abs(float(x[~seen].std()) / (S / 2) - 1) < 0.15
+
+
+@pytest.mark.parametrize("method", ["resample", "latent-dps", "psld"])
+def test_latent_rows_repeat_with_a_seed_and_return_posterior_samples(method, tiny_ldm_path):
+    from genprior.physics import make_physics
+    from genprior.solvers.registry import make_solver
+    from genprior.zoo import load_diffusion
+
+    model = load_diffusion(tiny_ldm_path)
+    physics = make_physics("superres", (3, 32, 32), scale=4, noise_std=0.05, seed=0)
+    y = physics(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    quick = (
+        {"steps": 6, "every": 2, "pixel_iters": 2, "latent_iters": 2}
+        if method == "resample"
+        else {"steps": 4}
+    )
+    a = make_solver(method, model, **quick, chains=2, seed=1)(y, physics)
+    solver = make_solver(method, model, **quick, chains=2, seed=1)
+    b = solver(y, physics)
+    c = make_solver(method, model, **quick, chains=2, seed=2)(y, physics)
+    assert a.shape == (2, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    post = solver.last_record.posterior
+    assert post.samples.shape == (2, 2, 3, 32, 32)
+    torch.testing.assert_close(post.mean, b)
+
+
+def test_latent_rows_refuse_a_pixel_model_and_pixel_rows_a_latent_one(tiny_ldm_path, tiny_ddpm_path):
+    from genprior.solvers.registry import make_solver
+    from genprior.zoo import load_diffusion
+
+    with pytest.raises(UserError, match="runs on a latent diffusion model"):
+        make_solver("resample", load_diffusion(tiny_ddpm_path))
+    with pytest.raises(UserError, match="runs on a pixel diffusion model"):
+        make_solver("dps", load_diffusion(tiny_ldm_path))
+    with pytest.raises(UserError, match="gamma"):
+        make_solver("resample", load_diffusion(tiny_ldm_path), gamma=0.0)
