@@ -38,9 +38,11 @@ def _cell(s: dict[str, Any] | None, metric: str, bold: bool) -> str:
         return "-"
     m, e = s[f"{metric}_mean"], s.get(f"{metric}_se", math.nan)
     digits = 3 if metric in ("ssim", "lpips", "correct") else 2 if metric == "psnr" else 3
-    txt = f"{m:.{digits}f}" if metric != "mse" else f"{m:.4g}"
+    digits = 0 if metric == "peak_mb" else 1 if metric in ("time_s", "cpu_s") else digits
+    small = metric in ("mse", "meas_err")  # values spanning decades: significant digits
+    txt = f"{m:.3g}" if small else f"{m:.{digits}f}"
     if math.isfinite(e):
-        txt += f" ± {e:.{digits}f}" if metric != "mse" else f" ± {e:.2g}"
+        txt += f" ± {e:.2g}" if small else f" ± {e:.{digits}f}"
     return f"**{txt}**" if bold else txt
 
 

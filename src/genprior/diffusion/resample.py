@@ -21,10 +21,11 @@ code's slips done right (docs/diffusion.md lists them):
    ``sqrt(a) z0(y)`` and ``z'_{t-1}``, ``a = alpha_bar_{t-1}``, with ``s^2 = gamma`` times the
    DDPM posterior variance of the step.
 
-Between consistency steps, as in the reference code, each step also moves ``z_{t-1}`` by a
+As in the reference code, every step also moves ``z_{t-1}`` by a
 Latent-DPS gradient step, ``dps_weight`` times the gradient in ``z_t`` of ``||y - A(D(z0_hat))||``
-(0 turns it off). The reference code's "time travel" (``z0_hat`` from 5 further DDIM steps) is not
-part of this version.
+(0 turns it off). ``travel = n`` adds the reference code's "time travel": at a consistency step,
+``z0_hat`` comes from ``n`` further unconditional DDIM steps from ``z'_{t-1}``, each with its own
+timestep and ``alpha_bar``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ReSampleConfig:
     pixel_lr: float = 1e-2  # their learning rate
     latent_iters: int = 100  # at most this many Adam steps of latent-space consistency
     latent_lr: float = 5e-3  # their learning rate
+    travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
@@ -69,6 +71,7 @@ class ReSampleConfig:
         for name in ("steps", "every", "pixel_iters", "latent_iters", "chains"):
             check_int(self, name, 1)
         check_int(self, "seed", 0)
+        check_int(self, "travel", 0)
         for name in ("gamma", "pixel_lr", "latent_lr"):
             check_number(self, name, 0.0, above=True)
         for name in ("noise_sigma", "dps_weight"):
@@ -98,6 +101,22 @@ def dps_gradient(
             loss = loss + extra(z0, x0)
         (grad,) = torch.autograd.grad(loss.sum(), zg)
     return z0.detach(), e.detach(), grad
+
+
+@torch.no_grad()
+def _look_ahead(z: Tensor, ts: list[int], j: int, n: int, ac: Tensor, eps_model) -> Tensor:
+    """Tweedie's ``z0_hat`` after ``n`` unconditional DDIM steps (eta 0) from ``z`` at ``ts[j]``
+    along the sampler's own grid, each step with its own timestep and ``alpha_bar`` (the reference
+    code mixes one step's timestep with another's ``alpha_bar``)."""
+    k = min(j + n, len(ts) - 1)
+    for m in range(j, k + 1):
+        a = ac[ts[m]]
+        e = eps_model(z, torch.full((z.shape[0],), ts[m], device=z.device, dtype=torch.long))
+        z0 = (z - (1 - a).sqrt() * e) / a.sqrt()
+        if m < k:
+            a_next = ac[ts[m + 1]]
+            z = a_next.sqrt() * z0 + (1 - a_next).sqrt() * e
+    return z0
 
 
 def _residual(physics, x: Tensor, y: Tensor) -> Tensor:
@@ -153,6 +172,8 @@ def resample(
             z_prime = z_prime - cfg.dps_weight * grad
         third, last = len(ts) / 3, i + 1 == len(ts)
         if i >= third and (i % cfg.every == 0 or last):
+            if cfg.travel > 0 and not last:  # time travel: z0_hat from a few further DDIM steps
+                z0 = _look_ahead(z_prime, ts, i + 1, cfg.travel, ac, eps_model)
             if i < 2 * third:  # pixel space, then back to a latent
                 x = _fit(
                     decode(z0).detach(),
