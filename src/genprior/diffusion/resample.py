@@ -14,9 +14,10 @@ code's slips done right (docs/diffusion.md lists them):
    answer is then the data-consistent latent itself), hard data consistency from ``z0_hat``: in
    the middle third in pixel space (``x`` from ``decode(z0_hat)`` fitted to ``y``, then
    ``encode``), in the last third in latent space (``z`` fitted so that ``A(decode(z))``
-   explains ``y``). Both stop when the residual per measurement reaches the noise variance (the
-   reference code's fixed 1e-6 ignores the noise), with Adam and no weight decay (AdamW's default
-   decay shrinks the unobserved pixels).
+   explains ``y``). Each image's fit stops when its residual per measurement reaches the noise
+   variance (the reference code's fixed 1e-6 ignores the noise), with Adam and no weight decay
+   (AdamW's default decay shrinks the unobserved pixels). The last step's fit may take
+   ``final_iters`` steps.
 4. Stochastic resampling (:func:`stochastic_resample`): ``z_{t-1}`` drawn around the blend of
    ``sqrt(a) z0(y)`` and ``z'_{t-1}``, ``a = alpha_bar_{t-1}``, with ``s^2 = gamma`` times the
    DDPM posterior variance of the step.
@@ -58,6 +59,7 @@ class ReSampleConfig:
     pixel_iters: int = 200  # at most this many Adam steps of pixel-space consistency
     pixel_lr: float = 1e-2  # their learning rate
     latent_iters: int = 100  # at most this many Adam steps of latent-space consistency
+    final_iters: int = 500  # ... at the last step, whose fit is the answer (the reference's 500)
     latent_lr: float = 5e-3  # their learning rate
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
@@ -68,7 +70,7 @@ class ReSampleConfig:
     def __post_init__(self) -> None:
         from ..solvers.common import check_int, check_number
 
-        for name in ("steps", "every", "pixel_iters", "latent_iters", "chains"):
+        for name in ("steps", "every", "pixel_iters", "latent_iters", "final_iters", "chains"):
             check_int(self, name, 1)
         check_int(self, "seed", 0)
         check_int(self, "travel", 0)
@@ -125,17 +127,24 @@ def _residual(physics, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters: int, lr: float) -> Tensor:
-    """Adam (no weight decay) on ``start`` until every image's loss is at most ``floor``."""
+    """Adam (no weight decay) on ``start``, at most ``iters`` steps; each image is kept as it is
+    when its loss first reaches ``floor`` (the others go on), so none is fitted below the noise."""
     v = start.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=lr)
-    for _ in range(iters):
+    out = v.detach().clone()
+    done = torch.zeros(len(v), dtype=torch.bool, device=v.device)
+    for it in range(iters + 1):
         loss = loss_of(v)
-        if bool((loss.detach() <= floor).all()):
+        new = (loss.detach() <= floor) & ~done
+        out[new] = v.detach()[new]
+        done |= new
+        if bool(done.all()) or it == iters:
             break
         opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        (loss * ~done).sum().backward()
         opt.step()
-    return v.detach()
+    out[~done] = v.detach()[~done]
+    return out
 
 
 def resample(
@@ -186,7 +195,11 @@ def resample(
                     z0_y = encode(x.clamp(0, 1))
             else:  # latent space
                 z0_y = _fit(
-                    z0, lambda v: _residual(physics, decode(v), y), floor, cfg.latent_iters, cfg.latent_lr
+                    z0,
+                    lambda v: _residual(physics, decode(v), y),
+                    floor,
+                    cfg.final_iters if last else cfg.latent_iters,
+                    cfg.latent_lr,
                 )
             if last:  # the answer itself explains y down to the noise
                 z = z0_y

@@ -232,6 +232,20 @@ def train_ldm(
     )
 
 
-def export_ldm(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """Write the EMA latent diffusion model (with its autoencoder) as the file the zoo bundles."""
-    return export_ema(checkpoint, out, LDM_TRAIN_FORMAT, "LDM", data=DATA)
+def export_ldm(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> dict[str, Any]:
+    """Write the EMA latent diffusion model (with its autoencoder) as the file the zoo bundles;
+    ``half``: its weights stored as float16 (half the size; loading casts them back to float32)."""
+    d = export_ema(checkpoint, out, LDM_TRAIN_FORMAT, "LDM", data=DATA)
+    if half:
+        d["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in d["state_dict"].items()}
+        sd = d["autoencoder"]["state_dict"]
+        d["autoencoder"] = {
+            **d["autoencoder"],
+            "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in sd.items()},
+        }
+        d["info"]["stored_as"] = "float16"
+        from ..io import atomic_path
+
+        with atomic_path(out) as tmp:
+            torch.save(d, tmp)
+    return d
