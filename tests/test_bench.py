@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -77,11 +78,30 @@ def test_grid_writes_tables_and_plots(workdir, reference):
     assert len(data["rows"]) == N_CELLS * 2
     row = data["rows"][0]
     assert {row["method"] for row in data["rows"]} == {"csgm", "ilo"}
-    for k in ("psnr", "ssim", "mse", "meas_err", "time_s"):
+    for k in ("psnr", "ssim", "mse", "meas_err", "time_s", "peak_mb"):
         assert math.isfinite(row[k]), k
     # one summary entry per (task, level, method), averaged over the 4 images
     assert len(data["summary"]) == 4 and all(s["n"] == 4 for s in data["summary"])
     assert len(list((out / "cells").glob("*.json"))) == N_CELLS
+
+
+def test_peak_memory_sees_what_a_block_allocates_above_its_start():
+    from genprior.bench.cell import PeakMemory
+
+    keep = torch.zeros(16 * 2**20 // 4)  # in use before: not counted
+    with PeakMemory("cpu") as mem:
+        big = torch.ones(64 * 2**20 // 4)  # 64 MiB, freed before the block ends
+        time.sleep(0.05)
+        del big
+    assert 48 <= mem.peak_mb <= 96, mem.peak_mb
+    del keep
+    # many small blocks, freed before: memory the heap keeps must not hide the block's own use
+    for _ in range(2):
+        with PeakMemory("cpu") as mem:
+            small = [torch.ones(1000) for _ in range(16000)]  # about 61 MiB in 4 KB tensors
+            time.sleep(0.05)
+            del small
+        assert mem.peak_mb >= 40, mem.peak_mb
 
 
 def test_every_method_sees_the_same_measurements(workdir):

@@ -198,3 +198,17 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
     x_dps = make_solver("latent-dps", model, steps=30, seed=0)(y, physics)
     assert residual(x) <= floor, (residual(x), floor)
     assert residual(x) * 10 <= residual(x_dps), (residual(x), residual(x_dps))
+
+
+def test_train_cli_errors_are_one_line(tmp_path, capsys):
+    from genprior.cli import main
+
+    for argv, needle in (
+        (["train", "ldm", "--out", str(tmp_path / "l"), "--steps", "2"], "needs --autoencoder"),
+        (["train", "autoencoder", "--out", str(tmp_path / "a"), "--set", "kl_weight=-1"], "kl_weight"),
+        (["train", "ldm", "--out", str(tmp_path / "l"), "--resume"], "cannot resume"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "l").exists() and not (tmp_path / "a").exists()

@@ -110,11 +110,23 @@ def cell_solver_seed(cell: Cell, seed_label: str | None = None) -> int:
     return derive_seed("solver", cell.seed, seed_label or cell.method, cell.task, cell.level, cell.batch)
 
 
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``; elsewhere nothing)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """The peak memory a block uses above what was in use at its start, in MiB (``peak_mb``): on
     CUDA the allocator's peak; elsewhere the peak resident set size of the process, read from
-    ``/proc/self/statm`` every 5 ms by a thread (None where there is no ``/proc``). It is the
-    peak of the whole batch, not of one image."""
+    ``/proc/self/statm`` every 5 ms by a thread (None where there is no ``/proc``), after glibc's
+    ``malloc_trim`` has returned the memory freed earlier (without it, a block that reuses freed
+    memory shows no growth). It is the peak of the whole batch, not of one image."""
 
     def __init__(self, device: Any, interval: float = 0.005) -> None:
         self.device, self.interval = torch.device(device), interval
@@ -138,6 +150,7 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        _trim_heap()
         self._base = self._rss()
         self._top = self._base
         self._stop = threading.Event()

@@ -186,21 +186,19 @@ def train_ldm(
     `train autoencoder --export` wrote, or the model; on ``resume`` the checkpoint's own)."""
     from ..generators.checkpoint import safe_load
 
-    if images is None:
-        images = fmnist_training_images()
-    if resume:
-        ck = (
-            safe_load(os.path.join(out, "checkpoint.pt"))
-            if os.path.isfile(os.path.join(out, "checkpoint.pt"))
-            else None
-        )
-        ae = Autoencoder.from_dict(ck["ema"]["autoencoder"]) if isinstance(ck, dict) and "ema" in ck else None
+    ck_path = os.path.join(out, "checkpoint.pt")
+    if resume:  # the checkpoint's own autoencoder (train_resumable checks the file)
+        ck = safe_load(ck_path) if os.path.isfile(ck_path) else None
+        ours = isinstance(ck, dict) and ck.get("format") == LDM_TRAIN_FORMAT
+        ae = Autoencoder.from_dict(ck["ema"]["autoencoder"]) if ours else None
     elif autoencoder is None:
         raise UserError(
             "train ldm needs --autoencoder FILE (from `genprior train autoencoder --export FILE`)"
         )
     else:
         ae = autoencoder if isinstance(autoencoder, Autoencoder) else Autoencoder.load(autoencoder)
+    if images is None and ae is not None:
+        images = fmnist_training_images()
     state: dict[str, Any] = {}
     if ae is not None:
         ae = ae.to(device).eval()
