@@ -196,7 +196,7 @@ def resample(
             else:  # latent space
                 z0_y = _fit(
                     z0,
-                    lambda v: _residual(physics, decode(v), y),
+                    lambda v: _residual(physics, decode(v).clamp(0, 1), y),
                     floor,
                     cfg.final_iters if last else cfg.latent_iters,
                     cfg.latent_lr,
