@@ -354,6 +354,11 @@ def test_every_method_runs_through_the_bench(workdir):
     torch.manual_seed(0)  # an untrained pixel diffusion model of the grid's 1x8x8 images
     ddpm = PixelDiffusion(UNetConfig(size=8, channels=1, widths=(8, 16), attention=(False, False)))
     torch.save(ddpm.to_dict(), workdir / "ddpm.pt")
+    from genprior.diffusion.latent import AEConfig, Autoencoder, LatentDiffusion
+
+    ae = Autoencoder(AEConfig(size=8, channels=1, widths=(8, 8), latent_channels=2))
+    ldm = LatentDiffusion(ae, UNetConfig(size=4, channels=2, widths=(8, 16), attention=(False, False)))
+    torch.save(ldm.to_dict(), workdir / "ldm.pt")
     grid = (
         textwrap.dedent(
             """
@@ -408,10 +413,27 @@ def test_every_method_runs_through_the_bench(workdir):
         name = "diffpir"
         model = "DDPM"
         steps = 3
+        [[methods]]
+        name = "resample"
+        model = "LDM"
+        steps = 6
+        every = 2
+        pixel_iters = 2
+        latent_iters = 2
+        final_iters = 2
+        [[methods]]
+        name = "latent-dps"
+        model = "LDM"
+        steps = 3
+        [[methods]]
+        name = "psld"
+        model = "LDM"
+        steps = 3
         """
         )
         .replace("SCORE", str(score))
         .replace("DDPM", str(workdir / "ddpm.pt"))
+        .replace("LDM", str(workdir / "ldm.pt"))
     )
     (workdir / "all.toml").write_text(grid)
     res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)

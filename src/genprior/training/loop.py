@@ -1,4 +1,6 @@
-"""The optimiser loop the step-seeded trainers share (``train score``, ``train ddpm``).
+"""The optimiser loop the step-seeded trainers share (``train score``, ``train ddpm``,
+``train autoencoder``, ``train ldm``), and the resumable run with checkpoints and an EMA that all
+but the score trainer use (:func:`train_resumable`).
 
 Each step: the learning rate of a linear warm-up, the step's loss (whose data and noise come from
 the step number, so that a resumed run repeats an uninterrupted one bit for bit), one optimiser
@@ -104,7 +106,6 @@ def train_resumable(
     from_dict: Callable[[dict[str, Any]], nn.Module],
     trainable: Callable[[nn.Module], Iterable[Tensor]],
     loss_at: Callable[[nn.Module, Any, int], Tensor],
-    extra: dict[str, Any] | None = None,
     max_steps: int | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
@@ -112,7 +113,7 @@ def train_resumable(
 ) -> dict[str, Any]:
     """A resumable run of :func:`run_steps` with AdamW (no weight decay) and an EMA of the model,
     checkpointed to ``out/checkpoint.pt``: ``{"format": train_format, "config", "model", "ema",
-    "opt", "step", "history", "elapsed_s"}`` plus ``extra``.
+    "opt", "step", "history", "elapsed_s"}``.
 
     A new run builds ``new_model(cfg)`` after seeding torch with ``cfg.seed``; ``resume`` reads
     the checkpoint back (the config saved in it, with ``config.steps`` as the new target when a
@@ -157,7 +158,6 @@ def train_resumable(
             "step": step,
             "history": history,
             "elapsed_s": elapsed,
-            **(extra or {}),
         }
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(ck_path) as tmp:
