@@ -49,7 +49,7 @@ def run_models(args: argparse.Namespace) -> int:
         state = "installed" if m["installed"] else f"not installed: {m['install_hint']}"
         print(f"{m['name']:<{width}}  {shape:<8}  {m['description']}  [{state}]")
     print(
-        f"{'a path':<{width}}  {'':<8}  a StyleGAN2 (rosinality g_ema or NVIDIA .pkl), genprior VAE, DCGAN or DDPM file"
+        f"{'a path':<{width}}  {'':<8}  a StyleGAN2 (rosinality g_ema or NVIDIA .pkl), genprior VAE, DCGAN, DDPM or LDM file"
     )
     from ..generators.checkpoint import safe_load
     from ..zoo import score_model_files
