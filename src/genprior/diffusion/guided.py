@@ -38,7 +38,7 @@ def guided_latent_sampling(
     B, dev = y.shape[0], y.device
     g = torch.Generator().manual_seed(seed)
     ac = model.alphas_cumprod
-    ts = ddim_times(steps)
+    ts = ddim_times(steps, len(ac))
 
     def glue(z0: Tensor, x0: Tensor) -> Tensor:
         proj = x0 + physics.A_adjoint(y - physics.A(x0))  # A^T y + (I - A^T A) x0
