@@ -38,6 +38,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as a plain dict that ``torch.load(weights_only=True)`` reads back
+    (tuples become lists); :func:`config_from` inverts it."""
+    import dataclasses
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_from(cls: type, d: dict[str, Any]) -> Any:
+    """``cls(**d)`` with the lists of :func:`config_dict` back as tuples."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -152,7 +152,7 @@ def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str =
     :class:`~genprior.diffusion.pixel.PixelDiffusion` or a
     :class:`~genprior.diffusion.latent.LatentDiffusion`, whichever the file holds."""
     from .diffusion.latent import LDM_FORMAT, LatentDiffusion
-    from .diffusion.pixel import PixelDiffusion
+    from .diffusion.pixel import PixelDiffusion, frozen
     from .generators.checkpoint import safe_load
 
     key = os.fspath(name_or_path)
@@ -171,10 +171,7 @@ def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str =
             )
     d = safe_load(path)
     cls = LatentDiffusion if isinstance(d, dict) and d.get("format") == LDM_FORMAT else PixelDiffusion
-    model = cls.from_dict(d, source=str(path)).to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(cls.from_dict(d, source=str(path)).to(device))
 
 
 def load_model(name_or_path: str | os.PathLike, needs: str, device: torch.device | str = "cpu") -> Any:

@@ -19,7 +19,6 @@ Files are plain dicts that ``torch.load(weights_only=True)`` reads: ``{"format":
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .pixel import UNetConfig, ddim_step, ddim_times
+from ..io import config_dict, config_from
+from .pixel import UNetConfig, ddim_sample, load_frozen
 
 AE_FORMAT = "genprior-autoencoder-1"
 LDM_FORMAT = "genprior-ldm-1"
@@ -79,14 +79,6 @@ class AEConfig:
         )
 
 
-def _config_dict(cfg: Any) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-
-def _config_from(cls: type, d: dict[str, Any]) -> Any:
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
 def _check_format(d: Any, fmt: str, source: str, hint: str) -> None:
     if not isinstance(d, dict) or d.get("format") != fmt:
         raise UserError(f"{source} is not a genprior {hint}")
@@ -126,7 +118,7 @@ class Autoencoder(nn.Module):
     def to_dict(self, info: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "format": AE_FORMAT,
-            "ae_config": _config_dict(self.config),
+            "ae_config": config_dict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "info": dict(info if info is not None else self.info),
         }
@@ -134,16 +126,14 @@ class Autoencoder(nn.Module):
     @classmethod
     def from_dict(cls, d: Any, source: str = "the autoencoder") -> Autoencoder:
         _check_format(d, AE_FORMAT, source, "autoencoder: train one with `genprior train autoencoder`")
-        model = cls(_config_from(AEConfig, d["ae_config"]))
+        model = cls(config_from(AEConfig, d["ae_config"]))
         model.net.load_state_dict(d["state_dict"])
         model.info = dict(d.get("info", {}))
         return model.eval()
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Autoencoder:
-        from ..generators.checkpoint import safe_load
-
-        return _frozen(cls.from_dict(safe_load(path), source=str(path)).to(device))
+        return load_frozen(cls, path, device)
 
 
 def scaled_linear_alphas_cumprod(steps: int = T_STEPS) -> Tensor:
@@ -207,16 +197,7 @@ class LatentDiffusion(nn.Module):
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int = 100, seed: int = 0, eta: float = 0.0) -> Tensor:
         """``n`` scaled latents by DDIM with ``steps`` uniform steps."""
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn((n, *self.latent_shape), generator=g).to(self.device)
-        ts = ddim_times(steps)
-        for i, t in enumerate(ts):
-            a = self.alphas_cumprod[t]
-            a_prev = self.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(a)
-            e = self.eps(z, torch.full((n,), t, device=self.device, dtype=torch.long))
-            z0 = (z - (1 - a).sqrt() * e) / a.sqrt()
-            z = ddim_step(z0, e, a, a_prev, eta, torch.randn(z.shape, generator=g).to(self.device))
-        return z
+        return ddim_sample(self.eps, (n, *self.latent_shape), self.alphas_cumprod, steps, seed, eta)
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 100, seed: int = 0, eta: float = 0.0) -> Tensor:
@@ -228,7 +209,7 @@ class LatentDiffusion(nn.Module):
         return {
             "format": LDM_FORMAT,
             "autoencoder": self.ae.to_dict(),
-            "unet_config": _config_dict(self.config),
+            "unet_config": config_dict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.unet.state_dict().items()},
             "scale": self.scale,
             "info": dict(info if info is not None else self.info),
@@ -238,19 +219,11 @@ class LatentDiffusion(nn.Module):
     def from_dict(cls, d: Any, source: str = "the latent diffusion model") -> LatentDiffusion:
         _check_format(d, LDM_FORMAT, source, "latent diffusion model: train one with `genprior train ldm`")
         ae = Autoencoder.from_dict(d["autoencoder"], source)
-        model = cls(ae, _config_from(UNetConfig, d["unet_config"]), float(d["scale"]))
+        model = cls(ae, config_from(UNetConfig, d["unet_config"]), float(d["scale"]))
         model.unet.load_state_dict(d["state_dict"])
         model.info = dict(d.get("info", {}))
         return model.eval()
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> LatentDiffusion:
-        from ..generators.checkpoint import safe_load
-
-        return _frozen(cls.from_dict(safe_load(path), source=str(path)).to(device))
-
-
-def _frozen(model: nn.Module) -> Any:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
+        return load_frozen(cls, path, device)

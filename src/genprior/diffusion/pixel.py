@@ -19,8 +19,8 @@ Bundled weights are a plain dict (``{"format", "unet_config", "state_dict", "inf
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..io import config_dict, config_from
 
 FORMAT = "genprior-ddpm-1"
 T_STEPS = 1000
@@ -126,23 +127,14 @@ class PixelDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, steps: int = 100, seed: int = 0, eta: float = 0.0) -> Tensor:
         """``n`` images in ``[0, 1]`` by DDIM with ``steps`` uniform steps (``eta = 1``: DDPM-like)."""
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn((n, *self.image_shape), generator=g).to(self.device)
-        ts = ddim_times(steps)
-        for i, t in enumerate(ts):
-            a = self.alphas_cumprod[t]
-            a_prev = self.alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(a)
-            e = self.eps(z, torch.full((n,), t, device=self.device, dtype=torch.long))
-            x0 = ((z - (1 - a).sqrt() * e) / a.sqrt()).clamp(-1, 1)
-            z = ddim_step(x0, e, a, a_prev, eta, torch.randn(z.shape, generator=g).to(self.device))
+        z = ddim_sample(self.eps, (n, *self.image_shape), self.alphas_cumprod, steps, seed, eta, clip=1.0)
         return (z.clamp(-1, 1) + 1) / 2
 
     # ---- files ------------------------------------------------------------------------------
     def to_dict(self, info: dict[str, Any] | None = None) -> dict[str, Any]:
-        cfg = dataclasses.asdict(self.config)
         return {
             "format": FORMAT,
-            "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            "unet_config": config_dict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.unet.state_dict().items()},
             "info": dict(info or {}),
         }
@@ -153,25 +145,61 @@ class PixelDiffusion(nn.Module):
             raise UserError(
                 f"{source} is not a genprior pixel diffusion model: train one with `genprior train ddpm`"
             )
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d["unet_config"].items()}
-        model = cls(UNetConfig(**kw))
+        model = cls(config_from(UNetConfig, d["unet_config"]))
         model.unet.load_state_dict(d["state_dict"])
         model.info = dict(d.get("info", {}))
         return model.eval()
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> PixelDiffusion:
-        from ..generators.checkpoint import safe_load
+        return load_frozen(cls, path, device)
 
-        model = cls.from_dict(safe_load(path), source=str(path)).to(device)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+
+def frozen(model: nn.Module) -> Any:
+    """``model`` in eval mode with its parameters frozen."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def load_frozen(cls: Any, path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
+    """``cls.from_dict`` of the file at ``path`` (read with ``torch.load(weights_only=True)``),
+    on ``device``, frozen."""
+    from ..generators.checkpoint import safe_load
+
+    return frozen(cls.from_dict(safe_load(path), source=str(path)).to(device))
 
 
 def ddim_times(steps: int, total: int = T_STEPS) -> list[int]:
     """``steps`` integer steps from ``total - 1`` down to 0, uniformly spaced."""
     return torch.linspace(total - 1, 0, steps).round().long().tolist()
+
+
+def ddim_sample(
+    eps: Callable[[Tensor, Tensor], Tensor],
+    shape: tuple[int, ...],
+    alphas_cumprod: Tensor,
+    steps: int,
+    seed: int,
+    eta: float = 0.0,
+    clip: float | None = None,
+) -> Tensor:
+    """DDIM from ``N(0, I)`` of ``shape`` with the noise predictor ``eps(z, t)`` on the integer
+    steps of ``alphas_cumprod`` (``steps`` uniform ones); Tweedie's ``x0`` is clamped to
+    ``[-clip, clip]`` when ``clip`` is given. Every draw comes from ``seed`` (on the CPU)."""
+    g = torch.Generator().manual_seed(seed)
+    dev = alphas_cumprod.device
+    z = torch.randn(shape, generator=g).to(dev)
+    ts = ddim_times(steps, len(alphas_cumprod))
+    for i, t in enumerate(ts):
+        a = alphas_cumprod[t]
+        a_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(a)
+        e = eps(z, torch.full((shape[0],), t, device=dev, dtype=torch.long))
+        x0 = (z - (1 - a).sqrt() * e) / a.sqrt()
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        z = ddim_step(x0, e, a, a_prev, eta, torch.randn(z.shape, generator=g).to(dev))
+    return z
 
 
 def ddim_step(x0: Tensor, eps: Tensor, a: Tensor, a_prev: Tensor, eta: float, noise: Tensor) -> Tensor:

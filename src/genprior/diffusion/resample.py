@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..metrics import measurement_error
 from .pixel import ddim_times
 
 
@@ -121,11 +122,6 @@ def _look_ahead(z: Tensor, ts: list[int], j: int, n: int, ac: Tensor, eps_model)
     return z0
 
 
-def _residual(physics, x: Tensor, y: Tensor) -> Tensor:
-    """Mean squared residual per measurement, per image."""
-    return (physics.A(x) - y).pow(2).flatten(1).mean(1)
-
-
 def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters: int, lr: float) -> Tensor:
     """Adam (no weight decay) on ``start``, at most ``iters`` steps; each image is kept as it is
     when its loss first reaches ``floor`` (the others go on), so none is fitted below the noise."""
@@ -186,7 +182,7 @@ def resample(
             if i < 2 * third:  # pixel space, then back to a latent
                 x = _fit(
                     decode(z0).detach(),
-                    lambda v: _residual(physics, v, y),
+                    lambda v: measurement_error(v, y, physics),
                     floor,
                     cfg.pixel_iters,
                     cfg.pixel_lr,
@@ -196,7 +192,7 @@ def resample(
             else:  # latent space
                 z0_y = _fit(
                     z0,
-                    lambda v: _residual(physics, decode(v).clamp(0, 1), y),
+                    lambda v: measurement_error(decode(v).clamp(0, 1), y, physics),
                     floor,
                     cfg.final_iters if last else cfg.latent_iters,
                     cfg.latent_lr,

@@ -15,9 +15,8 @@ gives the weights of one that never stopped (tested). Checkpoints are written at
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from ..diffusion.pixel import T_STEPS, PixelDiffusion, UNetConfig
 from ..errors import UserError
-from .loop import export_ema, train_resumable
+from .loop import check_run_config, export_ema, train_resumable
 
 TRAIN_FORMAT = "genprior-ddpm-train-1"
 
@@ -46,19 +45,7 @@ class DDPMTrainConfig:
     layers_per_block: int = 1  # UNet residual blocks per level
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
-                raise UserError(f"DDPMTrainConfig: {f.name} = {v!r}: give an integer")
-        for name in ("batch", "ckpt_every", "layers_per_block"):
-            if getattr(self, name) < 1:
-                raise UserError(f"DDPMTrainConfig: {name} = {getattr(self, name)}: give an integer >= 1")
-        if self.steps < 0 or self.warmup < 0 or self.seed < 0:
-            raise UserError("DDPMTrainConfig: steps, warmup and seed must be >= 0")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"DDPMTrainConfig: lr = {self.lr}: give a number > 0")
-        if not 0 <= self.ema < 1:
-            raise UserError(f"DDPMTrainConfig: ema = {self.ema}: give a number in [0, 1)")
+        check_run_config(self, ("batch", "ckpt_every", "layers_per_block"))
         self.widths, self.attention = tuple(self.widths), tuple(bool(a) for a in self.attention)
         self.unet_config()  # checks the shapes
 

@@ -19,37 +19,21 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..diffusion.latent import T_STEPS, AEConfig, Autoencoder, LatentDiffusion
-from ..diffusion.pixel import UNetConfig
+from ..diffusion.pixel import UNetConfig, frozen
 from ..errors import UserError
 from .ddpm import _gen, batch_of, fmnist_training_images
-from .loop import export_ema, train_resumable
+from .loop import CHECKPOINT_NAME, check_run_config, ema_file, export_ema, save_atomic, train_resumable
 
 AE_TRAIN_FORMAT = "genprior-autoencoder-train-1"
 LDM_TRAIN_FORMAT = "genprior-ldm-train-1"
 DATA = "Fashion-MNIST training split, padded to 32x32"
-
-
-def _check_common(cfg: Any, name: str) -> None:
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
-            raise UserError(f"{name}: {f.name} = {v!r}: give an integer")
-    for key in ("batch", "ckpt_every"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"{name}: {key} = {getattr(cfg, key)}: give an integer >= 1")
-    if cfg.steps < 0 or cfg.warmup < 0 or cfg.seed < 0:
-        raise UserError(f"{name}: steps, warmup and seed must be >= 0")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise UserError(f"{name}: lr = {cfg.lr}: give a number > 0")
-    if not 0 <= cfg.ema < 1:
-        raise UserError(f"{name}: ema = {cfg.ema}: give a number in [0, 1)")
 
 
 @dataclass
@@ -68,7 +52,7 @@ class AETrainConfig:
     latent_channels: int = 4  # latent channels
 
     def __post_init__(self) -> None:
-        _check_common(self, "AETrainConfig")
+        check_run_config(self)
         if not (self.kl_weight >= 0 and math.isfinite(self.kl_weight)):
             raise UserError(f"AETrainConfig: kl_weight = {self.kl_weight}: give a number >= 0")
         self.widths = tuple(self.widths)
@@ -138,11 +122,7 @@ class LDMTrainConfig:
     layers_per_block: int = 1  # UNet residual blocks per level
 
     def __post_init__(self) -> None:
-        _check_common(self, "LDMTrainConfig")
-        if self.layers_per_block < 1:
-            raise UserError(
-                f"LDMTrainConfig: layers_per_block = {self.layers_per_block}: give an integer >= 1"
-            )
+        check_run_config(self, ("batch", "ckpt_every", "layers_per_block"))
         self.widths, self.attention = tuple(self.widths), tuple(bool(a) for a in self.attention)
 
     def unet_config(self, side: int, channels: int) -> UNetConfig:
@@ -186,7 +166,7 @@ def train_ldm(
     `train autoencoder --export` wrote, or the model; on ``resume`` the checkpoint's own)."""
     from ..generators.checkpoint import safe_load
 
-    ck_path = os.path.join(out, "checkpoint.pt")
+    ck_path, ck = os.path.join(out, CHECKPOINT_NAME), None
     if resume:  # the checkpoint's own autoencoder (train_resumable checks the file)
         ck = safe_load(ck_path) if os.path.isfile(ck_path) else None
         ours = isinstance(ck, dict) and ck.get("format") == LDM_TRAIN_FORMAT
@@ -201,9 +181,7 @@ def train_ldm(
         images = fmnist_training_images()
     state: dict[str, Any] = {}
     if ae is not None:
-        ae = ae.to(device).eval()
-        for p in ae.parameters():
-            p.requires_grad_(False)
+        ae = frozen(ae.to(device))
         means, stds = training_latents(ae, images, device)
         state["lat"] = torch.stack([means, stds], 1)
         state["scale"] = float(1 / means.std())
@@ -223,6 +201,7 @@ def train_ldm(
         from_dict=LatentDiffusion.from_dict,
         trainable=lambda m: m.unet.parameters(),
         loss_at=lambda m, cfg, s: _ldm_loss(m, state["lat"], cfg, s, device),
+        loaded=ck,
         max_steps=max_steps,
         max_seconds=max_seconds,
         progress=progress,
@@ -230,20 +209,16 @@ def train_ldm(
     )
 
 
+def _half(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
 def export_ldm(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> dict[str, Any]:
     """Write the EMA latent diffusion model (with its autoencoder) as the file the zoo bundles;
     ``half``: its weights stored as float16 (half the size; loading casts them back to float32)."""
-    d = export_ema(checkpoint, out, LDM_TRAIN_FORMAT, "LDM", data=DATA)
+    d = ema_file(checkpoint, LDM_TRAIN_FORMAT, "LDM", data=DATA)
     if half:
-        d["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in d["state_dict"].items()}
-        sd = d["autoencoder"]["state_dict"]
-        d["autoencoder"] = {
-            **d["autoencoder"],
-            "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in sd.items()},
-        }
+        d["state_dict"] = _half(d["state_dict"])
+        d["autoencoder"] = {**d["autoencoder"], "state_dict": _half(d["autoencoder"]["state_dict"])}
         d["info"]["stored_as"] = "float16"
-        from ..io import atomic_path
-
-        with atomic_path(out) as tmp:
-            torch.save(d, tmp)
-    return d
+    return save_atomic(d, out)

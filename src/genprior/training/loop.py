@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..generators.checkpoint import safe_load
-from ..io import atomic_path
+from ..io import atomic_path, config_dict
 
 
 def run_steps(
@@ -94,6 +94,26 @@ def run_steps(
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+def check_run_config(cfg: Any, positive: tuple[str, ...] = ("batch", "ckpt_every")) -> None:
+    """The checks every run config of :func:`train_resumable` shares: integer fields are integers,
+    ``positive`` ones at least 1, ``steps``, ``warmup`` and ``seed`` at least 0, ``lr`` > 0 and
+    ``ema`` in [0, 1); a one-line :class:`UserError` naming the config and the field otherwise."""
+    name = type(cfg).__name__
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
+            raise UserError(f"{name}: {f.name} = {v!r}: give an integer")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{name}: {key} = {getattr(cfg, key)}: give an integer >= 1")
+    if cfg.steps < 0 or cfg.warmup < 0 or cfg.seed < 0:
+        raise UserError(f"{name}: steps, warmup and seed must be >= 0")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"{name}: lr = {cfg.lr}: give a number > 0")
+    if not 0 <= cfg.ema < 1:
+        raise UserError(f"{name}: ema = {cfg.ema}: give a number in [0, 1)")
+
+
 def train_resumable(
     out: str | os.PathLike,
     config: Any,
@@ -106,6 +126,7 @@ def train_resumable(
     from_dict: Callable[[dict[str, Any]], nn.Module],
     trainable: Callable[[nn.Module], Iterable[Tensor]],
     loss_at: Callable[[nn.Module, Any, int], Tensor],
+    loaded: dict[str, Any] | None = None,
     max_steps: int | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
@@ -118,13 +139,14 @@ def train_resumable(
     A new run builds ``new_model(cfg)`` after seeding torch with ``cfg.seed``; ``resume`` reads
     the checkpoint back (the config saved in it, with ``config.steps`` as the new target when a
     config is given). ``loss_at(model, cfg, step)`` is the loss of a step, whose draws must come
-    from the step number for a resumed run to repeat an uninterrupted one bit for bit."""
+    from the step number for a resumed run to repeat an uninterrupted one bit for bit. ``loaded``:
+    the checkpoint, when the caller has read it already (it is then not read again)."""
     out = Path(out)
     ck_path = out / CHECKPOINT_NAME
     if resume:
         if not ck_path.is_file():
             raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
-        ck = safe_load(ck_path)
+        ck = loaded if loaded is not None else safe_load(ck_path)
         if not isinstance(ck, dict) or ck.get("format") != train_format:
             raise UserError(f"{ck_path} is not a {what} training checkpoint: give another --out")
         saved = dict(ck["config"])
@@ -151,7 +173,7 @@ def train_resumable(
     def checkpoint(step: int, elapsed: float) -> dict[str, Any]:
         d = {
             "format": train_format,
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "config": config_dict(cfg),
             "model": model.to_dict(),
             "ema": ema.to_dict(),
             "opt": opt.state_dict(),
@@ -184,16 +206,26 @@ def train_resumable(
     )
 
 
-def export_ema(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, train_format: str, what: str, **info: Any
-) -> dict[str, Any]:
-    """Write the EMA model of a training checkpoint (``{"format": train_format, ...}``) as an
-    inference file, its ``info`` holding the steps, the training config, the seconds and ``info``."""
+def ema_file(checkpoint: str | os.PathLike, train_format: str, what: str, **info: Any) -> dict[str, Any]:
+    """The EMA model of a training checkpoint (``{"format": train_format, ...}``) as an inference
+    file's dict, its ``info`` holding the steps, the training config, the seconds and ``info``."""
     ck = safe_load(checkpoint)
     if not isinstance(ck, dict) or ck.get("format") != train_format:
         raise UserError(f"{checkpoint} is not a {what} training checkpoint")
     d = dict(ck["ema"])
     d["info"] = {"steps": ck["step"], "train_config": ck["config"], "elapsed_s": ck["elapsed_s"], **info}
+    return d
+
+
+def save_atomic(d: dict[str, Any], out: str | os.PathLike) -> dict[str, Any]:
+    """``torch.save(d, out)``, atomically; returns ``d``."""
     with atomic_path(out) as tmp:
         torch.save(d, tmp)
     return d
+
+
+def export_ema(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, train_format: str, what: str, **info: Any
+) -> dict[str, Any]:
+    """Write :func:`ema_file` of ``checkpoint`` to ``out`` (atomically) and return it."""
+    return save_atomic(ema_file(checkpoint, train_format, what, **info), out)
