@@ -1,0 +1,59 @@
+"""What the latent model's autoencoder can reach (docs/diffusion.md): its reconstruction PSNR on
+the 300 held-out Fashion-MNIST test images (the floor of any latent solver on a clean image), and
+the residual of that reconstruction on the benchmark's first 8 images under the box and CS tasks.
+With ``--fp32 FILE`` (an export of the same training run in float32), also the largest change of a
+noise prediction that the bundled float16 weights make.
+
+    OMP_NUM_THREADS=2 python benchmarks/autoencoder_floor.py [--model fmnist-ldm-32] [--fp32 FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from genprior import metrics
+from genprior.data import heldout
+from genprior.physics import make_physics
+from genprior.zoo import load_diffusion
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="fmnist-ldm-32")
+    p.add_argument("--fp32", default=None, metavar="FILE", help="the same model exported in float32")
+    args = p.parse_args(argv)
+    m = load_diffusion(args.model)
+    x = heldout("fmnist", size=32)[0]
+    with torch.no_grad():
+        r = m.decode(m.encode(x)).clamp(0, 1)
+    psnr = metrics.psnr(r, x)
+    print(
+        f"reconstruction of {len(x)} held-out images: PSNR {psnr.mean():.2f} ± {psnr.std() / len(psnr) ** 0.5:.2f} dB, "
+        f"MSE {float((r - x).pow(2).mean()):.2e}"
+    )
+    tasks = [("box", {"box": (8, 8, 24, 24)}, "inpaint")] + [
+        (f"cs m = {n}", {"measurements": n, "noise_std": 0.01}, "cs") for n in (50, 100, 200)
+    ]
+    for label, kw, task in tasks:
+        ph = make_physics(task, (1, 32, 32), seed=0, **kw)
+        y = ph(x[:8])
+        err = float(metrics.measurement_error(r[:8], y, ph).mean())
+        print(f"{label}: residual per measurement entry of the reconstruction, first 8 images: {err:.2e}")
+    if args.fp32:
+        f = load_diffusion(args.fp32)
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn((4, *m.latent_shape), generator=g)
+        t = torch.tensor([10, 200, 500, 900])
+        with torch.no_grad():
+            d = float((m.eps(z, t) - f.eps(z, t)).abs().max())
+            size = float(f.eps(z, t).abs().mean())
+        print(
+            f"float16 against float32: largest change of a noise prediction {d:.1e} (mean magnitude {size:.2f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
