@@ -11,6 +11,7 @@ import torch
 from genprior.diffusion.latent import AEConfig, Autoencoder, LatentDiffusion, scaled_linear_alphas_cumprod
 from genprior.diffusion.pixel import UNetConfig
 from genprior.errors import UserError
+from genprior.physics import make_physics
 from genprior.training.latent import (
     AETrainConfig,
     LDMTrainConfig,
@@ -48,8 +49,21 @@ def test_autoencoder_and_ldm_training_resume_bit_for_bit_and_export(tmp_path):
     train_ldm(tmp_path / "d", tmp_path / "ae.pt", ldm_cfg, images=images, max_steps=3, progress=False)
     resumed = train_ldm(tmp_path / "d", None, ldm_cfg, images=images, resume=True, progress=False)
     _same_weights(full, resumed)
-    export_ldm(tmp_path / "c" / "checkpoint.pt", tmp_path / "ldm.pt")
+    export_ldm(tmp_path / "c" / "checkpoint.pt", tmp_path / "ldm.pt", images=images, error_images=30)
     m = LatentDiffusion.load(tmp_path / "ldm.pt")
+    # the file keeps its autoencoder's errors (of the float16 weights it stores) on 30 images
+    with torch.no_grad():
+        err = m.decode(m.encode(images[:30])).clamp(0, 1) - images[:30]
+    assert m.recon_errors.shape == (30, 1, 8, 8)
+    assert torch.allclose(m.recon_errors, err, atol=1e-3) and float(err.abs().max()) > 1e-2
+    # their floor under a physics: the median image's mean squared error under A
+    # their floor under a physics: the median image's mean squared error under A, less the share
+    # a latent of d = 32 entries absorbs from m = 48 observed pixels (least squares: (m - d) / m)
+    physics = make_physics("inpaint", (1, 8, 8), seed=0, mask_ratio=0.25)
+    per_image = (m.recon_errors * physics.mask).pow(2).flatten(1).mean(1)
+    assert m.recon_floor(physics) == pytest.approx(float(per_image.median()) * (1 - 32 / 48))
+    # no floor where the latent has as many entries as the measurements
+    assert m.recon_floor(make_physics("inpaint", (1, 8, 8), seed=0, mask_ratio=0.5)) == 0
     assert torch.load(tmp_path / "ldm.pt", weights_only=True)["format"] == "genprior-ldm-1"
     # the latents are scaled to unit std on the training set
     means = torch.cat([ae.posterior(images)[0]])
@@ -175,11 +189,13 @@ def test_time_travel_steps_along_the_grid_with_matching_times_and_alphas():
 
 def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencoder():
     """The bundled model on two held-out Fashion-MNIST images with half of the pixels observed
-    without noise: ReSample's residual on the observed pixels is no larger than the
-    autoencoder's own reconstruction error of the clean image there (the floor a latent method
-    can reach), and well below Latent-DPS's at the same number of steps."""
+    without noise. Fitting down to the noise (``model_error = 0``): ReSample's residual on the
+    observed pixels is no larger than the autoencoder's own reconstruction error of the clean
+    image there (the floor a latent method can reach), and well below Latent-DPS's at the same
+    number of steps. At its default, each image's fit stops at the floor the model's stored
+    autoencoder errors give under this physics, not below it."""
     from genprior.data import heldout
-    from genprior.physics import make_physics
+    from genprior.metrics import measurement_error
     from genprior.solvers.registry import make_solver
     from genprior.zoo import load_diffusion
 
@@ -194,10 +210,15 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
 
     with torch.no_grad():
         floor = residual(model.decode(model.encode(x0)).clamp(0, 1))
-    x = make_solver("resample", model, steps=30, every=3, seed=0)(y, physics)
+    x = make_solver("resample", model, steps=30, every=3, seed=0, model_error=0.0)(y, physics)
     x_dps = make_solver("latent-dps", model, steps=30, seed=0)(y, physics)
     assert residual(x) <= floor, (residual(x), floor)
     assert residual(x) * 10 <= residual(x_dps), (residual(x), residual(x_dps))
+
+    stop = model.recon_floor(physics)
+    assert stop > 0
+    per_image = measurement_error(make_solver("resample", model, steps=30, every=3, seed=0)(y, physics), y, physics)
+    assert bool(((per_image <= stop) & (per_image >= 0.3 * stop)).all()), (per_image, stop)
 
 
 def test_train_cli_errors_are_one_line(tmp_path, capsys):

@@ -9,16 +9,20 @@ latents (Rombach et al. 2022), the prior ReSample, Latent-DPS and PSLD run on.
   "scaled linear" schedule (1000 steps, ``sqrt(beta)`` linear from ``sqrt(0.00085)`` to
   ``sqrt(0.012)``). Latents are scaled to unit standard deviation: ``encode(x) = scale *
   mean(x)`` and ``decode(z) = decoder(z / scale)``, with ``scale`` measured on the training
-  latents when the UNet's training starts.
+  latents when the UNet's training starts. ``recon_errors`` holds the autoencoder's own errors
+  ``decode(encode(x)) - x`` on a few training images, kept when the model is exported:
+  :meth:`LatentDiffusion.recon_floor` shows them through a physics, and ReSample stops its fits
+  there rather than bending the latent to explain what the autoencoder cannot represent.
 
 Files are plain dicts that ``torch.load(weights_only=True)`` reads: ``{"format":
 "genprior-autoencoder-1", "ae_config", "state_dict", "info"}`` and ``{"format":
 "genprior-ldm-1", "autoencoder": <the autoencoder's dict>, "unet_config", "state_dict",
-"scale", "info"}`` (one self-contained file).
+"scale", "recon_errors", "info"}`` (one self-contained file; ``recon_errors`` float16, or None).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +150,11 @@ class LatentDiffusion(nn.Module):
     """An epsilon-prediction UNet on the autoencoder's latents scaled to unit std."""
 
     def __init__(
-        self, autoencoder: Autoencoder, config: UNetConfig | None = None, scale: float = 1.0
+        self,
+        autoencoder: Autoencoder,
+        config: UNetConfig | None = None,
+        scale: float = 1.0,
+        recon_errors: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.ae = autoencoder
@@ -159,6 +167,8 @@ class LatentDiffusion(nn.Module):
             )
         self.unet = self.config.build()
         self.scale = float(scale)
+        # the autoencoder's errors on K training images, (K, C, H, W), or None where unknown
+        self.recon_errors = None if recon_errors is None else recon_errors.detach().float().cpu()
         self.info: dict[str, Any] = {}
         self.register_buffer("alphas_cumprod", scaled_linear_alphas_cumprod().float(), persistent=False)
 
@@ -200,6 +210,31 @@ class LatentDiffusion(nn.Module):
         return ddim_sample(self.eps, (n, *self.latent_shape), self.alphas_cumprod, steps, seed, eta)
 
     @torch.no_grad()
+    def reconstruction_errors(self, images: Tensor) -> Tensor:
+        """``decode(encode(x)).clamp(0, 1) - x`` for ``images``, on the CPU."""
+        x = images.to(self.device)
+        return (self.decode(self.encode(x)).clamp(0, 1) - x).cpu()
+
+    @torch.no_grad()
+    def recon_floor(self, physics: Any) -> float:
+        """The residual per measurement entry that the autoencoder's own error leaves under a
+        linear ``physics`` once a latent has absorbed what it can: the median over the stored
+        errors ``e`` of ``mean(A(e)^2)``, times ``1 - d / m`` for ``d`` latent entries and ``m``
+        informative measurements (the entries of ``A(w)`` not zero for a random ``w``), as least squares with ``d``
+        parameters leaves ``(m - d) / m`` of white errors. 0 when ``m <= d`` (the latent can
+        explain the measurements exactly) or when the file stores no errors. A latent that
+        explains ``y`` better than this explains the autoencoder's error rather than the image."""
+        if self.recon_errors is None:
+            return 0.0
+        e = self.recon_errors.to(self.device)
+        g = torch.Generator().manual_seed(0)
+        m = int((physics.A(torch.randn(e[:1].shape, generator=g).to(self.device)) != 0).sum())
+        d = math.prod(self.latent_shape)
+        if m <= d:
+            return 0.0
+        return float(physics.A(e).pow(2).reshape(len(e), -1).mean(1).median()) * (1 - d / m)
+
+    @torch.no_grad()
     def sample(self, n: int, steps: int = 100, seed: int = 0, eta: float = 0.0) -> Tensor:
         """``n`` images in ``[0, 1]``: DDIM latents, decoded."""
         return self.decode(self.sample_latents(n, steps, seed, eta)).clamp(0, 1)
@@ -212,6 +247,7 @@ class LatentDiffusion(nn.Module):
             "unet_config": config_dict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.unet.state_dict().items()},
             "scale": self.scale,
+            "recon_errors": self.recon_errors,
             "info": dict(info if info is not None else self.info),
         }
 
@@ -219,7 +255,10 @@ class LatentDiffusion(nn.Module):
     def from_dict(cls, d: Any, source: str = "the latent diffusion model") -> LatentDiffusion:
         _check_format(d, LDM_FORMAT, source, "latent diffusion model: train one with `genprior train ldm`")
         ae = Autoencoder.from_dict(d["autoencoder"], source)
-        model = cls(ae, config_from(UNetConfig, d["unet_config"]), float(d["scale"]))
+        errors = d.get("recon_errors")
+        if errors is not None and not isinstance(errors, Tensor):
+            raise UserError(f"{source}: recon_errors is not a tensor: export the model again with `genprior train ldm`")
+        model = cls(ae, config_from(UNetConfig, d["unet_config"]), float(d["scale"]), errors)
         model.unet.load_state_dict(d["state_dict"])
         model.info = dict(d.get("info", {}))
         return model.eval()

@@ -15,7 +15,10 @@ code's slips done right (docs/diffusion.md lists them):
    the middle third in pixel space (``x`` from ``decode(z0_hat)`` fitted to ``y``, then
    ``encode``), in the last third in latent space (``z`` fitted so that ``A(decode(z))``
    explains ``y``). Each image's fit stops when its residual per measurement reaches the noise
-   variance (the reference code's fixed 1e-6 ignores the noise), with Adam and no weight decay
+   variance plus the residual the autoencoder's own error leaves (``model_error``; the ReSample
+   solver takes it from the model, :meth:`~genprior.diffusion.latent.LatentDiffusion.recon_floor`:
+   fitting below it bends the latent to explain the autoencoder's error rather than the image;
+   the reference code's fixed 1e-6 ignores both), with Adam and no weight decay
    (AdamW's default decay shrinks the unobserved pixels). The last step's fit may take
    ``final_iters`` steps.
 4. Stochastic resampling (:func:`stochastic_resample`): ``z_{t-1}`` drawn around the blend of
@@ -65,6 +68,7 @@ class ReSampleConfig:
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
+    model_error: float | None = None  # residual per entry the autoencoder's error leaves, added to the fits' floor (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     seed: int = 0  # seeds the start and the resampling draws
 
@@ -79,6 +83,8 @@ class ReSampleConfig:
             check_number(self, name, 0.0, above=True)
         for name in ("noise_sigma", "dps_weight"):
             check_number(self, name, 0.0)
+        if self.model_error is not None:
+            check_number(self, "model_error", 0.0)
 
 
 def dps_gradient(
@@ -157,7 +163,7 @@ def resample(
     cfg = config or ReSampleConfig()
     B, dev = y.shape[0], y.device
     sigma = float(getattr(getattr(physics, "noise_model", None), "sigma", 0.0) or cfg.noise_sigma)
-    floor = sigma**2
+    floor = sigma**2 + (cfg.model_error or 0.0)  # the noise, and what the autoencoder cannot represent
     g = torch.Generator().manual_seed(cfg.seed)
     ac = alphas_cumprod.to(dev, torch.float32)
     ts = ddim_times(cfg.steps, len(ac))

@@ -9,7 +9,7 @@ draw comes from ``seed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import Tensor
@@ -58,8 +58,10 @@ class ReSample(DiffusionSolver):
     latent = True
 
     def _sample(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
-        m = self.model
-        return resample(y, physics, m.eps, m.decode, m.encode, m.latent_shape, m.alphas_cumprod, self.config)
+        m, cfg = self.model, self.config
+        if cfg.model_error is None:  # the autoencoder's own error, as this physics shows it
+            cfg = replace(cfg, model_error=m.recon_floor(physics))
+        return resample(y, physics, m.eps, m.decode, m.encode, m.latent_shape, m.alphas_cumprod, cfg)
 
 
 class LatentDPS(DiffusionSolver):

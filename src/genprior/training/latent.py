@@ -213,12 +213,26 @@ def _half(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
-def export_ldm(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> dict[str, Any]:
+def export_ldm(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    half: bool = True,
+    images: Tensor | None = None,
+    error_images: int = 128,
+) -> dict[str, Any]:
     """Write the EMA latent diffusion model (with its autoencoder) as the file the zoo bundles;
-    ``half``: its weights stored as float16 (half the size; loading casts them back to float32)."""
+    ``half``: its weights stored as float16 (half the size; loading casts them back to float32).
+    The file keeps the autoencoder's errors (of the weights as stored) on the first
+    ``error_images`` training images (``images``: those the model was trained on, Fashion-MNIST's
+    by default), as float16: ``recon_errors``, from which ReSample takes the floor of its fits."""
     d = ema_file(checkpoint, LDM_TRAIN_FORMAT, "LDM", data=DATA)
     if half:
         d["state_dict"] = _half(d["state_dict"])
         d["autoencoder"] = {**d["autoencoder"], "state_dict": _half(d["autoencoder"]["state_dict"])}
         d["info"]["stored_as"] = "float16"
+    if error_images > 0:
+        model = LatentDiffusion.from_dict(d)
+        images = fmnist_training_images() if images is None else images
+        d["recon_errors"] = model.reconstruction_errors(images[:error_images]).half()
+        d["info"]["recon_errors_of"] = f"the first {error_images} training images"
     return save_atomic(d, out)
