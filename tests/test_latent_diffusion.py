@@ -217,7 +217,9 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
 
     stop = model.recon_floor(physics)
     assert stop > 0
-    per_image = measurement_error(make_solver("resample", model, steps=30, every=3, seed=0)(y, physics), y, physics)
+    per_image = measurement_error(
+        make_solver("resample", model, steps=30, every=3, seed=0)(y, physics), y, physics
+    )
     assert bool(((per_image <= stop) & (per_image >= 0.3 * stop)).all()), (per_image, stop)
 
 

@@ -257,7 +257,9 @@ class LatentDiffusion(nn.Module):
         ae = Autoencoder.from_dict(d["autoencoder"], source)
         errors = d.get("recon_errors")
         if errors is not None and not isinstance(errors, Tensor):
-            raise UserError(f"{source}: recon_errors is not a tensor: export the model again with `genprior train ldm`")
+            raise UserError(
+                f"{source}: recon_errors is not a tensor: export the model again with `genprior train ldm`"
+            )
         model = cls(ae, config_from(UNetConfig, d["unet_config"]), float(d["scale"]), errors)
         model.unet.load_state_dict(d["state_dict"])
         model.info = dict(d.get("info", {}))
