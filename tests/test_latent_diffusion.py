@@ -78,6 +78,11 @@ def test_bad_settings_are_one_line_errors():
         AETrainConfig(kl_weight=-1.0)
     with pytest.raises(UserError, match="divisible"):
         AEConfig(size=30)
+    from genprior.diffusion.resample import ReSampleConfig
+
+    for bad in (-1e-4, float("nan"), "auto"):
+        with pytest.raises(UserError, match="^ReSampleConfig: model_error = "):
+            ReSampleConfig(model_error=bad)
     ae = Autoencoder(AEConfig(size=8, widths=(8, 8), latent_channels=2))
     with pytest.raises(UserError, match="latents"):
         LatentDiffusion(ae, UNetConfig(size=4, channels=3, widths=(8,), attention=(False,)))
