@@ -56,7 +56,6 @@ def test_autoencoder_and_ldm_training_resume_bit_for_bit_and_export(tmp_path):
         err = m.decode(m.encode(images[:30])).clamp(0, 1) - images[:30]
     assert m.recon_errors.shape == (30, 1, 8, 8)
     assert torch.allclose(m.recon_errors, err, atol=1e-3) and float(err.abs().max()) > 1e-2
-    # their floor under a physics: the median image's mean squared error under A
     # their floor under a physics: the median image's mean squared error under A, less the share
     # a latent of d = 32 entries absorbs from m = 48 observed pixels (least squares: (m - d) / m)
     physics = make_physics("inpaint", (1, 8, 8), seed=0, mask_ratio=0.25)

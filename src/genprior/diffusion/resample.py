@@ -68,9 +68,7 @@ class ReSampleConfig:
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
-    model_error: float | None = (
-        None  # the autoencoder error's residual per entry, added to the floor (None: the model's)
-    )
+    model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     seed: int = 0  # seeds the start and the resampling draws
 
