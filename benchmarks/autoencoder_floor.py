@@ -1,6 +1,7 @@
 """What the latent model's autoencoder can reach (docs/diffusion.md): its reconstruction PSNR on
 the 300 held-out Fashion-MNIST test images (the floor of any latent solver on a clean image), and
-the residual of that reconstruction on the benchmark's first 8 images under the box and CS tasks.
+the residual of that reconstruction on the benchmark's first 8 images under its tasks, beside the
+floor ReSample's fits stop at under each (``LatentDiffusion.recon_floor``).
 With ``--fp32 FILE`` (an export of the same training run in float32), also the largest change of a
 noise prediction that the bundled float16 weights make.
 
@@ -33,14 +34,21 @@ def main(argv: list[str] | None = None) -> int:
         f"reconstruction of {len(x)} held-out images: PSNR {psnr.mean():.2f} ± {psnr.std() / len(psnr) ** 0.5:.2f} dB, "
         f"MSE {float((r - x).pow(2).mean()):.2e}"
     )
-    tasks = [("box", {"box": (8, 8, 24, 24)}, "inpaint")] + [
-        (f"cs m = {n}", {"measurements": n, "noise_std": 0.01}, "cs") for n in (50, 100, 200)
-    ]
+    tasks = [
+        ("80 % missing", {"mask_ratio": 0.8}, "inpaint"),
+        ("box", {"box": (8, 8, 24, 24)}, "inpaint"),
+        ("super-resolution x4", {"scale": 4}, "superres"),
+        ("super-resolution x8", {"scale": 8}, "superres"),
+        ("denoising 0.2", {"noise_std": 0.2}, "denoise"),
+    ] + [(f"cs m = {n}", {"measurements": n, "noise_std": 0.01}, "cs") for n in (50, 100, 200)]
     for label, kw, task in tasks:
         ph = make_physics(task, (1, 32, 32), seed=0, **kw)
         y = ph(x[:8])
         err = float(metrics.measurement_error(r[:8], y, ph).mean())
-        print(f"{label}: residual per measurement entry of the reconstruction, first 8 images: {err:.2e}")
+        print(
+            f"{label}: residual per measurement entry of the reconstruction, first 8 images: {err:.2e}; "
+            f"ReSample's floor (recon_floor): {m.recon_floor(ph):.1e}"
+        )
     if args.fp32:
         f = load_diffusion(args.fp32)
         g = torch.Generator().manual_seed(0)

@@ -221,9 +221,10 @@ class LatentDiffusion(nn.Module):
         linear ``physics`` once a latent has absorbed what it can: the median over the stored
         errors ``e`` of ``mean(A(e)^2)``, times ``1 - d / m`` for ``d`` latent entries and ``m``
         informative measurements (the entries of ``A(w)`` not zero for a random ``w``), as least
-        squares with ``d`` parameters leaves ``(m - d) / m`` of white errors. 0 when ``m <= d`` (the latent can
-        explain the measurements exactly) or when the file stores no errors. A latent that
-        explains ``y`` better than this explains the autoencoder's error rather than the image."""
+        squares with ``d`` parameters leaves ``(m - d) / m`` of white errors. 0 when ``m <= d``
+        (the latent can explain the measurements exactly) or when the file stores no errors. A
+        latent that explains ``y`` better than this explains the autoencoder's error rather than
+        the image."""
         if self.recon_errors is None:
             return 0.0
         e = self.recon_errors.to(self.device)
