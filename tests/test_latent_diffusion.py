@@ -82,6 +82,8 @@ def test_bad_settings_are_one_line_errors():
     for bad in (-1e-4, float("nan"), "auto"):
         with pytest.raises(UserError, match="^ReSampleConfig: model_error = "):
             ReSampleConfig(model_error=bad)
+    with pytest.raises(UserError, match="^ReSampleConfig: gluing = "):
+        ReSampleConfig(gluing=-0.1)
     ae = Autoencoder(AEConfig(size=8, widths=(8, 8), latent_channels=2))
     with pytest.raises(UserError, match="latents"):
         LatentDiffusion(ae, UNetConfig(size=4, channels=3, widths=(8,), attention=(False,)))
@@ -128,6 +130,26 @@ def test_latent_dps_and_psld_fit_the_observed_pixels_and_keep_the_prior_elsewher
     assert abs(float(x[~seen].std()) / (S / 2) - 1) < 0.15
 
 
+def test_gluing_term_vanishes_on_consistent_latents_and_measures_the_misfit_otherwise():
+    """PSLD's gluing term (shared by PSLD and ReSample's `gluing`) with the decoder ``(z + 1) / 2``
+    and its inverse as encoder: 0 where ``D(z0)`` agrees with ``y`` on the observed pixels, and
+    ``weight * 2 * ||mask * (y - D(z0))||`` otherwise (the adjoint puts the misfit back on the
+    observed pixels only)."""
+    from genprior.diffusion.resample import gluing_term
+    from genprior.physics import make_physics
+
+    model = _gaussian_latent_model()
+    physics = make_physics("inpaint", (1, 8, 8), mask_ratio=0.5, seed=0)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = physics(x)
+    glue = gluing_term(y, physics, model.encode, 0.3)
+    z_true = model.encode(x)
+    assert float(glue(z_true, model.decode(z_true)).abs().max()) < 1e-5
+    z = z_true + torch.randn(z_true.shape, generator=torch.Generator().manual_seed(3))
+    misfit = (physics.mask * (y - model.decode(z))).flatten(1).norm(dim=1)
+    torch.testing.assert_close(glue(z, model.decode(z)), 0.3 * 2 * misfit)
+
+
 @pytest.mark.parametrize("method", ["resample", "latent-dps", "psld"])
 def test_latent_rows_repeat_with_a_seed_and_return_posterior_samples(method, tiny_ldm_path):
     from genprior.physics import make_physics
@@ -150,6 +172,9 @@ def test_latent_rows_repeat_with_a_seed_and_return_posterior_samples(method, tin
     post = solver.last_record.posterior
     assert post.samples.shape == (2, 2, 3, 32, 32)
     torch.testing.assert_close(post.mean, b)
+    if method == "resample":  # PSLD's gluing term in its Latent-DPS step reaches the samples
+        glued = make_solver(method, model, **quick, chains=2, seed=1, gluing=0.5)(y, physics)
+        assert glued.shape == a.shape and not torch.equal(glued, a)
 
 
 def test_latent_rows_refuse_a_pixel_model_and_pixel_rows_a_latent_one(tiny_ldm_path, tiny_ddpm_path):

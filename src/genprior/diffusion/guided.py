@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .latent import LatentDiffusion
 from .pixel import ddim_step, ddim_times
-from .resample import dps_gradient
+from .resample import dps_gradient, gluing_term
 
 
 def guided_latent_sampling(
@@ -40,18 +40,13 @@ def guided_latent_sampling(
     ac = model.alphas_cumprod
     ts = ddim_times(steps, len(ac))
 
-    def glue(z0: Tensor, x0: Tensor) -> Tensor:
-        proj = x0 + physics.A_adjoint(y - physics.A(x0))  # A^T y + (I - A^T A) x0
-        return gluing * (z0 - model.encode(proj)).flatten(1).norm(dim=1)
-
+    glue = gluing_term(y, physics, model.encode, gluing) if gluing > 0 else None
     z = torch.randn((B, *model.latent_shape), generator=g).to(dev)
     for i, t in enumerate(ts):
         a = ac[t]
         a_prev = ac[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(a)
         tt = torch.full((B,), t, device=dev, dtype=torch.long)
-        z0, e, grad = dps_gradient(
-            z, tt, a, y, physics, model.eps, model.decode, glue if gluing > 0 else None
-        )
+        z0, e, grad = dps_gradient(z, tt, a, y, physics, model.eps, model.decode, glue)
         if i + 1 < len(ts):
             noise = torch.randn(z.shape, generator=g).to(dev)
             z = ddim_step(z0, e, a, a_prev, eta, noise) - weight * grad

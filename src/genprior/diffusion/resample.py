@@ -27,7 +27,8 @@ code's slips done right (docs/diffusion.md lists them):
 
 As in the reference code, every step also moves ``z_{t-1}`` by a
 Latent-DPS gradient step, ``dps_weight`` times the gradient in ``z_t`` of ``||y - A(D(z0_hat))||``
-(0 turns it off). ``travel = n`` adds the reference code's "time travel": at a consistency step,
+(0 turns it off); ``gluing > 0`` adds PSLD's gluing term to that step (:func:`gluing_term`; the
+paper's step has none). ``travel = n`` adds the reference code's "time travel": at a consistency step,
 ``z0_hat`` comes from ``n`` further unconditional DDIM steps from ``z'_{t-1}``, each with its own
 timestep and ``alpha_bar``.
 """
@@ -67,6 +68,7 @@ class ReSampleConfig:
     latent_lr: float = 5e-3  # their learning rate
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
+    gluing: float = 0.0  # PSLD's gluing term added to that step, this weight (0: the paper's plain step)
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
@@ -81,7 +83,7 @@ class ReSampleConfig:
         check_int(self, "travel", 0)
         for name in ("gamma", "pixel_lr", "latent_lr"):
             check_number(self, name, 0.0, above=True)
-        for name in ("noise_sigma", "dps_weight"):
+        for name in ("noise_sigma", "dps_weight", "gluing"):
             check_number(self, name, 0.0)
         if self.model_error is not None:
             check_number(self, "model_error", 0.0)
@@ -110,6 +112,19 @@ def dps_gradient(
             loss = loss + extra(z0, x0)
         (grad,) = torch.autograd.grad(loss.sum(), zg)
     return z0.detach(), e.detach(), grad
+
+
+def gluing_term(y: Tensor, physics, encode: Callable[[Tensor], Tensor], weight: float):
+    """PSLD's gluing term (Rout et al. 2023) as ``extra`` for :func:`dps_gradient`: per image,
+    ``weight * ||z0_hat - E(A^T y + (I - A^T A) D(z0_hat))||``, which pulls ``z0_hat`` towards a
+    fixed point of the autoencoder on images that agree with ``y`` (``A^T`` is the physics'
+    adjoint; the paper states it for inpainting-like ``A`` with ``A A^T = I``)."""
+
+    def glue(z0: Tensor, x0: Tensor) -> Tensor:
+        proj = x0 + physics.A_adjoint(y - physics.A(x0))  # A^T y + (I - A^T A) x0
+        return weight * (z0 - encode(proj)).flatten(1).norm(dim=1)
+
+    return glue
 
 
 @torch.no_grad()
@@ -167,13 +182,14 @@ def resample(
     g = torch.Generator().manual_seed(cfg.seed)
     ac = alphas_cumprod.to(dev, torch.float32)
     ts = ddim_times(cfg.steps, len(ac))
+    glue = gluing_term(y, physics, encode, cfg.gluing) if cfg.gluing > 0 else None
     z = torch.randn((B, *latent_shape), generator=g).to(dev)
     for i, t in enumerate(ts):
         a = ac[t]
         a_prev = ac[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=dev)
         tt = torch.full((B,), t, device=dev, dtype=torch.long)
         if cfg.dps_weight > 0:
-            z0, e, grad = dps_gradient(z, tt, a, y, physics, eps_model, decode)
+            z0, e, grad = dps_gradient(z, tt, a, y, physics, eps_model, decode, glue)
         else:
             with torch.no_grad():
                 e = eps_model(z, tt)

@@ -1,6 +1,6 @@
 """The optimiser loop the step-seeded trainers share (``train score``, ``train ddpm``,
-``train autoencoder``, ``train ldm``), and the resumable run with checkpoints and an EMA that all
-but the score trainer use (:func:`train_resumable`).
+``train autoencoder``, ``train ldm``), and the resumable run with checkpoints and an EMA that they all
+use (:func:`train_resumable`).
 
 Each step: the learning rate of a linear warm-up, the step's loss (whose data and noise come from
 the step number, so that a resumed run repeats an uninterrupted one bit for bit), one optimiser
@@ -127,6 +127,7 @@ def train_resumable(
     trainable: Callable[[nn.Module], Iterable[Tensor]],
     loss_at: Callable[[nn.Module, Any, int], Tensor],
     loaded: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
     max_steps: int | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
@@ -140,7 +141,8 @@ def train_resumable(
     the checkpoint back (the config saved in it, with ``config.steps`` as the new target when a
     config is given). ``loss_at(model, cfg, step)`` is the loss of a step, whose draws must come
     from the step number for a resumed run to repeat an uninterrupted one bit for bit. ``loaded``:
-    the checkpoint, when the caller has read it already (it is then not read again)."""
+    the checkpoint, when the caller has read it already (it is then not read again); ``extra``:
+    further fields written into every checkpoint (what the caller checks on resuming)."""
     out = Path(out)
     ck_path = out / CHECKPOINT_NAME
     if resume:
@@ -180,6 +182,7 @@ def train_resumable(
             "step": step,
             "history": history,
             "elapsed_s": elapsed,
+            **(extra or {}),
         }
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(ck_path) as tmp:
@@ -208,12 +211,14 @@ def train_resumable(
 
 def ema_file(checkpoint: str | os.PathLike, train_format: str, what: str, **info: Any) -> dict[str, Any]:
     """The EMA model of a training checkpoint (``{"format": train_format, ...}``) as an inference
-    file's dict, its ``info`` holding the steps, the training config, the seconds and ``info``."""
+    file's dict, its ``info`` holding the model's own info, the steps, the training config, the
+    seconds and ``info``."""
     ck = safe_load(checkpoint)
     if not isinstance(ck, dict) or ck.get("format") != train_format:
         raise UserError(f"{checkpoint} is not a {what} training checkpoint")
     d = dict(ck["ema"])
-    d["info"] = {"steps": ck["step"], "train_config": ck["config"], "elapsed_s": ck["elapsed_s"], **info}
+    run = {"steps": ck["step"], "train_config": ck["config"], "elapsed_s": ck["elapsed_s"]}
+    d["info"] = {**d.get("info", {}), **run, **info}
     return d
 
 

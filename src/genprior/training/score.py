@@ -6,21 +6,20 @@ input distribution (``G.sample_native_inputs``, seeded by ``(seed, step)``; for 
 shares with the head where there is one (StyleGAN2's ``w``; at stage 0, round 0's search space,
 that latent is all there is to model: ``--stage 0``). The network
 (:class:`genprior.score.model.StateScoreNet`) learns ``eps`` of the VP SDE on the normalised state
-(denoising score matching, times ``t ~ U(t_min, 1)``), with Adam and an exponential moving average
-of its weights (the EMA is what is exported).
+(denoising score matching, times ``t ~ U(t_min, 1)``), with Adam (AdamW without weight decay) and
+an exponential moving average of its weights (the EMA is what is exported).
 
 Runs resume bit for bit: a step's data, times and noise come from generators seeded by the step
 number, so a checkpoint needs only the weights, the EMA, the optimiser and the step; a run stopped
 and resumed anywhere gives the same weights as one that never stopped (tested). Checkpoints are
-written atomically to ``OUT/checkpoint.pt`` every ``ckpt_every`` steps and when stopping.
+written atomically to ``OUT/checkpoint.pt`` every ``ckpt_every`` steps and when stopping
+(:func:`~genprior.training.loop.train_resumable`, as for the other trainers).
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,10 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
 from ..generators.checkpoint import safe_load
-from ..io import atomic_path
 from ..score.model import StateScoreModel, StateScoreNet, modelled_tensors, weights_fingerprint
 from ..score.sde import VPSDE
-from .loop import run_steps
+from .loop import CHECKPOINT_NAME, check_run_config, export_ema, train_resumable
 
-CHECKPOINT_NAME = "checkpoint.pt"
 TRAIN_FORMAT = "genprior-score-train-1"
 
 
@@ -58,25 +55,13 @@ class ScoreTrainConfig:
     ckpt_every: int = 250  # checkpoint interval in steps
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
-                raise UserError(f"ScoreTrainConfig: {f.name} = {v!r}: give an integer")
+        check_run_config(self, ("batch", "width", "depth", "heads", "norm_samples", "ckpt_every"))
         if self.stage < 0:
             raise UserError(f"ScoreTrainConfig: stage = {self.stage}: give an integer >= 0")
-        for name in ("batch", "width", "depth", "heads", "norm_samples", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"ScoreTrainConfig: {name} = {getattr(self, name)}: give an integer >= 1")
-        if self.steps < 0 or self.warmup < 0 or self.seed < 0:
-            raise UserError("ScoreTrainConfig: steps, warmup and seed must be >= 0")
         if self.width % self.heads or self.width % 2:
             raise UserError(
                 f"ScoreTrainConfig: width = {self.width}: give an even multiple of heads = {self.heads}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"ScoreTrainConfig: lr = {self.lr}: give a number > 0")
-        if not 0 <= self.ema < 1:
-            raise UserError(f"ScoreTrainConfig: ema = {self.ema}: give a number in [0, 1)")
         if not 0 < self.t_min < 1:
             raise UserError(f"ScoreTrainConfig: t_min = {self.t_min}: give a number in (0, 1)")
 
@@ -177,31 +162,24 @@ def train_score(
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Train (or continue) a score model of ``G``'s state at ``config.stage``; checkpoints go to
-    ``out/checkpoint.pt``. Returns the last checkpoint. ``max_steps`` / ``max_seconds`` stop early
-    (with a checkpoint) for tests and time-boxed runs. ``device`` is where the generator and the
-    network run (``G`` is moved there); every random draw is made on the CPU, so a run sees the
-    same data on any device (the weights agree up to the devices' float arithmetic), and a
-    checkpoint resumes on any device."""
-    out = Path(out)
+    ``out/checkpoint.pt`` (:func:`~genprior.training.loop.train_resumable`, which also keeps the
+    generator's fingerprint: a run resumes only on the generator it started on). Returns the last
+    checkpoint. ``max_steps`` / ``max_seconds`` stop early (with a checkpoint) for tests and
+    time-boxed runs. ``device`` is where the generator and the network run (``G`` is moved
+    there); every random draw is made on the CPU, so a run sees the same data on any device (the
+    weights agree up to the devices' float arithmetic), and a checkpoint resumes on any device."""
     G = G.to(device)
-    ck_path = out / CHECKPOINT_NAME
     sha = weights_fingerprint(G)
-    if resume:
-        if not ck_path.is_file():
-            raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
-        ck = safe_load(ck_path)
-        if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
-            raise UserError(f"{ck_path} is not a score training checkpoint: give another --out")
-        if ck["generator_sha"] != sha:
-            raise UserError(f"{ck_path} was trained on another generator: resume with the same --model")
-        saved = dict(ck["config"])
-        saved["steps"] = config.steps if config is not None else saved["steps"]
-        cfg = ScoreTrainConfig(**saved)
-        model = StateScoreModel.from_dict(ck["model"])
-        ema = StateScoreModel.from_dict(ck["ema"])
-        step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
-    else:
-        cfg = config or ScoreTrainConfig()
+    ck_path = Path(out) / CHECKPOINT_NAME
+    loaded = safe_load(ck_path) if resume and ck_path.is_file() else None
+    if (
+        isinstance(loaded, dict)
+        and loaded.get("format") == TRAIN_FORMAT
+        and loaded.get("generator_sha") != sha
+    ):
+        raise UserError(f"{ck_path} was trained on another generator: resume with the same --model")
+
+    def new_model(cfg: ScoreTrainConfig) -> StateScoreModel:
         G.check_stage(cfg.stage)
         latents = G.shared_tail_latents(cfg.stage)
         if cfg.stage < 1 and not latents:
@@ -209,74 +187,32 @@ def train_score(
                 "stage 0 of this generator has nothing to learn (no state, and its inputs' prior is "
                 "N(0, I) already): give a stage >= 1"
             )
-        if ck_path.exists():
-            raise UserError(f"{ck_path} already exists: pass --resume to continue it, or give another --out")
         mean, scale = _normalisation(G, cfg, latents, device)
-        torch.manual_seed(cfg.seed)  # the network's initialisation only
+        torch.manual_seed(cfg.seed)  # the network's initialisation only (after the generator ran)
         net = StateScoreNet(tuple(tuple(m.shape) for m in mean), cfg.width, cfg.depth, cfg.heads)
         info = {"generator": generator_name, "trained_on": "generator samples"}
-        model = StateScoreModel(net, mean, scale, cfg.stage, sha, VPSDE(), info, latents)
-        ema = copy.deepcopy(model)
-        step, history, elapsed = 0, [], 0.0
-        ck = None
-    model, ema = model.to(device), ema.to(device)
-    opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
-    if resume:
-        opt.load_state_dict(ck["opt"])
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+        return StateScoreModel(net, mean, scale, cfg.stage, sha, VPSDE(), info, latents)
 
-    def checkpoint(step: int, elapsed: float) -> dict[str, Any]:
-        d = {
-            "format": TRAIN_FORMAT,
-            "config": asdict(cfg),
-            "model": model.to_dict(),
-            "ema": ema.to_dict(),
-            "opt": opt.state_dict(),
-            "step": step,
-            "history": history,
-            "elapsed_s": elapsed,
-            "generator_sha": sha,
-            "generator": generator_name,
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(ck_path) as tmp:
-            torch.save(d, tmp)
-        return d
-
-    return run_steps(
-        step=step,
-        stop_at=stop_at,
-        elapsed=elapsed,
-        history=history,
-        opt=opt,
-        params=model.net.parameters(),
-        ema_params=ema.net.parameters(),
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        ema=cfg.ema,
-        ckpt_every=cfg.ckpt_every,
-        loss_at=lambda s: _batch_loss(model, G, cfg, s, device),
-        checkpoint=checkpoint,
+    return train_resumable(
+        out,
+        config,
+        ScoreTrainConfig,
+        train_format=TRAIN_FORMAT,
+        what="score",
+        resume=resume,
+        new_model=new_model,
+        from_dict=StateScoreModel.from_dict,
+        trainable=lambda m: m.net.parameters(),
+        loss_at=lambda m, cfg, s: _batch_loss(m, G, cfg, s, device),
+        loaded=loaded,
+        extra={"generator_sha": sha, "generator": generator_name},
+        max_steps=max_steps,
         max_seconds=max_seconds,
         progress=progress,
-        what="score",
+        device=device,
     )
 
 
 def export_score(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Write the EMA model of a training checkpoint as the inference-only file the zoo bundles."""
-    ck = safe_load(checkpoint)
-    if not isinstance(ck, dict) or ck.get("format") != TRAIN_FORMAT:
-        raise UserError(f"{checkpoint} is not a score training checkpoint")
-    d = dict(ck["ema"])
-    d["info"] = {
-        **d.get("info", {}),
-        "steps": ck["step"],
-        "train_config": ck["config"],
-        "elapsed_s": ck["elapsed_s"],
-    }
-    with atomic_path(out) as tmp:
-        torch.save(d, tmp)
-    return d
+    return export_ema(checkpoint, out, TRAIN_FORMAT, "score")
