@@ -59,11 +59,26 @@ def scaled(name: str, settings: dict[str, Any], mult: float) -> dict[str, Any]:
     return s
 
 
+def split_top(text: str) -> list[str]:
+    """Split ``text`` at the commas outside brackets: ``"box:[8,8,24,24],cs:50"`` gives two items."""
+    items, depth, cur = [], 0, []
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    items.append("".join(cur))
+    return items
+
+
 def select_rows(raw: dict[str, Any], rows: str) -> None:
     """Keep only the task levels named in ``rows``, ``"NAME:LEVEL,..."`` (a task's name, or its
-    type where it has none; the level as in the config, e.g. ``cs:50,superres:8``)."""
+    type where it has none; the level as JSON, as in the config, e.g. ``cs:50,superres:8`` or
+    ``box:[8,8,24,24]``)."""
     want: dict[str, list[Any]] = {}
-    for item in rows.split(","):
+    for item in split_top(rows):
         name, sep, lv = item.strip().rpartition(":")
         try:
             level = json.loads(lv)

@@ -136,6 +136,12 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
         c.budget_steps("ilo", {k: v for k, v in faces["ilo x1"].items() if k not in ("name", "label")}, 4)
         == 350
     )
+    # a level that is a list (the box) is named as in the config, its commas inside brackets
+    box = c.grid("fmnist", [1], 4, "box:[8,8,24,24],denoise:0.2")
+    assert [(t.get("name", t["type"]), t["levels"]) for t in box["tasks"]] == [
+        ("box", [[8, 8, 24, 24]]),
+        ("denoise", [0.2]),
+    ]
     with pytest.raises(ValueError, match="cs:75 not in the grid"):
         c.grid("fmnist", [1], 4, "cs:75")
     with pytest.raises(ValueError, match="give NAME:LEVEL"):
