@@ -1,13 +1,17 @@
 """Quality against compute (issue 11): PSNR against steps and against seconds per image for ILO,
-CSGM, PULSE and the projector at several multiples of the prior benchmark's budgets.
+CSGM, PULSE and the projector (and, with ``--methods``, SGILO) at several multiples of the prior
+benchmark's budgets.
 
 The grid is the prior benchmark's (``benchmarks/configs/{fmnist,faces}_prior.toml``: its images,
 tasks and seeds, so the same measurements) with its generator-based methods replaced by one row
 per method and budget: ``ilo x0.5``, ``ilo x1``, ``ilo x3``, ... where ``x1`` is that method's
 setting in the prior benchmark and the multiple scales its steps (every round of ILO; CSGM keeps
 its restarts). The steps a row counts are the optimiser steps over all images' restarts and
-rounds: ILO the sum of its rounds, CSGM steps x restarts. Seconds are the bench's wall time per
-image (one torch thread per worker). Writes ``OUT/config.json`` (the grid), the bench run in
+rounds: ILO the sum of its rounds, CSGM steps x restarts, SGILO its warm-up and fit plus, per chain,
+its Langevin steps and refinement rounds (SGILO is not in the prior benchmark: its x1 is its
+defaults, every step count scaled by the multiple). Seconds are the bench's wall time per image
+(one torch thread per worker). ``--join DIR`` adds the rows of another finished compute run on
+the same grid (e.g. SGILO run on its own) to the table and plots. Writes ``OUT/config.json`` (the grid), the bench run in
 ``OUT``, and per task a plot ``PREFIX_<task>.png`` of PSNR against steps and against seconds,
 and with ``--md`` a table.
 
@@ -32,13 +36,22 @@ from genprior.solvers.registry import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = {"fmnist": "fmnist_prior.toml", "faces": "faces_prior.toml"}
-METHODS = ("ilo", "csgm", "pulse", "projector")
+METHODS = ("ilo", "csgm", "pulse", "projector", "sgilo")
+DEFAULT_METHODS = "ilo,csgm,pulse,projector"
+SGILO_STEPS = ("warm_steps", "fit_steps", "steps_per_level", "final_steps", "refine_steps")
 
 
 def budget_steps(name: str, settings: dict[str, Any], num_stages: int) -> int:
     """Optimiser steps of one solve of one image with these settings (restarts and rounds counted)
-    on a generator of ``num_stages`` stages (ILO's default stages depend on it)."""
+    on a generator of ``num_stages`` stages (ILO's default stages depend on it). SGILO's score
+    model is taken at its ``score_stage`` (default 0, the bundled generators' default)."""
     cfg = get_method(name).make_config(settings)
+    if name == "sgilo":
+        score_stage = cfg.score_stage if cfg.score_stage is not None else 0
+        stages = cfg.refine_stages if cfg.refine_stages is not None else default_stages(num_stages)
+        refine = cfg.refine_steps * len([s for s in stages if s > score_stage])
+        langevin = cfg.levels * cfg.steps_per_level + cfg.final_steps
+        return int(cfg.warm_steps + cfg.fit_steps + cfg.chains * (langevin + refine))
     if name == "ilo":
         stages = cfg.stages if cfg.stages is not None else default_stages(num_stages)
         rounds = 1 + len(stages)
@@ -54,6 +67,9 @@ def scaled(name: str, settings: dict[str, Any], mult: float) -> dict[str, Any]:
     s = dict(settings)
     if name == "ilo":
         s["steps"] = [max(1, round(v * mult)) for v in cfg.steps]
+    elif name == "sgilo":
+        for k in SGILO_STEPS:
+            s[k] = max(1, round(getattr(cfg, k) * mult))
     else:
         s["steps"] = max(1, round(cfg.steps * mult))
     return s
@@ -105,7 +121,13 @@ def select_rows(raw: dict[str, Any], rows: str) -> None:
     raw["tasks"] = tasks
 
 
-def grid(which: str, mults: list[float], count: int | None, rows: str | None = None) -> dict[str, Any]:
+def grid(
+    which: str, mults: list[float], count: int | None, rows: str | None = None, methods: str = DEFAULT_METHODS
+) -> dict[str, Any]:
+    wanted = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in METHODS]
+    if unknown or not wanted:
+        raise ValueError(f"--methods {methods!r}: give some of {', '.join(METHODS)}")
     raw = tomllib.loads((ROOT / "benchmarks" / "configs" / PRIOR[which]).read_text())
     if rows:
         select_rows(raw, rows)
@@ -116,14 +138,29 @@ def grid(which: str, mults: list[float], count: int | None, rows: str | None = N
         raw["images"]["count"] = count
         raw["batch_size"] = min(raw.get("batch_size", 10), count)
     rows = []
-    for m in raw["methods"]:
-        if m["name"] not in METHODS:
+    have = {m["name"] for m in raw["methods"]}
+    extra = [{"name": m} for m in wanted if m not in have]  # SGILO: its defaults are its x1
+    for m in raw["methods"] + extra:
+        if m["name"] not in wanted:
             continue
         base = {k: v for k, v in m.items() if k not in ("name", "label")}
         for x in mults:
             rows.append({"name": m["name"], "label": f"{m['name']} x{x:g}", **scaled(m["name"], base, x)})
     raw["methods"] = rows
     return raw
+
+
+def joined_run(out: Path, raw: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows and grid of a finished compute run in ``out`` (its ``OUT.json`` beside it), checked
+    to share ``raw``'s generator, images and seeds (so the same measurements)."""
+    cfg_path, res_path = out.parent / f"{out.name}.json", out / "results.json"
+    if not cfg_path.is_file() or not res_path.is_file():
+        raise ValueError(f"--join {out}: no finished compute run there ({cfg_path.name} and results.json)")
+    other = json.loads(cfg_path.read_text())
+    for key in ("generator", "images", "seeds"):
+        if other.get(key) != raw.get(key):
+            raise ValueError(f"--join {out}: its {key} differ from this grid's: join runs of the same grid")
+    return json.loads(res_path.read_text())["rows"], other
 
 
 def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -219,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rows", default=None, help="only these task levels, NAME:LEVEL,... (e.g. cs:50,superres:8)"
     )
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"of {', '.join(METHODS)} (default {DEFAULT_METHODS})")
+    p.add_argument(
+        "--join", type=Path, nargs="*", default=[], help="finished compute runs on the same grid to add to the table"
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
     p.add_argument("--plot", default=None, help="prefix of the per-task plots")
@@ -233,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compute: --mult {a.mult!r}: the multiples must be > 0", file=sys.stderr)
         return 2
     try:
-        raw = grid(a.which, mults, a.count, a.rows)
+        raw = grid(a.which, mults, a.count, a.rows, a.methods)
+        joined = [joined_run(d, raw) for d in a.join]
     except ValueError as e:
         print(f"compute: {e}", file=sys.stderr)
         return 2
@@ -244,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path.write_text(json.dumps(raw, indent=1))
     res = bench.run_bench(cfg_path, a.out, workers=a.workers, threads=1, progress=True)
     summary = summary_rows(res.rows, raw)
+    for j_rows, j_raw in joined:
+        summary += summary_rows(j_rows, j_raw)
+    order = {m: i for i, m in enumerate(METHODS)}
+    summary.sort(key=lambda r: (r["task"], json.dumps(r["level"]), order[r["method"]], r["steps"]))
     t = table(summary)
     print(t)
     if a.plot:

@@ -114,6 +114,10 @@ def _compute_script():
     return mod
 
 
+def steps_of(c, m, num_stages):
+    return c.budget_steps(m["name"], {k: v for k, v in m.items() if k not in ("name", "label")}, num_stages)
+
+
 def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     """benchmarks/compute.py: one row per method and multiple of the prior benchmark's budget,
     steps counted over rounds and restarts; --rows keeps only the task levels named."""
@@ -122,7 +126,7 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     assert [(t["type"], t["levels"]) for t in raw["tasks"]] == [("superres", [8]), ("cs", [50])]
     assert raw["images"]["count"] == 4
     spec = {m["label"]: m for m in raw["methods"]}
-    assert set(spec) == {f"{m} x{x}" for m in c.METHODS for x in ("0.5", "1", "3")}
+    assert set(spec) == {f"{m} x{x}" for m in c.DEFAULT_METHODS.split(",") for x in ("0.5", "1", "3")}
 
     def steps(label):
         m = spec[label]
@@ -142,7 +146,37 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
         ("box", [[8, 8, 24, 24]]),
         ("denoise", [0.2]),
     ]
+    # SGILO (--methods): its defaults are its x1; every step count scales, chains count as restarts
+    sg = {m["label"]: m for m in c.grid("fmnist", [1, 3], 4, "cs:50", "ilo,sgilo")["methods"]}
+    assert set(sg) == {"ilo x1", "ilo x3", "sgilo x1", "sgilo x3"}
+    # warm 150 + fit 100 + 8 chains x (10 x 10 + 60 Langevin + 100 at each of stages 1-4)
+    assert steps_of(c, sg["sgilo x1"], 7) == 150 + 100 + 8 * (100 + 60 + 4 * 100)
+    assert steps_of(c, sg["sgilo x3"], 7) == 3 * steps_of(c, sg["sgilo x1"], 7)
+    with pytest.raises(ValueError, match="--methods"):
+        c.grid("fmnist", [1], 4, "cs:50", "ilo,dps")
     with pytest.raises(ValueError, match="cs:75 not in the grid"):
         c.grid("fmnist", [1], 4, "cs:75")
     with pytest.raises(ValueError, match="give NAME:LEVEL"):
         c.grid("fmnist", [1], 4, "cs")
+
+
+def test_a_joined_compute_run_must_share_the_grid(tmp_path):
+    """--join reads another finished compute run's rows only when its images, seeds and generator
+    are this grid's (so the same measurements); otherwise a one-line error."""
+    import json
+
+    c = _compute_script()
+    raw = c.grid("fmnist", [1], 4, "cs:50")
+    other = c.grid("fmnist", [1], 4, "cs:50", "sgilo")
+    out = tmp_path / "sg"
+    out.mkdir()
+    with pytest.raises(ValueError, match="no finished compute run"):
+        c.joined_run(out, raw)
+    (tmp_path / "sg.json").write_text(json.dumps(other))
+    row = {"task": "cs", "level": 50, "method": "sgilo x1", "psnr": 20.0, "time_s": 3.0}
+    (out / "results.json").write_text(json.dumps({"rows": [row]}))
+    rows, got = c.joined_run(out, raw)
+    assert rows == [row] and got["methods"][0]["label"] == "sgilo x1"
+    (tmp_path / "sg.json").write_text(json.dumps({**other, "images": {**other["images"], "count": 8}}))
+    with pytest.raises(ValueError, match="its images differ"):
+        c.joined_run(out, raw)
