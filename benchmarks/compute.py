@@ -247,6 +247,87 @@ def table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def equal_seconds(
+    rows: list[dict[str, Any]], method_of: dict[str, str], ref: str = "ilo x1"
+) -> list[dict[str, Any]]:
+    """Each method at the seconds the row ``ref`` took, per task level: per image, its PSNR
+    interpolated linearly in log-seconds between the two of its budgets whose mean seconds
+    bracket ``ref``'s; where ``ref``'s seconds lie outside its budgets' range, its nearest budget,
+    and ``ratio`` (that budget's seconds over ``ref``'s) says how far off that is. Then the paired
+    difference ``ref`` minus it over the images both have. ``method_of`` maps a row label to its
+    method."""
+    out = []
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["seed"], r["batch"], r["image"])
+
+    for task, lv in dict.fromkeys((r["task"], json.dumps(r["level"])) for r in rows):
+        here = [r for r in rows if r["task"] == task and json.dumps(r["level"]) == lv]
+        ref_rows = [r for r in here if r["method"] == ref]
+        if not ref_rows:
+            continue
+        secs = sum(r["time_s"] for r in ref_rows) / len(ref_rows)
+        ref_psnr = {key(r): r["psnr"] for r in ref_rows}
+        for method in dict.fromkeys(method_of[r["method"]] for r in here):
+            if method == method_of[ref]:
+                continue
+            budgets = []
+            for label in dict.fromkeys(r["method"] for r in here if method_of[r["method"]] == method):
+                rr = [r for r in here if r["method"] == label]
+                budgets.append((sum(r["time_s"] for r in rr) / len(rr), {key(r): r["psnr"] for r in rr}))
+            budgets.sort(key=lambda b: b[0])
+            if secs <= budgets[0][0] or secs >= budgets[-1][0] or len(budgets) == 1:
+                near = budgets[0] if secs <= budgets[0][0] else budgets[-1]
+                at, ratio = dict(near[1]), near[0] / secs
+            else:
+                i = next(j for j in range(1, len(budgets)) if budgets[j][0] >= secs)
+                (s0, p0), (s1, p1) = budgets[i - 1], budgets[i]
+                w = (math.log(secs) - math.log(s0)) / (math.log(s1) - math.log(s0))
+                at = {k: (1 - w) * p0[k] + w * p1[k] for k in p0 if k in p1}
+                ratio = 1.0
+            common = [k for k in ref_psnr if k in at]
+            diffs = [ref_psnr[k] - at[k] for k in common]
+            d, d_se = bench.mean_se(diffs)
+            out.append(
+                {
+                    "task": task,
+                    "level": json.loads(lv),
+                    "method": method,
+                    "ref": ref,
+                    "ref_seconds": secs,
+                    "ref_psnr": bench.mean_se([ref_psnr[k] for k in common])[0],
+                    "psnr": bench.mean_se([at[k] for k in common])[0],
+                    "ratio": ratio,
+                    "diff": d,
+                    "diff_se": d_se,
+                    "better": sum(x > 0 for x in diffs) / max(1, len(diffs)),
+                    "n": len(common),
+                }
+            )
+    return out
+
+
+def equal_seconds_table(eq: list[dict[str, Any]]) -> str:
+    if not eq:
+        return ""
+    ref = eq[0]["ref"]
+    lines = [
+        f"At equal seconds: each method's PSNR at the seconds of `{ref}` (interpolated in log-seconds "
+        "between its budgets; `[k x]` where its nearest budget took k times those seconds), and the "
+        f"paired difference `{ref}` minus it (share of images where `{ref}` is better):\n",
+        f"| task | level | {ref}: s / image | {ref}: PSNR | method | its PSNR at those seconds | {ref} - it |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for e in eq:
+        far = "" if e["ratio"] == 1.0 else f" [{e['ratio']:.2g} x]"
+        se = f" ± {e['diff_se']:.2f}" if math.isfinite(e["diff_se"]) else ""
+        lines.append(
+            f"| {e['task']} | {e['level']} | {e['ref_seconds']:.2f} | {e['ref_psnr']:.2f} | {e['method']} | "
+            f"{e['psnr']:.2f}{far} | {e['diff']:+.2f}{se} ({100 * e['better']:.0f}%) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("which", choices=sorted(PRIOR), help="the prior benchmark's grid to start from")
@@ -256,9 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rows", default=None, help="only these task levels, NAME:LEVEL,... (e.g. cs:50,superres:8)"
     )
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"of {', '.join(METHODS)} (default {DEFAULT_METHODS})")
     p.add_argument(
-        "--join", type=Path, nargs="*", default=[], help="finished compute runs on the same grid to add to the table"
+        "--methods", default=DEFAULT_METHODS, help=f"of {', '.join(METHODS)} (default {DEFAULT_METHODS})"
+    )
+    p.add_argument(
+        "--join",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="finished compute runs on the same grid to add to the table",
     )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
@@ -286,11 +373,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path.write_text(json.dumps(raw, indent=1))
     res = bench.run_bench(cfg_path, a.out, workers=a.workers, threads=1, progress=True)
     summary = summary_rows(res.rows, raw)
+    all_rows, method_of = list(res.rows), {m["label"]: m["name"] for m in raw["methods"]}
     for j_rows, j_raw in joined:
         summary += summary_rows(j_rows, j_raw)
+        all_rows += j_rows
+        method_of.update({m["label"]: m["name"] for m in j_raw["methods"]})
     order = {m: i for i, m in enumerate(METHODS)}
     summary.sort(key=lambda r: (r["task"], json.dumps(r["level"]), order[r["method"]], r["steps"]))
     t = table(summary)
+    if "ilo x1" in method_of:
+        t += "\n" + equal_seconds_table(equal_seconds(all_rows, method_of))
     print(t)
     if a.plot:
         for f in plot(summary, a.plot):

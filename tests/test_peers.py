@@ -180,3 +180,34 @@ def test_a_joined_compute_run_must_share_the_grid(tmp_path):
     (tmp_path / "sg.json").write_text(json.dumps({**other, "images": {**other["images"], "count": 8}}))
     with pytest.raises(ValueError, match="its images differ"):
         c.joined_run(out, raw)
+
+
+def test_equal_seconds_interpolates_each_method_at_the_reference_seconds():
+    """compute.py's equal-seconds table: a method's PSNR at ILO x1's seconds is interpolated in
+    log-seconds between the budgets that bracket them, per image, and paired against ILO; a method
+    whose budgets all cost more is read at its cheapest, with the ratio of the seconds."""
+    c = _compute_script()
+
+    def row(label, image, psnr, secs):
+        return {
+            "task": "cs",
+            "level": 50,
+            "method": label,
+            "seed": 0,
+            "batch": 0,
+            "image": image,
+            "psnr": psnr,
+            "time_s": secs,
+        }
+
+    rows = [row("ilo x1", i, 20.0 + i, 2.0) for i in range(2)]
+    rows += [row("csgm x0.5", i, 18.0 + i, 1.0) for i in range(2)]
+    rows += [row("csgm x1", i, 22.0 + 3 * i, 4.0) for i in range(2)]
+    rows += [row("sgilo x0.5", i, 30.0, 6.0) for i in range(2)]
+    method_of = {"ilo x1": "ilo", "csgm x0.5": "csgm", "csgm x1": "csgm", "sgilo x0.5": "sgilo"}
+    eq = {e["method"]: e for e in c.equal_seconds(rows, method_of)}
+    # 2 s lies halfway between 1 s and 4 s in log-seconds: image 0 at 20.0, image 1 at 22.0
+    assert eq["csgm"]["psnr"] == pytest.approx(21.0) and eq["csgm"]["ratio"] == 1.0
+    assert eq["csgm"]["diff"] == pytest.approx(-0.5) and eq["csgm"]["better"] == 0.0
+    assert eq["sgilo"]["psnr"] == pytest.approx(30.0) and eq["sgilo"]["ratio"] == pytest.approx(3.0)
+    assert "[3 x]" in c.equal_seconds_table(list(eq.values()))
