@@ -177,6 +177,12 @@ def test_a_joined_compute_run_must_share_the_grid(tmp_path):
     (out / "results.json").write_text(json.dumps({"rows": [row]}))
     rows, got = c.joined_run(out, raw)
     assert rows == [row] and got["methods"][0]["label"] == "sgilo x1"
+    # --report-only writes the table from the finished run without running a cell
+    md = tmp_path / "t.md"
+    args = ["fmnist", "--out", str(out), "--count", "4", "--rows", "cs:50", "--methods", "sgilo"]
+    assert c.main([*args, "--report-only", "--md", str(md)]) == 0
+    assert "| cs | 50 | sgilo | x1 | 4730 | 3.00 | 20.00 |" in md.read_text()
+    assert not (out / "cells").exists()
     (tmp_path / "sg.json").write_text(json.dumps({**other, "images": {**other["images"], "count": 8}}))
     with pytest.raises(ValueError, match="its images differ"):
         c.joined_run(out, raw)
