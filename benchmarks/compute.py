@@ -36,16 +36,31 @@ from genprior.solvers.registry import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = {"fmnist": "fmnist_prior.toml", "faces": "faces_prior.toml"}
-METHODS = ("ilo", "csgm", "pulse", "projector", "sgilo")
+METHODS = ("ilo", "csgm", "pulse", "projector", "sgilo", "resample", "latent-dps", "psld", "dps", "diffpir")
 DEFAULT_METHODS = "ilo,csgm,pulse,projector"
 SGILO_STEPS = ("warm_steps", "fit_steps", "steps_per_level", "final_steps", "refine_steps")
+# the diffusion solvers run on the bundled Fashion-MNIST diffusion models (no face model exists)
+DIFFUSION_MODELS = {
+    "resample": "fmnist-ldm-32",
+    "latent-dps": "fmnist-ldm-32",
+    "psld": "fmnist-ldm-32",
+    "dps": "fmnist-ddpm-32",
+    "diffpir": "fmnist-ddpm-32",
+}
+NOT_SETTINGS = ("name", "label", "model", "tasks", "seed_label")
+
+
+def config_of(name: str, settings: dict[str, Any]) -> Any:
+    return get_method(name).make_config({k: v for k, v in settings.items() if k not in NOT_SETTINGS})
 
 
 def budget_steps(name: str, settings: dict[str, Any], num_stages: int) -> int:
     """Optimiser steps of one solve of one image with these settings (restarts and rounds counted)
     on a generator of ``num_stages`` stages (ILO's default stages depend on it). SGILO's score
-    model is taken at its ``score_stage`` (default 0, the bundled generators' default)."""
-    cfg = get_method(name).make_config(settings)
+    model is taken at its ``score_stage`` (default 0, the bundled generators' default). A
+    diffusion solver counts its reverse-diffusion steps (ReSample's consistency fits, which stop at
+    the noise level, come on top)."""
+    cfg = config_of(name, settings)
     if name == "sgilo":
         score_stage = cfg.score_stage if cfg.score_stage is not None else 0
         stages = cfg.refine_stages if cfg.refine_stages is not None else default_stages(num_stages)
@@ -63,7 +78,7 @@ def budget_steps(name: str, settings: dict[str, Any], num_stages: int) -> int:
 
 
 def scaled(name: str, settings: dict[str, Any], mult: float) -> dict[str, Any]:
-    cfg = get_method(name).make_config(settings)
+    cfg = config_of(name, settings)
     s = dict(settings)
     if name == "ilo":
         s["steps"] = [max(1, round(v * mult)) for v in cfg.steps]
@@ -128,6 +143,8 @@ def grid(
     unknown = [m for m in wanted if m not in METHODS]
     if unknown or not wanted:
         raise ValueError(f"--methods {methods!r}: give some of {', '.join(METHODS)}")
+    if which != "fmnist" and any(m in DIFFUSION_MODELS for m in wanted):
+        raise ValueError(f"--methods {methods!r}: the diffusion solvers have bundled models for fmnist only")
     raw = tomllib.loads((ROOT / "benchmarks" / "configs" / PRIOR[which]).read_text())
     if rows:
         select_rows(raw, rows)
@@ -139,7 +156,12 @@ def grid(
         raw["batch_size"] = min(raw.get("batch_size", 10), count)
     rows = []
     have = {m["name"] for m in raw["methods"]}
-    extra = [{"name": m} for m in wanted if m not in have]  # SGILO: its defaults are its x1
+    # SGILO and the diffusion solvers (not in the prior benchmark): their defaults are their x1
+    extra = [
+        {"name": m, **({"model": DIFFUSION_MODELS[m]} if m in DIFFUSION_MODELS else {})}
+        for m in wanted
+        if m not in have
+    ]
     for m in raw["methods"] + extra:
         if m["name"] not in wanted:
             continue

@@ -152,8 +152,14 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     # warm 150 + fit 100 + 8 chains x (10 x 10 + 60 Langevin + 100 at each of stages 1-4)
     assert steps_of(c, sg["sgilo x1"], 7) == 150 + 100 + 8 * (100 + 60 + 4 * 100)
     assert steps_of(c, sg["sgilo x3"], 7) == 3 * steps_of(c, sg["sgilo x1"], 7)
+    # the diffusion solvers run on their bundled models and count their reverse-diffusion steps
+    dm = {m["label"]: m for m in c.grid("fmnist", [0.5, 3], 4, "cs:50", "resample,dps")["methods"]}
+    assert dm["resample x0.5"]["model"] == "fmnist-ldm-32" and dm["dps x3"]["model"] == "fmnist-ddpm-32"
+    assert steps_of(c, dm["resample x0.5"], 7) == 50 and steps_of(c, dm["dps x3"], 7) == 3000
+    with pytest.raises(ValueError, match="fmnist only"):
+        c.grid("faces", [1], 6, "cs:200", "ilo,dps")
     with pytest.raises(ValueError, match="--methods"):
-        c.grid("fmnist", [1], 4, "cs:50", "ilo,dps")
+        c.grid("fmnist", [1], 4, "cs:50", "ilo,dip")
     with pytest.raises(ValueError, match="cs:75 not in the grid"):
         c.grid("fmnist", [1], 4, "cs:75")
     with pytest.raises(ValueError, match="give NAME:LEVEL"):
