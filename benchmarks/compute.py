@@ -374,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write the table and plots from OUT's finished run (its results.json) without running anything",
     )
+    p.add_argument(
+        "--equal-to",
+        default="ilo x1,ilo x3",
+        help="rows whose seconds the equal-seconds tables compare every method at (default: ILO at x1 and x3)",
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's)")
     p.add_argument("--plot", default=None, help="prefix of the per-task plots")
@@ -415,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     order = {m: i for i, m in enumerate(METHODS)}
     summary.sort(key=lambda r: (r["task"], json.dumps(r["level"]), order[r["method"]], r["steps"]))
     t = table(summary)
-    if "ilo x1" in method_of:
-        t += "\n" + equal_seconds_table(equal_seconds(all_rows, method_of))
+    for ref in a.equal_to.split(","):  # the headline comparisons, at equal seconds
+        if ref.strip() in method_of:
+            t += "\n" + equal_seconds_table(equal_seconds(all_rows, method_of, ref.strip()))
     print(t)
     if a.plot:
         for f in plot(summary, a.plot):
