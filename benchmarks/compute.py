@@ -54,10 +54,12 @@ def config_of(name: str, settings: dict[str, Any]) -> Any:
     return get_method(name).make_config({k: v for k, v in settings.items() if k not in NOT_SETTINGS})
 
 
-def budget_steps(name: str, settings: dict[str, Any], num_stages: int) -> int:
+def budget_steps(name: str, settings: dict[str, Any], num_stages: int, shares_tail: bool = True) -> int:
     """Optimiser steps of one solve of one image with these settings (restarts and rounds counted)
     on a generator of ``num_stages`` stages (ILO's default stages depend on it). SGILO's score
-    model is taken at its ``score_stage`` (default 0, the bundled generators' default). A
+    model is taken at its ``score_stage`` (default 0, the bundled generators' default); its fit
+    steps count where the generator's tail shares a latent with that stage (``shares_tail``:
+    StyleGAN2, not the DCGAN). A
     diffusion solver counts its reverse-diffusion steps (ReSample's consistency fits, which stop at
     the noise level, come on top)."""
     cfg = config_of(name, settings)
@@ -66,7 +68,8 @@ def budget_steps(name: str, settings: dict[str, Any], num_stages: int) -> int:
         stages = cfg.refine_stages if cfg.refine_stages is not None else default_stages(num_stages)
         refine = cfg.refine_steps * len([s for s in stages if s > score_stage])
         langevin = cfg.levels * cfg.steps_per_level + cfg.final_steps
-        return int(cfg.warm_steps + cfg.fit_steps + cfg.chains * (langevin + refine))
+        fit = cfg.fit_steps if shares_tail else 0
+        return int(cfg.warm_steps + fit + cfg.chains * (langevin + refine))
     if name == "ilo":
         stages = cfg.stages if cfg.stages is not None else default_stages(num_stages)
         rounds = 1 + len(stages)
@@ -188,7 +191,8 @@ def joined_run(out: Path, raw: dict[str, Any]) -> tuple[list[dict[str, Any]], di
 def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
     from genprior.zoo import load_generator
 
-    num_stages = load_generator(raw["generator"]).num_stages
+    G = load_generator(raw["generator"])
+    num_stages, shares_tail = G.num_stages, bool(G.shared_tail_latents(0))
     spec = {m["label"]: m for m in raw["methods"]}
     out = []
     keys = list(dict.fromkeys((r["task"], json.dumps(r["level"]), r["method"]) for r in rows))
@@ -203,7 +207,7 @@ def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[s
                 "level": json.loads(lv),
                 "method": m["name"],
                 "label": label,
-                "steps": budget_steps(m["name"], settings, num_stages),
+                "steps": budget_steps(m["name"], settings, num_stages, shares_tail),
                 "seconds": sum(r["time_s"] for r in rr) / len(rr),
                 "psnr": psnr,
                 "psnr_se": se,

@@ -152,6 +152,13 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     # warm 150 + fit 100 + 8 chains x (10 x 10 + 60 Langevin + 100 at each of stages 1-4)
     assert steps_of(c, sg["sgilo x1"], 7) == 150 + 100 + 8 * (100 + 60 + 4 * 100)
     assert steps_of(c, sg["sgilo x3"], 7) == 3 * steps_of(c, sg["sgilo x1"], 7)
+    # no fit where the tail shares no latent with the score model's stage (the DCGAN's)
+    settings = {k: v for k, v in sg["sgilo x1"].items() if k not in ("name", "label")}
+    assert c.budget_steps("sgilo", settings, 7, shares_tail=False) == steps_of(c, sg["sgilo x1"], 7) - 100
+    from genprior.zoo import load_generator
+
+    assert load_generator("fmnist-stylegan2-32").shared_tail_latents(0)
+    assert not load_generator("dcgan-faces-64").shared_tail_latents(0)
     # the diffusion solvers run on their bundled models and count their reverse-diffusion steps
     dm = {m["label"]: m for m in c.grid("fmnist", [0.5, 3], 4, "cs:50", "resample,dps")["methods"]}
     assert dm["resample x0.5"]["model"] == "fmnist-ldm-32" and dm["dps x3"]["model"] == "fmnist-ddpm-32"
