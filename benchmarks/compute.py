@@ -354,6 +354,38 @@ def equal_seconds_table(eq: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def equal_seconds_matrix(eq: list[dict[str, Any]]) -> str:
+    """The equal-seconds differences as one row per task level and one column per method."""
+    if not eq:
+        return ""
+    ref = eq[0]["ref"]
+    methods = [m for m in METHODS if any(e["method"] == m for e in eq)]
+    lines = [
+        f"`{ref}` minus each method at `{ref}`'s seconds, paired (dB; `[k x]`: that method's nearest "
+        "budget took k times the seconds):\n",
+        f"| task | level | {ref}: s, PSNR | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---:|" * len(methods),
+    ]
+    for task, lv in dict.fromkeys((e["task"], json.dumps(e["level"])) for e in eq):
+        here = {e["method"]: e for e in eq if e["task"] == task and json.dumps(e["level"]) == lv}
+        first = next(iter(here.values()))
+        cells = []
+        for m in methods:
+            e = here.get(m)
+            if e is None:
+                cells.append("")
+                continue
+            se = f" ± {e['diff_se']:.2f}" if math.isfinite(e["diff_se"]) else ""
+            far = "" if e["ratio"] == 1.0 else f" [{e['ratio']:.2g} x]"
+            cells.append(f"{e['diff']:+.2f}{se}{far}")
+        lines.append(
+            f"| {task} | {json.loads(lv)} | {first['ref_seconds']:.1f}, {first['ref_psnr']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("which", choices=sorted(PRIOR), help="the prior benchmark's grid to start from")
@@ -426,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     t = table(summary)
     for ref in a.equal_to.split(","):  # the headline comparisons, at equal seconds
         if ref.strip() in method_of:
-            t += "\n" + equal_seconds_table(equal_seconds(all_rows, method_of, ref.strip()))
+            eq = equal_seconds(all_rows, method_of, ref.strip())
+            t += "\n" + equal_seconds_matrix(eq) + "\n" + equal_seconds_table(eq)
     print(t)
     if a.plot:
         for f in plot(summary, a.plot):

@@ -230,3 +230,6 @@ def test_equal_seconds_interpolates_each_method_at_the_reference_seconds():
     assert eq["csgm"]["diff"] == pytest.approx(-0.5) and eq["csgm"]["better"] == 0.0
     assert eq["sgilo"]["psnr"] == pytest.approx(30.0) and eq["sgilo"]["ratio"] == pytest.approx(3.0)
     assert "[3 x]" in c.equal_seconds_table(list(eq.values()))
+    assert "| cs | 50 | 2.0, 20.50 | -0.50 ± 0.50 | -9.50 ± 0.50 [3 x] |" in c.equal_seconds_matrix(
+        list(eq.values())
+    )
