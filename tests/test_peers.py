@@ -103,12 +103,12 @@ def test_csgm_uniform_init_starts_in_the_unit_box():
     assert not torch.equal(out, gauss)
 
 
-def _compute_script():
+def _compute_script(name="compute"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compute.py"
-    spec = importlib.util.spec_from_file_location("compute_script", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -233,3 +233,11 @@ def test_equal_seconds_interpolates_each_method_at_the_reference_seconds():
     assert "| cs | 50 | 2.0, 20.50 | -0.50 ± 0.50 | -9.50 ± 0.50 [3 x] |" in c.equal_seconds_matrix(
         list(eq.values())
     )
+
+
+def test_the_speed_table_gives_each_ratio():
+    """benchmarks/peers.py's speed table: deepinv over genprior, deepinv over the bare pass (the
+    bound) and genprior over the bare pass (1 = at the bound), from the seconds per image-step."""
+    p = _compute_script("peers")
+    t = p.speed_table({"toy": {"deepinv": 0.010, "genprior": 0.004, "bare": 0.0035}}, 50, 32)
+    assert "| toy | 10.00 | 4.00 | 3.50 | 2.50x | 2.86x | 1.143 |" in t
