@@ -1,19 +1,22 @@
 """Quality against compute (issue 11): PSNR against steps and against seconds per image for ILO,
-CSGM, PULSE and the projector (and, with ``--methods``, SGILO) at several multiples of the prior
-benchmark's budgets.
+CSGM, PULSE and the projector (and, with ``--methods``, SGILO and the diffusion solvers) at
+several multiples of the prior benchmark's budgets, and every method read at ILO's seconds.
 
 The grid is the prior benchmark's (``benchmarks/configs/{fmnist,faces}_prior.toml``: its images,
 tasks and seeds, so the same measurements) with its generator-based methods replaced by one row
 per method and budget: ``ilo x0.5``, ``ilo x1``, ``ilo x3``, ... where ``x1`` is that method's
 setting in the prior benchmark and the multiple scales its steps (every round of ILO; CSGM keeps
 its restarts). The steps a row counts are the optimiser steps over all images' restarts and
-rounds: ILO the sum of its rounds, CSGM steps x restarts, SGILO its warm-up and fit plus, per chain,
-its Langevin steps and refinement rounds (SGILO is not in the prior benchmark: its x1 is its
-defaults, every step count scaled by the multiple). Seconds are the bench's wall time per image
-(one torch thread per worker). ``--join DIR`` adds the rows of another finished compute run on
-the same grid (e.g. SGILO run on its own) to the table and plots. Writes ``OUT/config.json`` (the grid), the bench run in
-``OUT``, and per task a plot ``PREFIX_<task>.png`` of PSNR against steps and against seconds,
-and with ``--md`` a table.
+rounds: ILO the sum of its rounds, CSGM steps x restarts, SGILO its warm-up and fit plus, per
+chain, its Langevin steps and refinement rounds, a diffusion solver its reverse-diffusion steps
+(SGILO and the diffusion solvers are not in the prior benchmark: their x1 is their defaults).
+Seconds are the bench's wall time per image (one torch thread per worker). The equal-seconds
+tables (``--equal-to``, default ILO's x1 and x3 rows) read every other method at those rows'
+seconds per task, interpolated per image in log-seconds between its budgets, paired against
+ILO. ``--join DIR`` adds the rows of another finished compute run on the same grid (e.g. SGILO
+run on its own); ``--report-only`` writes the tables and plots from finished runs. Writes
+``OUT.json`` beside ``OUT`` (the grid), the bench run in ``OUT``, per task a plot
+``PREFIX_<task>.png`` of PSNR against steps and against seconds, and with ``--md`` the tables.
 
     OMP_NUM_THREADS=1 python benchmarks/compute.py fmnist --out runs/compute_fmnist --count 8 \\
         --workers 2 --plot docs/figures/compute_fmnist --md docs/results/compute_fmnist.md
@@ -59,9 +62,8 @@ def budget_steps(name: str, settings: dict[str, Any], num_stages: int, shares_ta
     on a generator of ``num_stages`` stages (ILO's default stages depend on it). SGILO's score
     model is taken at its ``score_stage`` (default 0, the bundled generators' default); its fit
     steps count where the generator's tail shares a latent with that stage (``shares_tail``:
-    StyleGAN2, not the DCGAN). A
-    diffusion solver counts its reverse-diffusion steps (ReSample's consistency fits, which stop at
-    the noise level, come on top)."""
+    StyleGAN2, not the DCGAN). A diffusion solver counts its reverse-diffusion steps (ReSample's
+    consistency fits, which stop at the noise level, come on top)."""
     cfg = config_of(name, settings)
     if name == "sgilo":
         score_stage = cfg.score_stage if cfg.score_stage is not None else 0
