@@ -25,6 +25,7 @@ run on its own); ``--report-only`` writes the tables and plots from finished run
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -177,24 +178,34 @@ def grid(
     return raw
 
 
-def joined_run(out: Path, raw: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def joined_run(
+    out: Path, raw: dict[str, Any], option: str = "--join"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows and grid of a finished compute run in ``out`` (its ``OUT.json`` beside it), checked
-    to share ``raw``'s generator, images and seeds (so the same measurements)."""
+    to share ``raw``'s generator, images and seeds (so the same measurements); errors name
+    ``option``."""
     cfg_path, res_path = out.parent / f"{out.name}.json", out / "results.json"
     if not cfg_path.is_file() or not res_path.is_file():
-        raise ValueError(f"--join {out}: no finished compute run there ({cfg_path.name} and results.json)")
+        raise ValueError(f"{option} {out}: no finished compute run there ({cfg_path.name} and results.json)")
     other = json.loads(cfg_path.read_text())
     for key in ("generator", "images", "seeds"):
         if other.get(key) != raw.get(key):
-            raise ValueError(f"--join {out}: its {key} differ from this grid's: join runs of the same grid")
+            raise ValueError(f"{option} {out}: its {key} differ from this grid's: join runs of the same grid")
     return json.loads(res_path.read_text())["rows"], other
 
 
-def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
+@functools.cache
+def generator_facts(name: str) -> tuple[int, bool]:
+    """A bundled generator's number of stages and whether its tail shares a latent with stage 0
+    (what the step counts need), loaded once however many runs are joined."""
     from genprior.zoo import load_generator
 
-    G = load_generator(raw["generator"])
-    num_stages, shares_tail = G.num_stages, bool(G.shared_tail_latents(0))
+    G = load_generator(name)
+    return G.num_stages, bool(G.shared_tail_latents(0))
+
+
+def summary_rows(rows: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    num_stages, shares_tail = generator_facts(raw["generator"])
     spec = {m["label"]: m for m in raw["methods"]}
     out = []
     keys = list(dict.fromkeys((r["task"], json.dumps(r["level"]), r["method"]) for r in rows))
@@ -440,9 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         raw["device"] = a.device
     if a.report_only:  # the finished run's rows, whatever the code now is
         try:
-            rows, raw = joined_run(a.out, raw)
+            rows, raw = joined_run(a.out, raw, "--report-only")
         except ValueError as e:
-            print(f"compute: {e}".replace("--join", "--report-only"), file=sys.stderr)
+            print(f"compute: {e}", file=sys.stderr)
             return 2
     else:
         a.out.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,7 @@ def test_csgm_uniform_init_starts_in_the_unit_box():
     assert not torch.equal(out, gauss)
 
 
-def _compute_script(name="compute"):
+def _bench_script(name="compute"):
     import importlib.util
     from pathlib import Path
 
@@ -121,7 +121,7 @@ def steps_of(c, m, num_stages):
 def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     """benchmarks/compute.py: one row per method and multiple of the prior benchmark's budget,
     steps counted over rounds and restarts; --rows keeps only the task levels named."""
-    c = _compute_script()
+    c = _bench_script()
     raw = c.grid("fmnist", [0.5, 1, 3], 4, "cs:50,superres:8")
     assert [(t["type"], t["levels"]) for t in raw["tasks"]] == [("superres", [8]), ("cs", [50])]
     assert raw["images"]["count"] == 4
@@ -178,7 +178,7 @@ def test_a_joined_compute_run_must_share_the_grid(tmp_path):
     are this grid's (so the same measurements); otherwise a one-line error."""
     import json
 
-    c = _compute_script()
+    c = _bench_script()
     raw = c.grid("fmnist", [1], 4, "cs:50")
     other = c.grid("fmnist", [1], 4, "cs:50", "sgilo")
     out = tmp_path / "sg"
@@ -205,7 +205,7 @@ def test_equal_seconds_interpolates_each_method_at_the_reference_seconds():
     """compute.py's equal-seconds table: a method's PSNR at ILO x1's seconds is interpolated in
     log-seconds between the budgets that bracket them, per image, and paired against ILO; a method
     whose budgets all cost more is read at its cheapest, with the ratio of the seconds."""
-    c = _compute_script()
+    c = _bench_script()
 
     def row(label, image, psnr, secs):
         return {
@@ -238,6 +238,6 @@ def test_equal_seconds_interpolates_each_method_at_the_reference_seconds():
 def test_the_speed_table_gives_each_ratio():
     """benchmarks/peers.py's speed table: deepinv over genprior, deepinv over the bare pass (the
     bound) and genprior over the bare pass (1 = at the bound), from the seconds per image-step."""
-    p = _compute_script("peers")
+    p = _bench_script("peers")
     t = p.speed_table({"toy": {"deepinv": 0.010, "genprior": 0.004, "bare": 0.0035}}, 50, 32)
     assert "| toy | 10.00 | 4.00 | 3.50 | 2.50x | 2.86x | 1.143 |" in t
