@@ -20,7 +20,11 @@ difference genprior - deepinv) plus the speed section:
 * per image and step, with one torch thread: deepinv's CSGM (batch 1, its own loop), genprior's
   CSGM at batch ``--speed-batch`` (32), and the bound a bare forward + backward pass of the
   generator at that batch sets, measured in the same run (times are the minimum of
-  ``--repeats``).
+  ``--repeats``), with the minor page faults per image and step of each. On Linux a batched step
+  allocates and frees tens of MB; glibc gives large blocks back to the kernel and takes them again
+  (a page fault per 4 KiB), which costs the batched runs several per cent and not deepinv's
+  one-image loop. ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295``
+  before the command keeps them in the process (the table names the setting it ran under).
 
     OMP_NUM_THREADS=1 python benchmarks/peers.py --out runs/peers --steps 1000 --count 24 \\
         --md docs/results/peers_tables.md
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 import time
@@ -66,7 +71,9 @@ SETS: dict[str, dict[str, Any]] = {
 DEEPINV, OURS, OURS_UNIFORM = "csgm-deepinv", "csgm", "csgm-uniform"
 
 
-def config_text(name: str, steps: int, lr: float, count: int, task: str, level: Any) -> str:
+def config_text(
+    name: str, steps: int, lr: float, count: int, task: str, level: Any, seeds: tuple[int, ...] = (0,)
+) -> str:
     s = SETS[name]
     images = s["images"].format(count=count)
     n = 1 if name == "astronaut" else count
@@ -77,7 +84,7 @@ def config_text(name: str, steps: int, lr: float, count: int, task: str, level: 
         # learning rate ({lr}) and restarts (1); ILO at its defaults for reference.
         name = "peers: {name}"
         generator = "{s["generator"]}"
-        seeds = [0]
+        seeds = {list(seeds)}
         batch_size = {n}
         plot_metrics = ["psnr", "ssim"]
 
@@ -133,20 +140,61 @@ def same_start(cfg_path: Path, rows: list[dict[str, Any]], steps: int, lr: float
 
     cfg = bench.load_config(cfg_path)
     G = get_generator(cfg)
-    theirs = {r["image"]: r["psnr"] for r in rows if r["method"] == DEEPINV}
+    theirs = {(r["seed"], r["image"]): r["psnr"] for r in rows if r["method"] == DEEPINV}
     d = []
     task = cfg.tasks[0]
-    for b in range(math.ceil(len(theirs) / cfg.batch_size)):
-        cell = Cell(task.label, task.levels[0], DEEPINV, cfg.seeds[0], b)
-        x, y, ps = cell_measurements(cfg, cell)
-        ours = CSGM(G, CSGMConfig(steps=steps, lr=lr))
-        seed = cell_solver_seed(cell)
-        held = {k: v for k, v in ours._init_inputs(len(x), seed).items() if k not in G.latent_names()}
-        xo, _ = ours.solve(y, ps, start=deepinv_starts(G, held, len(x), seed))
-        for i, p in enumerate(metrics.psnr(xo.cpu(), x.cpu()).tolist()):
-            d.append(p - theirs[b * cfg.batch_size + i])
+    for seed in cfg.seeds:
+        n = sum(1 for s, _ in theirs if s == seed)
+        for b in range(math.ceil(n / cfg.batch_size)):
+            cell = Cell(task.label, task.levels[0], DEEPINV, b, seed)
+            x, y, ps = cell_measurements(cfg, cell)
+            ours = CSGM(G, CSGMConfig(steps=steps, lr=lr))
+            solver_seed = cell_solver_seed(cell)
+            held = {
+                k: v for k, v in ours._init_inputs(len(x), solver_seed).items() if k not in G.latent_names()
+            }
+            xo, _ = ours.solve(y, ps, start=deepinv_starts(G, held, len(x), solver_seed))
+            for i, p in enumerate(metrics.psnr(xo.cpu(), x.cpu()).tolist()):
+                d.append(p - theirs[(seed, b * cfg.batch_size + i)])
     mean, se = bench.mean_se(d)
     return {"mean": mean, "se": se, "n": len(d), "max_abs": max(abs(v) for v in d)}
+
+
+def joined_rows(out: Path, name: str, cfg_path: Path) -> list[dict[str, Any]]:
+    """The rows of set ``name`` from an earlier peers run in ``out``: its grid must be this run's
+    (``cfg_path``) but for the seeds, which must not overlap."""
+    res = out / name / "results.json"
+    if not res.is_file():
+        raise ValueError(f"--join {out}: no finished run of set {name!r} there ({res} is missing)")
+    theirs = json.loads(res.read_text())["config"]
+    ours = bench.load_config(cfg_path).identity()
+    differ = sorted(k for k in set(ours) | set(theirs) if k != "seeds" and ours.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(
+            f"--join {out}: set {name!r} was run with other settings ({', '.join(differ)}): join runs of one grid"
+        )
+    if set(ours["seeds"]) & set(theirs["seeds"]):
+        raise ValueError(
+            f"--join {out}: set {name!r} there has seeds {theirs['seeds']}, this run {ours['seeds']}: give distinct seeds"
+        )
+    return json.loads(res.read_text())["rows"]
+
+
+def seed_averaged(rows: list[dict[str, Any]], a: str, b: str, metric: str = "psnr") -> dict[str, float]:
+    """``metric(a) - metric(b)`` averaged over the seeds (each its own mask and start) per image,
+    then mean and standard error over the images: the images are the independent units."""
+    by = {
+        (r["image_id"], r["seed"], r["method"]): float(r[metric]) for r in rows if r.get(metric) is not None
+    }
+    per: dict[str, list[float]] = {}
+    for (img, seed, m), v in by.items():
+        if m == a and (img, seed, b) in by:
+            per.setdefault(img, []).append(v - by[(img, seed, b)])
+    means = [sum(v) / len(v) for v in per.values()]
+    if not means:
+        return {"mean": math.nan, "se": math.nan, "n": 0, "seeds": 0}
+    mean, se = bench.mean_se(means)
+    return {"mean": mean, "se": se, "n": len(means), "seeds": min(len(v) for v in per.values())}
 
 
 def set_table(name: str, rows: list[dict[str, Any]], methods: list[str]) -> str:
@@ -173,22 +221,42 @@ def set_table(name: str, rows: list[dict[str, Any]], methods: list[str]) -> str:
         se_p = f" ± {pse:.2f}" if math.isfinite(pse) else ""
         se_s = f" ± {sse:.3f}" if math.isfinite(sse) else ""
         lines.append(f"| {m} | {ps:.2f}{se_p} | {ss:.3f}{se_s} | {t:.1f} | {dp} | {ds} |")
+    seeds = sorted({r["seed"] for r in rows})
+    if len(seeds) > 1:
+        lines.append(
+            f"\nSeeds {', '.join(map(str, seeds))} (each its own mask and starts); PSNR - deepinv averaged over "
+            "the seeds per image, then mean ± standard error over the images:\n"
+        )
+        for m in methods:
+            if m == DEEPINV or not any(r["method"] == m for r in rows):
+                continue
+            d = seed_averaged(rows, m, DEEPINV)
+            se = f" ± {d['se']:.2f}" if math.isfinite(d["se"]) else ""
+            lines.append(f"- {m}: {d['mean']:+.2f}{se} dB ({d['n']} images x {d['seeds']} seeds)")
     return "\n".join(lines) + "\n"
 
 
 # ---- speed -------------------------------------------------------------------------------------
-def _best_time(fn: Any, repeats: int) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` does not exist)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _timed(fn: Any) -> tuple[float, int]:
+    """Seconds and minor page faults of one call of ``fn``."""
+    f0, t0 = _minor_faults(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, _minor_faults() - f0
 
 
 def speed(model: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
     """Seconds per image and step of deepinv's CSGM (batch 1), genprior's CSGM at ``batch`` and a
-    bare forward + backward of the generator at ``batch``, on inpainting (half the pixels)."""
+    bare forward + backward of the generator at ``batch``, on inpainting (half the pixels); and the
+    minor page faults per image and step of each (``faults_*``, those of its fastest repeat)."""
     from genprior.physics import make_physics
     from genprior.solvers.csgm import CSGM, CSGMConfig
     from genprior.solvers.peers import DeepinvCSGM, DeepinvCSGMConfig
@@ -212,28 +280,34 @@ def speed(model: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
         "bare": bare,
     }
     # the three interleaved, repeat by repeat, so that a drift of the machine's speed hits all alike
-    best = {k: math.inf for k in runs}
+    best = {k: (math.inf, 0) for k in runs}
     for _ in range(repeats):
         for k, fn in runs.items():
-            best[k] = min(best[k], _best_time(fn, 1))
-    return {
-        "deepinv": best["deepinv"] / (n_dinv * steps),
-        "genprior": best["genprior"] / (batch * steps),  # its final evaluation pass counts against it
-        "bare": best["bare"] / (batch * steps),
-    }
+            best[k] = min(best[k], _timed(fn))
+    per = {"deepinv": n_dinv * steps, "genprior": batch * steps, "bare": batch * steps}
+    out = {k: best[k][0] / per[k] for k in runs}  # genprior's final evaluation pass counts against it
+    out.update({f"faults_{k}": best[k][1] / per[k] for k in runs})
+    return out
 
 
-def speed_table(results: dict[str, dict[str, float]], steps: int, batch: int) -> str:
+def speed_table(results: dict[str, dict[str, float]], steps: int, batch: int, tunables: str = "") -> str:
+    """The speed section's table; ``tunables``: the ``GLIBC_TUNABLES`` it ran under (named in the text)."""
     lines = [
         f"Milliseconds per image and step ({steps} steps, one torch thread; deepinv one image at a "
-        f"time, genprior and the bare pass at batch {batch}; minimum of the repeats):\n",
+        f"time, genprior and the bare pass at batch {batch}; minimum of the repeats; "
+        + (f"`GLIBC_TUNABLES={tunables}`" if tunables else "glibc's default allocator settings")
+        + "; minor page faults per image and step in brackets):\n",
         "| generator | deepinv CSGM | genprior CSGM | bare forward + backward | deepinv / genprior | "
         "deepinv / bare (the bound) | genprior / bare |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cell(r: dict[str, float], k: str) -> str:
+        return f"{1e3 * r[k]:.2f} ({r.get('faults_' + k, 0.0):.0f})"
+
     for m, r in results.items():
         lines.append(
-            f"| {m} | {1e3 * r['deepinv']:.2f} | {1e3 * r['genprior']:.2f} | {1e3 * r['bare']:.2f} | "
+            f"| {m} | {cell(r, 'deepinv')} | {cell(r, 'genprior')} | {cell(r, 'bare')} | "
             f"{r['deepinv'] / r['genprior']:.2f}x | {r['deepinv'] / r['bare']:.2f}x | {r['genprior'] / r['bare']:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -248,6 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=24, help="images per set (the astronaut: 1)")
     p.add_argument("--task", default="inpaint", help="a bench task type (default inpaint)")
     p.add_argument("--level", default="0.8", help="its level, JSON (default 0.8: 80 %% missing)")
+    p.add_argument(
+        "--seeds", default="0", help="comma-separated bench seeds: each its own mask and starts (default 0)"
+    )
+    p.add_argument(
+        "--join",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier run's --out on the same grid with other seeds: its rows join the tables (repeatable)",
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--speed-steps", type=int, default=0, help="steps of the speed section (0: skip it)")
     p.add_argument("--speed-batch", type=int, default=32)
@@ -265,14 +349,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peers: unknown set {bad[0]!r}: choose from {', '.join(SETS)}", file=sys.stderr)
         return 2
     level = json.loads(a.level)
+    try:
+        seeds = tuple(int(v) for v in a.seeds.split(","))
+    except ValueError:
+        print(f"peers: --seeds {a.seeds!r}: give comma-separated integers such as 0,1,2", file=sys.stderr)
+        return 2
     a.out.mkdir(parents=True, exist_ok=True)
     parts = []
     for s in sets:
         cfg = a.out / f"{s}.toml"
-        cfg.write_text(config_text(s, a.steps, a.lr, a.count, a.task, level))
+        cfg.write_text(config_text(s, a.steps, a.lr, a.count, a.task, level, seeds))
+        try:
+            joined = [r for j in a.join for r in joined_rows(j, s, cfg)]
+        except ValueError as e:
+            print(f"peers: {e}", file=sys.stderr)
+            return 2
         res = bench.run_bench(cfg, a.out / s, workers=a.workers, threads=1, progress=True)
         methods = [DEEPINV, OURS, OURS_UNIFORM, "ilo"]
-        t = set_table(s, res.rows, methods)
+        t = set_table(s, res.rows + joined, methods)
         if a.same_start:
             ss = same_start(cfg, res.rows, a.steps, a.lr)
             t += (
@@ -288,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             m: speed(m, a.speed_steps, a.speed_batch, a.repeats)
             for m in ("dcgan-faces-64", "fmnist-stylegan2-32")
         }
-        t = speed_table(sp, a.speed_steps, a.speed_batch)
+        t = speed_table(sp, a.speed_steps, a.speed_batch, os.environ.get("GLIBC_TUNABLES", ""))
         print(t)
         parts.append(t)
     if a.md is not None:

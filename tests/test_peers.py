@@ -237,7 +237,80 @@ def test_equal_seconds_interpolates_each_method_at_the_reference_seconds():
 
 def test_the_speed_table_gives_each_ratio():
     """benchmarks/peers.py's speed table: deepinv over genprior, deepinv over the bare pass (the
-    bound) and genprior over the bare pass (1 = at the bound), from the seconds per image-step."""
+    bound) and genprior over the bare pass (1 = at the bound), from the seconds per image-step; the
+    page faults beside each time and the allocator setting it ran under."""
     p = _bench_script("peers")
-    t = p.speed_table({"toy": {"deepinv": 0.010, "genprior": 0.004, "bare": 0.0035}}, 50, 32)
-    assert "| toy | 10.00 | 4.00 | 3.50 | 2.50x | 2.86x | 1.143 |" in t
+    r = {
+        "deepinv": 0.010,
+        "genprior": 0.004,
+        "bare": 0.0035,
+        "faults_deepinv": 12.4,
+        "faults_genprior": 350.0,
+    }
+    t = p.speed_table({"toy": r}, 50, 32)
+    assert "| toy | 10.00 (12) | 4.00 (350) | 3.50 (0) | 2.50x | 2.86x | 1.143 |" in t
+    assert "glibc's default allocator settings" in t
+    assert "`GLIBC_TUNABLES=glibc.malloc.trim_threshold=1`" in p.speed_table(
+        {"toy": r}, 50, 32, "glibc.malloc.trim_threshold=1"
+    )
+
+
+def test_the_speed_section_counts_page_faults():
+    """_timed counts the minor page faults of the call it times: touching fresh pages adds them."""
+    p = _bench_script("peers")
+    if p._minor_faults() == 0:
+        pytest.skip("no resource module here")
+    _, few = p._timed(lambda: None)
+    _, many = p._timed(lambda: torch.ones(64 * 2**20 // 4).sum())  # 64 MiB of fresh pages
+    assert many > few + 1000
+
+
+def test_seeds_are_averaged_per_image_before_the_standard_error():
+    """With several seeds, the paired difference is averaged over the seeds of each image and the
+    standard error taken over the images (the independent units), not over image-seed pairs."""
+    p = _bench_script("peers")
+    diffs = {("a", 0): 1.0, ("a", 1): 3.0, ("b", 0): -1.0, ("b", 1): 1.0, ("c", 0): 0.5, ("c", 1): 0.5}
+    rows = []
+    for (img, seed), d in diffs.items():
+        common = {"image_id": img, "seed": seed, "task": "inpaint", "level": 0.8, "ssim": 0.5, "time_s": 1.0}
+        rows.append({**common, "method": p.DEEPINV, "psnr": 20.0})
+        rows.append({**common, "method": p.OURS, "psnr": 20.0 + d})
+    got = p.seed_averaged(rows, p.OURS, p.DEEPINV)
+    per_image = [2.0, 0.0, 0.5]
+    mean = sum(per_image) / 3
+    se = (sum((v - mean) ** 2 for v in per_image) / 2 / 3) ** 0.5
+    assert got["n"] == 3 and got["seeds"] == 2
+    assert got["mean"] == pytest.approx(mean) and got["se"] == pytest.approx(se)
+    assert "averaged over the seeds per image" in p.set_table("fmnist", rows, [p.DEEPINV, p.OURS])
+
+
+def test_a_joined_peers_run_must_be_the_same_grid_with_other_seeds(tmp_path):
+    """--join takes an earlier run's rows only when its grid is this one but for the seeds, and
+    those seeds are new; otherwise a one-line error."""
+    import json
+
+    from genprior import bench
+
+    p = _bench_script("peers")
+    cfg = tmp_path / "fmnist.toml"
+    cfg.write_text(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (1, 2)))
+    old = tmp_path / "old"
+    with pytest.raises(ValueError, match="no finished run"):
+        p.joined_rows(old, "fmnist", cfg)
+    (old / "fmnist").mkdir(parents=True)
+    earlier = tmp_path / "earlier.toml"
+    row = {"image_id": "fmnist:0", "seed": 0, "method": p.DEEPINV, "psnr": 17.0}
+
+    def finished(text):
+        earlier.write_text(text)
+        ident = bench.load_config(earlier).identity()
+        (old / "fmnist" / "results.json").write_text(json.dumps({"config": ident, "rows": [row]}))
+
+    finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0,)))
+    assert p.joined_rows(old, "fmnist", cfg) == [row]
+    finished(p.config_text("fmnist", 20, 0.01, 2, "inpaint", 0.8, (0,)))
+    with pytest.raises(ValueError, match="other settings"):
+        p.joined_rows(old, "fmnist", cfg)
+    finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0, 1)))
+    with pytest.raises(ValueError, match="distinct seeds"):
+        p.joined_rows(old, "fmnist", cfg)
