@@ -160,9 +160,10 @@ def same_start(cfg_path: Path, rows: list[dict[str, Any]], steps: int, lr: float
     return {"mean": mean, "se": se, "n": len(d), "max_abs": max(abs(v) for v in d)}
 
 
-def joined_rows(out: Path, name: str, cfg_path: Path) -> list[dict[str, Any]]:
+def joined_rows(out: Path, name: str, cfg_path: Path, taken: set[int] | None = None) -> list[dict[str, Any]]:
     """The rows of set ``name`` from an earlier peers run in ``out``: its grid must be this run's
-    (``cfg_path``) but for the seeds, which must not overlap."""
+    (``cfg_path``) but for the seeds, which must overlap neither this run's nor ``taken`` (the
+    seeds of runs joined before it; this run's seeds are added to it)."""
     res = out / name / "results.json"
     if not res.is_file():
         raise ValueError(f"--join {out}: no finished run of set {name!r} there ({res} is missing)")
@@ -173,10 +174,13 @@ def joined_rows(out: Path, name: str, cfg_path: Path) -> list[dict[str, Any]]:
         raise ValueError(
             f"--join {out}: set {name!r} was run with other settings ({', '.join(differ)}): join runs of one grid"
         )
-    if set(ours["seeds"]) & set(theirs["seeds"]):
+    taken = set(ours["seeds"]) if taken is None else taken
+    if taken & set(theirs["seeds"]):
         raise ValueError(
-            f"--join {out}: set {name!r} there has seeds {theirs['seeds']}, this run {ours['seeds']}: give distinct seeds"
+            f"--join {out}: set {name!r} there has seeds {theirs['seeds']}, this run and those joined before "
+            f"{sorted(taken)}: give distinct seeds"
         )
+    taken.update(theirs["seeds"])
     return json.loads(res.read_text())["rows"]
 
 
@@ -241,7 +245,7 @@ def _minor_faults() -> int:
     """Minor page faults of this process so far (0 where ``resource`` does not exist)."""
     try:
         import resource
-    except ImportError:  # not on Windows
+    except ImportError:  # Windows has no resource module
         return 0
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = a.out / f"{s}.toml"
         cfg.write_text(config_text(s, a.steps, a.lr, a.count, a.task, level, seeds))
         try:
-            joined = [r for j in a.join for r in joined_rows(j, s, cfg)]
+            taken = set(seeds)
+            joined = [r for j in a.join for r in joined_rows(j, s, cfg, taken)]
         except ValueError as e:
             print(f"peers: {e}", file=sys.stderr)
             return 2

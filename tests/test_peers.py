@@ -314,3 +314,9 @@ def test_a_joined_peers_run_must_be_the_same_grid_with_other_seeds(tmp_path):
     finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0, 1)))
     with pytest.raises(ValueError, match="distinct seeds"):
         p.joined_rows(old, "fmnist", cfg)
+    # two joined runs must not share a seed either
+    finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0,)))
+    taken = {1, 2}
+    assert p.joined_rows(old, "fmnist", cfg, taken) == [row] and taken == {0, 1, 2}
+    with pytest.raises(ValueError, match="distinct seeds"):
+        p.joined_rows(old, "fmnist", cfg, taken)
