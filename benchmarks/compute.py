@@ -346,6 +346,16 @@ def equal_seconds(
     return out
 
 
+def _far(e: dict[str, Any]) -> str:
+    """`` [k x]`` where an equal-seconds entry came from a budget of k times the seconds."""
+    return "" if e["ratio"] == 1.0 else f" [{e['ratio']:.2g} x]"
+
+
+def _se(e: dict[str, Any]) -> str:
+    """`` ± se`` of an equal-seconds difference, where it has one."""
+    return f" ± {e['diff_se']:.2f}" if math.isfinite(e["diff_se"]) else ""
+
+
 def equal_seconds_table(eq: list[dict[str, Any]]) -> str:
     if not eq:
         return ""
@@ -358,8 +368,7 @@ def equal_seconds_table(eq: list[dict[str, Any]]) -> str:
         "|---|---|---:|---:|---|---:|---:|",
     ]
     for e in eq:
-        far = "" if e["ratio"] == 1.0 else f" [{e['ratio']:.2g} x]"
-        se = f" ± {e['diff_se']:.2f}" if math.isfinite(e["diff_se"]) else ""
+        far, se = _far(e), _se(e)
         lines.append(
             f"| {e['task']} | {e['level']} | {e['ref_seconds']:.2f} | {e['ref_psnr']:.2f} | {e['method']} | "
             f"{e['psnr']:.2f}{far} | {e['diff']:+.2f}{se} ({100 * e['better']:.0f}%) |"
@@ -388,9 +397,7 @@ def equal_seconds_matrix(eq: list[dict[str, Any]]) -> str:
             if e is None:
                 cells.append("")
                 continue
-            se = f" ± {e['diff_se']:.2f}" if math.isfinite(e["diff_se"]) else ""
-            far = "" if e["ratio"] == 1.0 else f" [{e['ratio']:.2g} x]"
-            cells.append(f"{e['diff']:+.2f}{se}{far}")
+            cells.append(f"{e['diff']:+.2f}{_se(e)}{_far(e)}")
         lines.append(
             f"| {task} | {json.loads(lv)} | {first['ref_seconds']:.1f}, {first['ref_psnr']:.2f} | "
             + " | ".join(cells)

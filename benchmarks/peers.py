@@ -160,15 +160,17 @@ def same_start(cfg_path: Path, rows: list[dict[str, Any]], steps: int, lr: float
     return {"mean": mean, "se": se, "n": len(d), "max_abs": max(abs(v) for v in d)}
 
 
-def joined_rows(out: Path, name: str, cfg_path: Path, taken: set[int] | None = None) -> list[dict[str, Any]]:
+def joined_rows(
+    out: Path, name: str, ours: dict[str, Any], taken: set[int] | None = None
+) -> list[dict[str, Any]]:
     """The rows of set ``name`` from an earlier peers run in ``out``: its grid must be this run's
-    (``cfg_path``) but for the seeds, which must overlap neither this run's nor ``taken`` (the
-    seeds of runs joined before it; this run's seeds are added to it)."""
+    (``ours``: the identity of this run's config) but for the seeds, which must overlap neither
+    this run's nor ``taken`` (the seeds of runs joined before it; this run's seeds are added to it)."""
     res = out / name / "results.json"
     if not res.is_file():
         raise ValueError(f"--join {out}: no finished run of set {name!r} there ({res} is missing)")
-    theirs = json.loads(res.read_text())["config"]
-    ours = bench.load_config(cfg_path).identity()
+    run = json.loads(res.read_text())
+    theirs = run["config"]
     differ = sorted(k for k in set(ours) | set(theirs) if k != "seeds" and ours.get(k) != theirs.get(k))
     if differ:
         raise ValueError(
@@ -181,7 +183,7 @@ def joined_rows(out: Path, name: str, cfg_path: Path, taken: set[int] | None = N
             f"{sorted(taken)}: give distinct seeds"
         )
     taken.update(theirs["seeds"])
-    return json.loads(res.read_text())["rows"]
+    return run["rows"]
 
 
 def seed_averaged(rows: list[dict[str, Any]], a: str, b: str, metric: str = "psnr") -> dict[str, float]:
@@ -364,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = a.out / f"{s}.toml"
         cfg.write_text(config_text(s, a.steps, a.lr, a.count, a.task, level, seeds))
         try:
-            taken = set(seeds)
-            joined = [r for j in a.join for r in joined_rows(j, s, cfg, taken)]
+            ours, taken = bench.load_config(cfg).identity(), set(seeds)
+            joined = [r for j in a.join for r in joined_rows(j, s, ours, taken)]
         except ValueError as e:
             print(f"peers: {e}", file=sys.stderr)
             return 2

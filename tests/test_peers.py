@@ -294,9 +294,10 @@ def test_a_joined_peers_run_must_be_the_same_grid_with_other_seeds(tmp_path):
     p = _bench_script("peers")
     cfg = tmp_path / "fmnist.toml"
     cfg.write_text(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (1, 2)))
+    ours = bench.load_config(cfg).identity()
     old = tmp_path / "old"
     with pytest.raises(ValueError, match="no finished run"):
-        p.joined_rows(old, "fmnist", cfg)
+        p.joined_rows(old, "fmnist", ours)
     (old / "fmnist").mkdir(parents=True)
     earlier = tmp_path / "earlier.toml"
     row = {"image_id": "fmnist:0", "seed": 0, "method": p.DEEPINV, "psnr": 17.0}
@@ -307,16 +308,16 @@ def test_a_joined_peers_run_must_be_the_same_grid_with_other_seeds(tmp_path):
         (old / "fmnist" / "results.json").write_text(json.dumps({"config": ident, "rows": [row]}))
 
     finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0,)))
-    assert p.joined_rows(old, "fmnist", cfg) == [row]
+    assert p.joined_rows(old, "fmnist", ours) == [row]
     finished(p.config_text("fmnist", 20, 0.01, 2, "inpaint", 0.8, (0,)))
     with pytest.raises(ValueError, match="other settings"):
-        p.joined_rows(old, "fmnist", cfg)
+        p.joined_rows(old, "fmnist", ours)
     finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0, 1)))
     with pytest.raises(ValueError, match="distinct seeds"):
-        p.joined_rows(old, "fmnist", cfg)
+        p.joined_rows(old, "fmnist", ours)
     # two joined runs must not share a seed either
     finished(p.config_text("fmnist", 10, 0.01, 2, "inpaint", 0.8, (0,)))
     taken = {1, 2}
-    assert p.joined_rows(old, "fmnist", cfg, taken) == [row] and taken == {0, 1, 2}
+    assert p.joined_rows(old, "fmnist", ours, taken) == [row] and taken == {0, 1, 2}
     with pytest.raises(ValueError, match="distinct seeds"):
-        p.joined_rows(old, "fmnist", cfg, taken)
+        p.joined_rows(old, "fmnist", ours, taken)
