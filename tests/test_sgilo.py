@@ -283,66 +283,6 @@ def test_refinement_keeps_chains_that_fit_and_moves_those_that_do_not():
         SGILOConfig(refine_stages=(2, 1))
 
 
-def _dense(physics, shape):
-    """The matrix of a linear physics' operator, column by column."""
-    n = math.prod(shape)
-    basis = torch.eye(n).view(n, *shape)
-    return physics.A(basis).reshape(n, -1).T
-
-
-@pytest.mark.parametrize("task", ["inpaint", "cs", "superres", "denoise"])
-def test_pixel_slack_draws_the_exact_gaussian_posterior_around_the_image(task):
-    """x' ~ N(x, tau^2 I), y ~ N(A x', sigma^2 I): the slack's mean is the exact posterior mean
-    for each task's physics (deepinv's closed forms and its conjugate gradient), and its draws
-    have the exact posterior's mean and covariance within Monte-Carlo error."""
-    from genprior.physics import make_physics
-    from genprior.solvers.sgilo import slack_posterior
-
-    shape = (1, 8, 8)
-    kw = dict(inpaint={"mask_ratio": 0.5}, cs={"measurements": 20}, superres={"scale": 2}, denoise={})[task]
-    physics = make_physics(task, shape, noise_std=0.1 if task == "denoise" else 0.0, seed=3, **kw)
-    sigma, tau = 0.1, 0.2
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand((1, *shape), generator=g)
-    y = physics.A(torch.rand((1, *shape), generator=g))
-    A = _dense(physics, shape)
-    P = A.T @ A / sigma**2 + torch.eye(A.shape[1]) / tau**2
-    cov = torch.linalg.inv(P)
-    mean = cov @ (A.T @ y.flatten() / sigma**2 + x.flatten() / tau**2)
-    N = 4000
-    m, draws = slack_posterior(x.expand(N, *shape), y.expand(N, *y.shape[1:]), physics, sigma, tau, g)
-    assert torch.allclose(m[0].flatten(), mean, atol=1e-3), (m[0].flatten() - mean).abs().max()
-    d = draws.reshape(N, -1)
-    sd = cov.diagonal().sqrt()
-    assert ((d.mean(0) - mean).abs() / sd).max() < 5 / math.sqrt(N)
-    emp = torch.cov(d.T)
-    # every entry of the covariance within ~5 Monte-Carlo standard errors of the exact one
-    se = torch.sqrt((cov**2 + torch.outer(cov.diagonal(), cov.diagonal())) / N)
-    assert ((emp - cov).abs() / se).max() < 5.5
-
-
-def test_sgilo_with_pixel_slack_draws_around_each_chain_and_averages_their_means():
-    """With pixel_slack each chain's image x_k becomes a draw from p(x' | x_k, y): at denoising,
-    mean w y + (1 - w) x_k with w = tau^2 / (sigma^2 + tau^2) and variance sigma^2 tau^2 /
-    (sigma^2 + tau^2). The output is the average of those means (not of the draws), and the
-    draws' variance is the chains' shrunk by (1 - w)^2 plus the slack's; bad values are refused."""
-    G, physics, y, W, V, mu, Sigma, sy = _problem()
-    tau = sy
-    kw = dict(warm_steps=5, chains=400, levels=2, steps_per_level=3, final_steps=5, refine_steps=0)
-    plain = SGILO(G, SGILOConfig(**kw), score_model=GaussianScore(mu, Sigma))
-    plain(y, physics)
-    slack = SGILO(G, SGILOConfig(**kw, pixel_slack=tau), score_model=GaussianScore(mu, Sigma))
-    out = slack(y, physics)
-    a, b = plain.last_samples, slack.last_samples
-    w = tau**2 / (sy**2 + tau**2)
-    assert torch.allclose(out, (w * y + (1 - w) * a.samples).mean(0), atol=1e-5)
-    assert not torch.allclose(out, b.samples.mean(0), atol=1e-4)
-    expect = (1 - w) ** 2 * a.std.pow(2) + sy**2 * tau**2 / (sy**2 + tau**2)
-    assert ((b.std.pow(2) / expect - 1).abs() < 0.2).all(), (b.std.pow(2), expect)
-    with pytest.raises(UserError, match="pixel_slack"):
-        SGILOConfig(pixel_slack=-0.1)
-
-
 def test_randomised_refinement_fits_each_chain_to_its_own_noisy_copy(monkeypatch):
     """refine_randomize: each chain's refinement fits the measurements plus its own fresh noise
     (on the observed entries only) and stops at twice the noise variance, so the refined chains

@@ -133,15 +133,6 @@ class SGILOConfig(SolverConfig):
             their exact ``N(0, I)`` prior; off, they stay at round 0's values. (StyleGAN2 has none:
             its later W+ rows repeat the ``w`` that made the state, which the score model covers
             with the state and the chains always sample.)
-        pixel_slack: the std ``tau`` (image units) of the per-pixel residual the generator leaves on
-            real images: the model becomes ``x = G(state) + r``, ``r ~ N(0, tau^2 I)``, and after
-            the chains (and their refinement) each chain's image ``g`` is replaced by a draw from
-            ``p(x | g, y)``, Gaussian for a linear physics with Gaussian noise, drawn exactly by
-            perturb-and-MAP through the physics' ``prox_l2``; the mean is the chains' average of
-            that posterior's mean (Rao-Blackwellised). The chains themselves still fit with the
-            noise alone (an approximation the docs state). 0: none, the generator's range is
-            taken as exact (right on its own samples). ``benchmarks/sgilo_slack.py`` measures
-            ``tau`` on a generator's training images.
         tail_noise: let the noise maps the tail reads (StyleGAN2's ``noise_k ..``, drawn ``N(0, 1)``
             independently of the state by the generator) follow the dynamics too, with that exact
             prior; off, every chain keeps round 0's draw, which removes their share of the
@@ -173,7 +164,6 @@ class SGILOConfig(SolverConfig):
     refine_radius: float = 0.2
     refine_tolerance: float = 1.0
     refine_randomize: bool = False
-    pixel_slack: float = 0.0
     tail_latents: bool = True
     tail_noise: bool = True
     seed: int = 0
@@ -198,7 +188,6 @@ class SGILOConfig(SolverConfig):
         check_stages(self, "refine_stages")
         check_number(self, "refine_radius")
         check_number(self, "refine_tolerance", 1.0)
-        check_number(self, "pixel_slack", 0.0)
         if self.step_scale > 1:
             raise setting_error(self, "step_scale", "give a number in (0, 1]")
         check_choice(self, "update", UPDATES)
@@ -224,27 +213,6 @@ def _power_top(apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torc
         lam = sum((a * b).flatten(1).sum(1) for a, b in zip(w, v))
         v = w
     return lam.abs().detach()
-
-
-def slack_posterior(
-    x: Tensor, y: Tensor, physics: Any, sigma: float, tau: float, g: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """The pixel slack (``SGILOConfig.pixel_slack``): the mean of ``p(x' | x, y)`` and one draw
-    from it, where ``x' ~ N(x, tau^2 I)`` around the generator's image ``x`` and ``y ~ N(A x',
-    sigma^2 I)``. The posterior is Gaussian with precision ``A^T A / sigma^2 + I / tau^2``; its
-    mean is the physics' ``prox_l2(x, y, tau^2 / sigma^2)`` and ``prox_l2(x + tau e1, y + sigma
-    e2, ...)`` (``e1``, ``e2`` standard normal, drawn from ``g``) is an exact draw
-    (perturb-and-MAP). Not clamped."""
-    prox = getattr(physics, "prox_l2", None)
-    if prox is None:
-        raise UserError(
-            f"pixel_slack needs a linear physics with prox_l2, not {type(physics).__name__}: use pixel_slack=0"
-        )
-    gamma = tau**2 / sigma**2
-    mean = prox(x, y, gamma)
-    e1 = torch.randn(x.shape, generator=g).to(x)
-    e2 = torch.randn(y.shape, generator=g).to(y)
-    return mean, prox(x + tau * e1, y + sigma * e2, gamma)
 
 
 class SGILO(GenerativeSolver):
@@ -448,15 +416,7 @@ class SGILO(GenerativeSolver):
                 )
                 with torch.no_grad():
                     err = measurement_error(x, yk, physics)
-            if cfg.pixel_slack > 0:
-                with torch.no_grad():
-                    mu, x = slack_posterior(x, yk, physics, sigma_y, cfg.pixel_slack, g)
-                    mu, x = mu.clamp(0, 1), x.clamp(0, 1)
-                    err = measurement_error(x, yk, physics)
-                drawn = PosteriorSamples.from_samples(x.view(K, B, *x.shape[1:]))
-                post = PosteriorSamples(drawn.samples, mu.view(K, B, *mu.shape[1:]).mean(0), drawn.std)
-            else:
-                post = PosteriorSamples.from_samples(x.view(K, B, *x.shape[1:]))
+            post = PosteriorSamples.from_samples(x.view(K, B, *x.shape[1:]))
             chain_err = err.view(K, B)
             out = post.mean if cfg.output == "mean" else post.samples[0]
             with torch.no_grad():
