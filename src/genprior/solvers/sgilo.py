@@ -123,7 +123,8 @@ class SGILOConfig(SolverConfig):
             ``tau >= 1``).
         refine_randomize: randomise-then-optimise (Bardsley et al. 2014; perturb-and-MAP): each
             chain's refinement fits its own copy of the measurements, with fresh noise of the
-            likelihood's std added to the observed entries, and stops at that copy's noise level
+            likelihood's std added to the entries the floor counts as observed (the non-zero
+            ones: an inpainting's missing pixels are zero), and stops at that copy's noise level
             (twice the variance: the truth misses it by the noise twice over). The optimisation
             then carries the noise's uncertainty into the chains' spread as a sampler would. Off
             (the default until 2026-12-05), every chain is refined to the same measurements and
