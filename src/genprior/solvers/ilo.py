@@ -305,10 +305,16 @@ class ILO(GenerativeSolver):
         return finish_run(rec, best, timer)
 
 
+def observed(y: Tensor) -> Tensor:
+    """The measurement entries taken as observed: the non-zero ones (an inpainting's masked
+    pixels are zero in ``y``), as a float mask shaped like ``y``."""
+    return (y != 0).to(y.dtype)
+
+
 def observed_share(y: Tensor) -> Tensor:
-    """Per image, the share of measurement entries that are non-zero, i.e. observed (an
-    inpainting's masked pixels are zero in ``y``): what the discrepancy floor scales by."""
-    return (y.reshape(y.shape[0], -1) != 0).float().mean(1)
+    """Per image, the share of measurement entries that are :func:`observed`: what the
+    discrepancy floor scales by."""
+    return observed(y).reshape(y.shape[0], -1).mean(1)
 
 
 def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor | None:

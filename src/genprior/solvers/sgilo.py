@@ -474,7 +474,7 @@ class SGILO(GenerativeSolver):
     def _refine(self, u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress, g):
         """Each chain goes on as ILO from its last point (see ``SGILOConfig.refine_steps``): the
         chains' images (clamped) and the refinement's rounds for the record."""
-        from .ilo import ILO, ILOConfig, Start, observed_share
+        from .ilo import ILO, ILOConfig, Start, observed, observed_share
 
         cfg: SGILOConfig = self.config
         G, S = self.generator, self.score_model
@@ -498,7 +498,7 @@ class SGILO(GenerativeSolver):
         target = yk
         if cfg.refine_randomize:  # each chain fits its own copy of the measurements, fresh noise added
             e = torch.randn(yk.shape, generator=g).to(yk)
-            target = yk + sigma_y * e * (yk != 0)
+            target = yk + sigma_y * e * observed(yk)
         x, r = ilo.solve(target, physics, progress, start=Start(S.stage, state, ins))
         K = cfg.chains
         B = yk.shape[0] // K
