@@ -325,3 +325,71 @@ def test_randomised_refinement_fits_each_chain_to_its_own_noisy_copy(monkeypatch
     t = targets[-1]
     assert t.shape[0] == 4 and torch.all(t[:, :, :16] == 0)
     assert not torch.equal(t[0, :, 16:], t[1, :, 16:]) and not torch.equal(t[0], inp.A(x)[0])
+
+
+def _holdout_problem(spread: float):
+    """40 images of 30 independent pixels, half of them observed with noise; the prior (exact
+    score of N(0, I) on the state, pixels 0.5 + 0.1 u) is right for ``spread = 1`` and three
+    times too narrow for ``spread = 3`` (the truths scatter that much more than it says)."""
+    n, B, sy = 30, 40, 0.02
+    G = LinearGenerator(0.1 * torch.eye(n), torch.zeros(n, 1), 0.5)
+    mask = torch.zeros(1, 1, n)
+    mask[..., : n // 2] = 1
+    physics = dinv.physics.Inpainting(
+        img_size=(1, 1, n), mask=mask, noise_model=dinv.physics.GaussianNoise(sigma=sy)
+    )
+    g = torch.Generator().manual_seed(11)
+    x = (0.5 + 0.1 * spread * torch.randn((B, 1, 1, n), generator=g)).clamp(0, 1)
+    y = mask * (x + sy * torch.randn(x.shape, generator=g))
+    return G, physics, x, y, GaussianScore(torch.zeros(n), torch.eye(n))
+
+
+def test_holdout_scales_the_std_map_to_what_held_out_measurements_say():
+    """holdout: the solve never sees the held-out entries, and the std map is scaled by how much
+    the mean misses them beyond the chains' spread: about 1 where the prior is right (the chains
+    are calibrated already), about 3 where it is three times too narrow, which brings the
+    coverage of the unobserved pixels from about a half back to about 0.95."""
+    from genprior import metrics
+
+    kw = dict(warm_steps=20, chains=64, levels=2, steps_per_level=10, final_steps=300, refine_steps=0, seed=3)
+    cover = {}
+    for spread in (1.0, 3.0):
+        G, physics, x, y, score = _holdout_problem(spread)
+        where = metrics.unobserved(physics, tuple(x.shape))
+        for h in (0.0, 0.4):
+            s = SGILO(G, SGILOConfig(**kw, holdout=h), score_model=score)
+            s(y, physics)
+            post = s.last_samples
+            cover[spread, h] = metrics.coverage(x, post.mean, post.std, where).mean().item()
+            if h:
+                scale = torch.tensor(s.last_record.extra["holdout_scale"])
+                held = s.last_holdout
+                assert held is not None and torch.all(held * physics.mask == held)  # observed entries only
+                assert 0.25 < held.sum().item() / (physics.mask.sum().item() * len(y)) < 0.55
+                if spread == 1.0:
+                    assert scale.mean() < 1.25, scale
+                else:
+                    assert 2.3 < scale.mean() < 3.7, scale
+    assert cover[1.0, 0.0] > 0.9 and 0.9 < cover[1.0, 0.4] < 0.99, cover
+    assert cover[3.0, 0.0] < 0.6 and 0.88 < cover[3.0, 0.4] < 0.99, cover
+
+
+def test_holdout_entries_are_never_seen():
+    """Changing the measurements at the held-out entries changes nothing but the scale's input;
+    changing a kept entry changes the chains."""
+    G, physics, x, y, score = _holdout_problem(1.0)
+    y = y[:4]
+    cfg = SGILOConfig(
+        warm_steps=5, chains=4, levels=2, steps_per_level=3, final_steps=5, refine_steps=0, holdout=0.3
+    )
+    s = SGILO(G, cfg, score_model=score)
+    s(y, physics)
+    held, base = s.last_holdout, s.last_samples.samples
+    assert held.sum() > 0
+    s(y + 0.3 * held, physics)
+    assert torch.equal(s.last_samples.samples, base)
+    kept = physics.mask.expand_as(y) * (1 - held)
+    s(y + 0.3 * kept * (torch.rand(y.shape) < 0.2), physics)
+    assert not torch.equal(s.last_samples.samples, base)
+    with pytest.raises(UserError, match="holdout"):
+        SGILOConfig(holdout=1.0)
