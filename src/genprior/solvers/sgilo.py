@@ -136,10 +136,9 @@ class SGILOConfig(SolverConfig):
             on, at 0.5 dB of the mean's PSNR; at noise 0.01 the two are level (docs/sgilo.md).
         holdout: the share of each image's observed measurement entries held out of the whole
             solve to calibrate the std map (0: none, the default). The solve sees the other
-            entries only; then, per image, the mean's squared miss at the held-out entries (less
-            the noise variance) is compared with the chains' spread there (their variance, times
-            ``1 + 1/K`` for the mean's own Monte-Carlo error), and where the miss is larger the
-            std map is scaled up by the square root of the ratio (never down). The chains are
+            entries only; then, per image, the std map is scaled up (never down) until the
+            chains' ``mean +- 2 std`` (with the noise) covers 95 % of the held-out entries
+            (:func:`holdout_scale`, split conformal calibration). The chains are
             then calibrated against what the data say, not only against the prior: where the
             generator cannot make the image (a real face the DCGAN does not make), they agree
             on something wrong and the std map is too narrow (docs/sgilo.md). The cost: the
@@ -219,6 +218,33 @@ class SGILOConfig(SolverConfig):
 def _per_chain(x: Tensor, K: int) -> Tensor:
     """``K`` copies of a batch, chain-major: entry ``k * B + i`` is chain ``k`` of image ``i``."""
     return x.repeat(K, *([1] * (x.dim() - 1)))
+
+
+def holdout_scale(
+    ax: Tensor, y: Tensor, held: Tensor, sigma: float, k: float = 2.0, level: float = 0.95
+) -> Tensor:
+    """Per image, the factor (at least 1) by which the chains' spread must grow for ``mean +- k
+    std`` to cover a share ``level`` of the held-out measurements (split conformal calibration):
+    ``ax`` ``(K, B, ...)`` the chains' measurements, ``y`` ``(B, ...)`` the measurements, ``held``
+    the held-out entries (1), ``sigma`` the noise std. An entry ``j`` is covered at scale ``s``
+    when ``(m_j - y_j)^2 <= k^2 (s^2 v_j + sigma^2)``, ``m`` and ``v`` the chains' mean and
+    variance there (``v`` times ``1 + 1/K``: the mean's own Monte-Carlo error): the factor is the
+    ``s`` the held-out entry of rank ``ceil((n + 1) level)`` needs (of ``n``; the largest where
+    ``n < 1 / (1 - level) - 1``), split conformal prediction's finite-sample quantile. A quantile, not a ratio of sums: the misses
+    are heavier-tailed than a Gaussian's where the generator cannot make the image (on the
+    astronaut at 90 % missing pixels the ratio of sums is below 1 while a quarter of the pixels
+    fall outside ``mean +- 2 std``)."""
+    K = ax.shape[0]
+    v = ax.var(0, correction=1) * (1 + 1 / K)
+    excess = ((ax.mean(0) - y).pow(2) / k**2 - sigma**2).clamp_min(0)
+    need = torch.where(v > 0, excess / v.clamp_min(1e-30), torch.where(excess > 0, math.inf, 0.0))
+    out = torch.ones(y.shape[0], dtype=y.dtype)
+    for i in range(y.shape[0]):
+        e = need[i][held[i] > 0].sort().values
+        if e.numel():  # the conformal rank ceil((n + 1) level), the largest where n is too small for it
+            r = min(e.numel(), math.ceil((e.numel() + 1) * level))
+            out[i] = e[r - 1].sqrt().clamp_min(1)
+    return out
 
 
 class HeldOut:
@@ -333,12 +359,7 @@ class SGILO(GenerativeSolver):
         K = post.num_samples
         with torch.no_grad():
             ax = physics.A(post.samples.flatten(0, 1)).view(K, *y.shape)
-            miss = ((ax.mean(0) - y).pow(2) - rec.extra["noise_sigma"] ** 2) * held
-            spread = ax.var(0, correction=1) * (1 + 1 / K) * held
-            ratio = miss.flatten(1).sum(1) / spread.flatten(1).sum(1).clamp_min(1e-30)
-            scale = (
-                torch.where(spread.flatten(1).sum(1) > 0, ratio, torch.ones_like(ratio)).clamp_min(1).sqrt()
-            )
+            scale = holdout_scale(ax, y, held, rec.extra["noise_sigma"])
             std = post.std * scale.to(post.std).view(-1, *([1] * (post.std.dim() - 1)))
         self.last_samples = rec.posterior = PosteriorSamples(post.samples, post.mean, std)
         self.last_holdout = held
