@@ -393,6 +393,8 @@ def test_holdout_entries_are_never_seen():
     assert not torch.equal(s.last_samples.samples, base)
     with pytest.raises(UserError, match="holdout"):
         SGILOConfig(holdout=1.0)
+    with pytest.raises(UserError, match="chains >= 2"):
+        SGILOConfig(holdout=0.1, chains=1)
 
 
 def test_holdout_scale_is_the_conformal_rank_of_what_each_entry_needs():

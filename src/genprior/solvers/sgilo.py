@@ -208,6 +208,8 @@ class SGILOConfig(SolverConfig):
         check_number(self, "holdout")
         if self.holdout >= 1:
             raise setting_error(self, "holdout", "give a share in [0, 1): the solve needs measurements")
+        if self.holdout and self.chains < 2:
+            raise setting_error(self, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
         if self.step_scale > 1:
             raise setting_error(self, "step_scale", "give a number in (0, 1]")
         check_choice(self, "update", UPDATES)
@@ -230,15 +232,15 @@ def holdout_scale(
     when ``(m_j - y_j)^2 <= k^2 (s^2 v_j + sigma^2)``, ``m`` and ``v`` the chains' mean and
     variance there (``v`` times ``1 + 1/K``: the mean's own Monte-Carlo error): the factor is the
     ``s`` the held-out entry of rank ``ceil((n + 1) level)`` needs (of ``n``; the largest where
-    ``n < 1 / (1 - level) - 1``), split conformal prediction's finite-sample quantile. A quantile, not a ratio of sums: the misses
-    are heavier-tailed than a Gaussian's where the generator cannot make the image (on the
-    astronaut at 90 % missing pixels the ratio of sums is below 1 while a quarter of the pixels
-    fall outside ``mean +- 2 std``)."""
+    ``n < 1 / (1 - level) - 1``), split conformal prediction's finite-sample quantile. A quantile,
+    not a ratio of sums: the misses are heavier-tailed than a Gaussian's where the generator
+    cannot make the image (on the astronaut at 90 % missing pixels the ratio of sums is below 1
+    while a quarter of the pixels fall outside ``mean +- 2 std``)."""
     K = ax.shape[0]
     v = ax.var(0, correction=1) * (1 + 1 / K)
     excess = ((ax.mean(0) - y).pow(2) / k**2 - sigma**2).clamp_min(0)
     need = torch.where(v > 0, excess / v.clamp_min(1e-30), torch.where(excess > 0, math.inf, 0.0))
-    out = torch.ones(y.shape[0], dtype=y.dtype)
+    out = torch.ones(y.shape[0], dtype=y.dtype, device=y.device)
     for i in range(y.shape[0]):
         e = need[i][held[i] > 0].sort().values
         if e.numel():  # the conformal rank ceil((n + 1) level), the largest where n is too small for it
