@@ -345,8 +345,8 @@ def _holdout_problem(spread: float):
 
 
 def test_holdout_scales_the_std_map_to_what_held_out_measurements_say():
-    """holdout: the solve never sees the held-out entries, and the std map is scaled by how much
-    the mean misses them beyond the chains' spread: about 1 where the prior is right (the chains
+    """holdout: the std map is scaled by how much the mean misses the held-out entries beyond
+    the chains' spread: about 1 where the prior is right (the chains
     are calibrated already), about 3 where it is three times too narrow, which brings the
     coverage of the unobserved pixels from about a half back to about 0.95."""
     from genprior import metrics
@@ -375,8 +375,8 @@ def test_holdout_scales_the_std_map_to_what_held_out_measurements_say():
 
 
 def test_holdout_entries_are_never_seen():
-    """Changing the measurements at the held-out entries changes nothing but the scale's input;
-    changing a kept entry changes the chains."""
+    """The solve never sees the held-out entries: changing the measurements there changes no
+    sample; changing a kept entry does."""
     G, physics, x, y, score = _holdout_problem(1.0)
     y = y[:4]
     cfg = SGILOConfig(
@@ -407,9 +407,8 @@ def test_holdout_scale_is_the_conformal_rank_of_what_each_entry_needs():
     a = torch.full((1, 40), 0.5)
     ax = torch.stack([a - d, a + d])  # K = 2: variance 2 d^2, times 1.5
     v = 2 * d**2 * 1.5
-    miss = torch.linspace(0.0, 1.0, 40).view(
-        1, 40
-    )  # sorted needs: entry j needs (miss_j^2 / 4 - sigma^2) / v
+    # sorted needs: entry j needs (miss_j^2 / 4 - sigma^2) / v
+    miss = torch.linspace(0.0, 1.0, 40).view(1, 40)
     held = torch.zeros(1, 40)
     held[0, :20] = 1  # n = 20: rank ceil(21 * 0.95) = 20, the largest held-out miss
     s = holdout_scale(ax, a + miss, held, sigma)
