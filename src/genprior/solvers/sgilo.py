@@ -222,6 +222,11 @@ def _per_chain(x: Tensor, K: int) -> Tensor:
     return x.repeat(K, *([1] * (x.dim() - 1)))
 
 
+def _per_sample(t: Tensor, like: Tensor) -> Tensor:
+    """A per-sample ``(n,)`` tensor shaped to broadcast over ``like`` ``(n, ...)``, on its device."""
+    return t.to(like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
 def holdout_scale(
     ax: Tensor, y: Tensor, held: Tensor, sigma: float, k: float = 2.0, level: float = 0.95
 ) -> Tensor:
@@ -274,7 +279,7 @@ def _power_top(apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torc
     lam = torch.zeros(n, device=like[0].device)
     for _ in range(iters):
         nv = torch.sqrt(sum(x.flatten(1).pow(2).sum(1) for x in v)).clamp_min(1e-30)
-        v = tuple(x / nv.view(-1, *([1] * (x.dim() - 1))) for x in v)
+        v = tuple(x / _per_sample(nv, x) for x in v)
         w = apply(v)
         lam = sum((a * b).flatten(1).sum(1) for a, b in zip(w, v))
         v = w
@@ -362,12 +367,12 @@ class SGILO(GenerativeSolver):
         with torch.no_grad():
             ax = physics.A(post.samples.flatten(0, 1)).view(K, *y.shape)
             scale = holdout_scale(ax, y, held, rec.extra["noise_sigma"])
-            std = post.std * scale.to(post.std).view(-1, *([1] * (post.std.dim() - 1)))
+            std = post.std * _per_sample(scale, post.std)
         self.last_samples = rec.posterior = PosteriorSamples(post.samples, post.mean, std)
         self.last_holdout = held
         rec.extra["holdout_scale"] = scale.tolist()
         rec.extra["holdout_entries"] = held.flatten(1).sum(1).tolist()
-        rec.extra["posterior_std_mean"] = std.flatten(1).mean(1).tolist() if K > 1 else None
+        rec.extra["posterior_std_mean"] = std.flatten(1).mean(1).tolist()  # K >= 2: validated
         return x, rec
 
     def _solve(self, y: Tensor, physics: Any, progress: bool) -> tuple[Tensor, RunRecord]:
@@ -456,9 +461,6 @@ class SGILO(GenerativeSolver):
 
                     return _power_top(apply, uu, K * B, cfg.power_iters, g)
 
-            def bcast(t: Tensor, x: Tensor) -> Tensor:
-                return t.to(x.device).view(-1, *([1] * (x.dim() - 1)))
-
             total = cfg.levels * cfg.steps_per_level + cfg.final_steps
             bar = progress_bar(total, progress, "SGILO")
             L = lik_curvature(u)
@@ -488,7 +490,7 @@ class SGILO(GenerativeSolver):
                     var = torch.full_like(L, sigma_y**2)
                     rec.extra["prior_curvature"] = Lp.view(K, B).max(0).values.tolist()
                     rec.extra["final_step"] = eta_f.view(K, B).min(0).values.tolist()
-                    eta_b = [bcast(eta_f, x) for x in u]
+                    eta_b = [_per_sample(eta_f, x) for x in u]
                     for _ in range(cfg.final_steps):
                         u, sq = self._langevin_step(
                             u, data_grad, var, lambda uu: prior_score(uu, cfg.sigma_min), eta_b, g
