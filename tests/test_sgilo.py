@@ -374,6 +374,37 @@ def test_holdout_scales_the_std_map_to_what_held_out_measurements_say():
     assert cover[3.0, 0.0] < 0.6 and 0.88 < cover[3.0, 0.5] < 0.99, cover
 
 
+def test_holdout_refit_gives_all_measurements_estimate_with_the_held_out_factor():
+    """holdout_refit: the mean and samples are those of the solve on all the measurements (the
+    same seeds: equal to the plain solve's), the std map is that solve's scaled by the factor of
+    the held-out solve, and with a prior three times too narrow it covers the unobserved pixels
+    about as the held-out solve's does."""
+    from genprior import metrics
+
+    kw = dict(warm_steps=20, chains=64, levels=2, steps_per_level=10, final_steps=300, refine_steps=0, seed=3)
+    G, physics, x, y, score = _holdout_problem(3.0)
+    where = metrics.unobserved(physics, tuple(x.shape))
+    runs = {}
+    for name, extra in {
+        "plain": {},
+        "held": dict(holdout=0.5),
+        "refit": dict(holdout=0.5, holdout_refit=True),
+    }.items():
+        s = SGILO(G, SGILOConfig(**kw, **extra), score_model=score)
+        out = s(y, physics)
+        runs[name] = (out, s.last_samples, s.last_record)
+    (x0, p0, r0), (_, ph, rh), (xr, pr, rr) = runs["plain"], runs["held"], runs["refit"]
+    assert torch.equal(xr, x0) and torch.equal(pr.samples, p0.samples) and torch.equal(pr.mean, p0.mean)
+    scale = torch.tensor(rr.extra["holdout_scale"])
+    assert torch.equal(scale, torch.tensor(rh.extra["holdout_scale"])) and scale.mean() > 2
+    assert torch.allclose(pr.std, p0.std * scale.view(-1, 1, 1, 1))
+    assert rr.time_s > r0.time_s
+    cover = metrics.coverage(x, pr.mean, pr.std, where).mean().item()
+    assert 0.88 < cover < 0.99, cover
+    with pytest.raises(UserError, match="holdout_refit"):
+        SGILOConfig(holdout_refit=True)
+
+
 def test_holdout_entries_are_never_seen():
     """The solve never sees the held-out entries: changing the measurements there changes no
     sample; changing a kept entry does."""
