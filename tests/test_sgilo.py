@@ -393,7 +393,7 @@ def test_holdout_refit_gives_all_measurements_estimate_with_the_held_out_factor(
         s = SGILO(G, SGILOConfig(**kw, **extra), score_model=score)
         out = s(y, physics)
         runs[name] = (out, s.last_samples, s.last_record)
-    (x0, p0, r0), (_, ph, rh), (xr, pr, rr) = runs["plain"], runs["held"], runs["refit"]
+    (x0, p0, r0), (_, _, rh), (xr, pr, rr) = runs["plain"], runs["held"], runs["refit"]
     assert torch.equal(xr, x0) and torch.equal(pr.samples, p0.samples) and torch.equal(pr.mean, p0.mean)
     scale = torch.tensor(rr.extra["holdout_scale"])
     assert torch.equal(scale, torch.tensor(rh.extra["holdout_scale"])) and scale.mean() > 2

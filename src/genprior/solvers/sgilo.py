@@ -219,7 +219,9 @@ class SGILOConfig(SolverConfig):
         if self.holdout and self.chains < 2:
             raise setting_error(self, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
         if self.holdout_refit and not self.holdout:
-            raise setting_error(self, "holdout_refit", "give a share `holdout` > 0 too: the factor comes from it")
+            raise setting_error(
+                self, "holdout_refit", "give a share `holdout` > 0 too: the factor comes from it"
+            )
         if self.step_scale > 1:
             raise setting_error(self, "step_scale", "give a number in (0, 1]")
         check_choice(self, "update", UPDATES)
