@@ -264,3 +264,33 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "l").exists() and not (tmp_path / "a").exists()
+
+
+def test_gluing_glues_to_the_projection_at_super_resolution():
+    """At super-resolution (``A A^T`` about 0.004-0.06, not ``I``) the gluing term glues ``z0_hat``
+    to the encoding of the projection of ``D(z0_hat)`` onto ``A x = y``: 0 where ``D(z0)`` is
+    consistent with ``y``, and otherwise the distance to the encoded projection, which the paper's
+    adjoint formula (``projection = "adjoint"``) misses."""
+    from genprior.diffusion.resample import gluing_term
+    from genprior.physics import make_physics, project_onto_measurements
+
+    model = _gaussian_latent_model()
+    physics = make_physics("superres", (1, 8, 8), scale=2, seed=0)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = physics(x)
+    z_true = model.encode(x)
+    glue, adj = (
+        gluing_term(y, physics, model.encode, 0.3),
+        gluing_term(y, physics, model.encode, 0.3, "adjoint"),
+    )
+    assert float(glue(z_true, model.decode(z_true)).abs().max()) < 1e-4
+    z = z_true + torch.randn(z_true.shape, generator=torch.Generator().manual_seed(3))
+    xz = model.decode(z)
+    want = 0.3 * (z - model.encode(project_onto_measurements(physics, xz, y))).flatten(1).norm(dim=1)
+    torch.testing.assert_close(glue(z, xz), want)
+    assert torch.all((adj(z, xz) - want).abs() > 0.1 * want)
+    from genprior.solvers.latent import PSLDConfig, ReSampleConfig
+
+    for config in (PSLDConfig, ReSampleConfig):
+        with pytest.raises(UserError, match="gluing_projection"):
+            config(gluing_projection="transpose")

@@ -511,3 +511,42 @@ class TestLoadMask:
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "m.png")
         with pytest.raises(UserError, match="observes no pixel"):
             make_physics("inpaint", SHAPE, mask=tmp_path / "m.png")
+
+
+@pytest.mark.parametrize(
+    "task, kw",
+    [
+        ("superres", dict(scale=4)),
+        ("superres", dict(scale=8)),
+        ("cs", dict(measurements=50)),
+        ("inpaint", dict(mask_ratio=0.8)),
+    ],
+)
+def test_projection_onto_measurements_is_the_dense_pseudo_inverse(task, kw):
+    """``project_onto_measurements`` gives ``x + A^+ (y - A x)`` of the dense ``A`` (built column by
+    column) and its gradient is ``(I - A^+ A)`` applied to the upstream one; PSLD's adjoint formula
+    equals it at inpainting (``A A^T = I`` there) and misses the set elsewhere (``A A^T`` is far
+    from ``I``)."""
+    from genprior.physics import adjoint_glue_point, project_onto_measurements
+
+    g = torch.Generator().manual_seed(123)  # not the operator's seed: draws outside A's row space
+    physics = make_physics(task, (1, 16, 16), seed=0, **kw)
+    n = 256
+    dense = physics.A(torch.eye(n).view(n, 1, 16, 16)).flatten(1).T  # (m, n)
+    pinv = torch.linalg.pinv(dense.double())
+    x = torch.rand((3, 1, 16, 16), generator=g).requires_grad_(True)
+    y = physics.A(torch.rand((3, 1, 16, 16), generator=g))
+    w = torch.randn((3, 1, 16, 16), generator=g)
+    p = project_onto_measurements(physics, x, y)
+    (p * w).sum().backward()
+    xd, yd, wd = x.detach().flatten(1).double(), y.flatten(1).double(), w.flatten(1).double()
+    want = xd + (yd - xd @ dense.T.double()) @ pinv.T
+    assert torch.allclose(p.detach().flatten(1).double(), want, atol=1e-4)
+    null = torch.eye(n, dtype=torch.float64) - pinv @ dense.double()
+    assert torch.allclose(x.grad.flatten(1).double(), wd @ null, atol=1e-4)
+    adj = adjoint_glue_point(physics, x.detach(), y)
+    miss = (physics.A(adj) - y).norm() / (physics.A(x.detach()) - y).norm()  # of the start's miss
+    if task == "inpaint":
+        assert torch.allclose(adj, p.detach(), atol=1e-6)
+    else:
+        assert miss > 0.5, miss

@@ -5,10 +5,11 @@ ReSample is measured against.
   ancestral sampling) from Tweedie's ``z0_hat``, then ``z_{t-1} -= weight * grad_{z_t}
   ||y - A(D(z0_hat))||`` (the norm, not its square, as in DPS).
 * **PSLD** (Rout et al. 2023): Latent-DPS plus the "gluing" term ``gluing * ||z0_hat -
-  E(A^T y + (I - A^T A) D(z0_hat))||``, which pulls ``z0_hat`` towards a fixed point of the
-  autoencoder on images that agree with ``y`` (``A^T`` is the physics' adjoint; the paper states it
-  for inpainting-like ``A`` with ``A A^T = I``, and genprior applies the same formula to every
-  linear task).
+  E(P(D(z0_hat)))||``, which pulls ``z0_hat`` towards a fixed point of the autoencoder on images
+  that agree with ``y``, ``P`` the projection onto ``{x : A x = y}``. The paper writes ``P(x) =
+  A^T y + (I - A^T A) x``, the projection only where ``A A^T = I`` (inpainting); genprior uses
+  ``x + A^+ (y - A x)`` on every linear task (``projection = "pinv"``, the default; ``"adjoint"``
+  is the paper's formula; :mod:`genprior.physics.project`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def guided_latent_sampling(
     steps: int = 250,
     weight: float = 1.0,
     gluing: float = 0.0,
+    projection: str = "pinv",
     eta: float = 1.0,
     seed: int = 0,
 ) -> Tensor:
@@ -40,7 +42,7 @@ def guided_latent_sampling(
     ac = model.alphas_cumprod
     ts = ddim_times(steps, len(ac))
 
-    glue = gluing_term(y, physics, model.encode, gluing) if gluing > 0 else None
+    glue = gluing_term(y, physics, model.encode, gluing, projection) if gluing > 0 else None
     z = torch.randn((B, *model.latent_shape), generator=g).to(dev)
     for i, t in enumerate(ts):
         a = ac[t]

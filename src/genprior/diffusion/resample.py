@@ -69,6 +69,9 @@ class ReSampleConfig:
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
     gluing: float = 0.0  # PSLD's gluing term added to that step, this weight (0: the paper's plain step)
+    gluing_projection: str = (
+        "pinv"  # the gluing's projection onto A x = y: "pinv", or PSLD's "adjoint" formula
+    )
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
@@ -87,6 +90,9 @@ class ReSampleConfig:
             check_number(self, name, 0.0)
         if self.model_error is not None:
             check_number(self, "model_error", 0.0)
+        from ..solvers.common import check_choice
+
+        check_choice(self, "gluing_projection", GLUING_PROJECTIONS)
 
 
 def dps_gradient(
@@ -114,15 +120,25 @@ def dps_gradient(
     return z0.detach(), e.detach(), grad
 
 
-def gluing_term(y: Tensor, physics, encode: Callable[[Tensor], Tensor], weight: float):
+GLUING_PROJECTIONS = ("pinv", "adjoint")
+
+
+def gluing_term(
+    y: Tensor, physics, encode: Callable[[Tensor], Tensor], weight: float, projection: str = "pinv"
+):
     """PSLD's gluing term (Rout et al. 2023) as ``extra`` for :func:`dps_gradient`: per image,
-    ``weight * ||z0_hat - E(A^T y + (I - A^T A) D(z0_hat))||``, which pulls ``z0_hat`` towards a
-    fixed point of the autoencoder on images that agree with ``y`` (``A^T`` is the physics'
-    adjoint; the paper states it for inpainting-like ``A`` with ``A A^T = I``)."""
+    ``weight * ||z0_hat - E(P(D(z0_hat)))||``, which pulls ``z0_hat`` towards a fixed point of the
+    autoencoder on images that agree with ``y``. ``P`` is the projection onto ``{x : A x = y}``,
+    ``x + A^+ (y - A x)`` (``projection = "pinv"``); the paper writes it ``A^T y + (I - A^T A) x``
+    (``"adjoint"``), which is that projection only where ``A A^T = I`` (inpainting): at
+    super-resolution and compressed sensing it moves the image far short of the set or far past it
+    (:mod:`genprior.physics.project`)."""
+    from ..physics.project import adjoint_glue_point, project_onto_measurements
+
+    point = project_onto_measurements if projection == "pinv" else adjoint_glue_point
 
     def glue(z0: Tensor, x0: Tensor) -> Tensor:
-        proj = x0 + physics.A_adjoint(y - physics.A(x0))  # A^T y + (I - A^T A) x0
-        return weight * (z0 - encode(proj)).flatten(1).norm(dim=1)
+        return weight * (z0 - encode(point(physics, x0, y))).flatten(1).norm(dim=1)
 
     return glue
 
@@ -182,7 +198,7 @@ def resample(
     g = torch.Generator().manual_seed(cfg.seed)
     ac = alphas_cumprod.to(dev, torch.float32)
     ts = ddim_times(cfg.steps, len(ac))
-    glue = gluing_term(y, physics, encode, cfg.gluing) if cfg.gluing > 0 else None
+    glue = gluing_term(y, physics, encode, cfg.gluing, cfg.gluing_projection) if cfg.gluing > 0 else None
     z = torch.randn((B, *latent_shape), generator=g).to(dev)
     for i, t in enumerate(ts):
         a = ac[t]

@@ -2,6 +2,7 @@
 
 from .circulant import PartialCirculant
 from .gaussian import GaussianCS
+from .project import adjoint_glue_point, project_onto_measurements
 from .tasks import CS_OPERATORS, TASKS, load_mask, make_physics, measurement_preview
 
 __all__ = [
@@ -12,4 +13,6 @@ __all__ = [
     "make_physics",
     "load_mask",
     "measurement_preview",
+    "project_onto_measurements",
+    "adjoint_glue_point",
 ]

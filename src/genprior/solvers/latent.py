@@ -15,8 +15,8 @@ from typing import Any
 from torch import Tensor
 
 from ..diffusion.guided import guided_latent_sampling
-from ..diffusion.resample import ReSampleConfig, resample
-from .common import check_int, check_number
+from ..diffusion.resample import GLUING_PROJECTIONS, ReSampleConfig, resample
+from .common import check_choice, check_int, check_number
 from .diffusion import DiffusionSolver
 
 __all__ = ["PSLD", "LatentDPS", "LatentDPSConfig", "PSLDConfig", "ReSample", "ReSampleConfig"]
@@ -44,11 +44,13 @@ class LatentDPSConfig:
 class PSLDConfig(LatentDPSConfig):
     """Settings of :class:`PSLD`: Latent-DPS's and the gluing weight."""
 
-    gluing: float = 0.1  # step on the gradient of ||z0_hat - E(A^T y + (I - A^T A) D(z0_hat))||
+    gluing: float = 0.1  # step on the gradient of ||z0_hat - E(P(D(z0_hat)))||, P the projection onto A x = y
+    gluing_projection: str = "pinv"  # P(x) = x + A^+ (y - A x); "adjoint": the paper's A^T y + (I - A^T A) x
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_number(self, "gluing", 0.0, above=True)
+        check_choice(self, "gluing_projection", GLUING_PROJECTIONS)
 
 
 class ReSample(DiffusionSolver):
@@ -85,5 +87,13 @@ class PSLD(LatentDPS):
     def _sample(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
         c = self.config
         return guided_latent_sampling(
-            y, physics, self.model, steps=c.steps, weight=c.weight, gluing=c.gluing, eta=c.eta, seed=c.seed
+            y,
+            physics,
+            self.model,
+            steps=c.steps,
+            weight=c.weight,
+            gluing=c.gluing,
+            projection=c.gluing_projection,
+            eta=c.eta,
+            seed=c.seed,
         )
