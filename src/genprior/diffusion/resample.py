@@ -69,16 +69,14 @@ class ReSampleConfig:
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
     gluing: float = 0.0  # PSLD's gluing term added to that step, this weight (0: the paper's plain step)
-    gluing_projection: str = (
-        "pinv"  # the gluing's projection onto A x = y: "pinv", or PSLD's "adjoint" formula
-    )
+    gluing_projection: str = "pinv"  # its projection onto A x = y: "pinv", or PSLD's "adjoint" formula
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     seed: int = 0  # seeds the start and the resampling draws
 
     def __post_init__(self) -> None:
-        from ..solvers.common import check_int, check_number
+        from ..solvers.common import check_choice, check_int, check_number
 
         for name in ("steps", "every", "pixel_iters", "latent_iters", "final_iters", "chains"):
             check_int(self, name, 1)
@@ -90,8 +88,6 @@ class ReSampleConfig:
             check_number(self, name, 0.0)
         if self.model_error is not None:
             check_number(self, "model_error", 0.0)
-        from ..solvers.common import check_choice
-
         check_choice(self, "gluing_projection", GLUING_PROJECTIONS)
 
 
