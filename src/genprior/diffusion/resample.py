@@ -28,9 +28,11 @@ code's slips done right (docs/diffusion.md lists them):
 As in the reference code, every step also moves ``z_{t-1}`` by a
 Latent-DPS gradient step, ``dps_weight`` times the gradient in ``z_t`` of ``||y - A(D(z0_hat))||``
 (0 turns it off); ``gluing > 0`` adds PSLD's gluing term to that step (:func:`gluing_term`; the
-paper's step has none). ``travel = n`` adds the reference code's "time travel": at a consistency step,
-``z0_hat`` comes from ``n`` further unconditional DDIM steps from ``z'_{t-1}``, each with its own
-timestep and ``alpha_bar``.
+paper's step has none; 0.1 by default since 2026-12-05, when the term's projection became the
+pseudo-inverse's: on 16 held-out images it is at or above the plain step on all eight benchmark
+tasks, by up to 1.06 dB at super-resolution x8; docs/diffusion.md). ``travel = n`` adds the
+reference code's "time travel": at a consistency step, ``z0_hat`` comes from ``n`` further
+unconditional DDIM steps from ``z'_{t-1}``, each with its own timestep and ``alpha_bar``.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class ReSampleConfig:
     latent_lr: float = 5e-3  # their learning rate
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
-    gluing: float = 0.0  # PSLD's gluing term added to that step, this weight (0: the paper's plain step)
+    gluing: float = 0.1  # PSLD's gluing term added to that step, this weight (0: the paper's plain step)
     gluing_projection: str = "pinv"  # its projection onto A x = y: "pinv", or PSLD's "adjoint" formula
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
