@@ -267,7 +267,7 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_gluing_glues_to_the_projection_at_super_resolution():
-    """At super-resolution (``A A^T`` about 0.004-0.06, not ``I``) the gluing term glues ``z0_hat``
+    """At super-resolution (``A A^T`` far from ``I``) the gluing term glues ``z0_hat``
     to the encoding of the projection of ``D(z0_hat)`` onto ``A x = y``: 0 where ``D(z0)`` is
     consistent with ``y``, and otherwise the distance to the encoded projection, which the paper's
     adjoint formula (``projection = "adjoint"``) misses."""
