@@ -44,7 +44,14 @@ import torch
 from torch import Tensor
 
 from ..metrics import measurement_error
+from ..physics.project import adjoint_glue_point, project_onto_measurements
 from .pixel import ddim_times
+
+#: the gluing term's point of ``{x : A x = y}`` nearest ``x``, by name (:func:`gluing_term`)
+GLUING_PROJECTIONS: dict[str, Callable[..., Tensor]] = {
+    "pinv": project_onto_measurements,
+    "adjoint": adjoint_glue_point,
+}
 
 
 def stochastic_resample(z0_y: Tensor, z_prime: Tensor, a_prev: Tensor, s2: Tensor, noise: Tensor) -> Tensor:
@@ -118,9 +125,6 @@ def dps_gradient(
     return z0.detach(), e.detach(), grad
 
 
-GLUING_PROJECTIONS = ("pinv", "adjoint")
-
-
 def gluing_term(
     y: Tensor, physics, encode: Callable[[Tensor], Tensor], weight: float, projection: str = "pinv"
 ):
@@ -131,9 +135,7 @@ def gluing_term(
     (``"adjoint"``), which is that projection only where ``A A^T = I`` (inpainting): at
     super-resolution and compressed sensing it moves the image far short of the set or far past it
     (:mod:`genprior.physics.project`)."""
-    from ..physics.project import adjoint_glue_point, project_onto_measurements
-
-    point = project_onto_measurements if projection == "pinv" else adjoint_glue_point
+    point = GLUING_PROJECTIONS[projection]
 
     def glue(z0: Tensor, x0: Tensor) -> Tensor:
         return weight * (z0 - encode(point(physics, x0, y))).flatten(1).norm(dim=1)
