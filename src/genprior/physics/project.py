@@ -5,8 +5,8 @@ PSLD's gluing term (Rout et al. 2023) writes that point as ``A^T y + (I - A^T A)
 orthogonal projection only where ``A A^T = I`` (inpainting, and the SVD-based operators the paper
 uses). For the other linear tasks ``A A^T`` is far from ``I`` (on 32x32 images its eigenvalues are
 0.004-0.016 at super-resolution x8 with deepinv's bicubic filter, 13-30 for deepinv's Gaussian
-compressed sensing with 50 measurements), so that formula moves an image almost nowhere, or far
-past the set. The projection itself is ``x + A^+ (y - A x)``, ``A^+ = A^T (A A^T)^{-1}`` for ``A``
+compressed sensing with 50 measurements: ``benchmarks/aat_spectrum.py``), so that formula moves
+an image almost nowhere, or far past the set. The projection itself is ``x + A^+ (y - A x)``, ``A^+ = A^T (A A^T)^{-1}`` for ``A``
 of full row rank; ``(A A^T) u = r`` is solved by conjugate gradients in the measurement space
 (deepinv's), which needs only ``A`` and ``A^T``.
 """
