@@ -1,7 +1,7 @@
 """CSGM's step against the bare forward + backward pass, one piece at a time (issue 11, the speed
-section of docs/benchmarks.md): the bare pass; plus the operator and the loss; plus the per-step
-record; genprior's CSGM itself. Milliseconds per step at batch 32, minimum of the repeats, with
-the minor page faults per step. Run from the repository root, e.g.:
+section of docs/benchmarks.md): the bare pass; plus the operator, the loss and Adam; plus the
+per-step record; plus the best-iterate tracker; genprior's CSGM itself. Milliseconds per step at
+batch 32, minimum of the repeats, with the minor page faults per step. Run from the repository root, e.g.:
 
     STEPS=50 REP=4 OMP_NUM_THREADS=1 python benchmarks/csgm_step_ab.py dcgan-faces-64
 """
@@ -16,7 +16,7 @@ import torch
 
 from genprior.losses import fidelity
 from genprior.physics import make_physics
-from genprior.solvers.common import RunRecord
+from genprior.solvers.common import BestTracker, RunRecord
 from genprior.solvers.csgm import CSGM, CSGMConfig
 from genprior.zoo import load_generator
 
@@ -34,6 +34,7 @@ def loop(kind):
     free = {k: inputs[k].clone().requires_grad_(True) for k in G.latent_names()}
     opt = torch.optim.Adam(list(free.values()), lr=0.01, foreach=True)
     rec = RunRecord(method="ab")
+    tracker = BestTracker(B)
 
     def run():
         for _ in range(steps):
@@ -42,8 +43,10 @@ def loop(kind):
                 x.square().mean().backward()
                 continue
             err = fidelity(physics.A(x), y, "mse")
-            if kind == "loss + record":
+            if kind != "loss":
                 rec.log_step(err, err, B, 0)
+            if kind == "loss + record + best":
+                tracker.update(err, x, 0)
             opt.zero_grad(set_to_none=True)
             err.sum().backward()
             opt.step()
@@ -51,7 +54,7 @@ def loop(kind):
     return run
 
 
-runs = {k: loop(k) for k in ("bare", "loss", "loss + record")}
+runs = {k: loop(k) for k in ("bare", "loss", "loss + record", "loss + record + best")}
 runs["genprior CSGM"] = lambda: CSGM(G, CSGMConfig(steps=steps, lr=0.01))(y, physics)
 for f in runs.values():
     f()
@@ -64,5 +67,5 @@ for _ in range(repeats):
         best[k] = min(best[k], (t, flt))
 for k, (t, flt) in best.items():
     print(
-        f"{k:14s} {1e3 * t / steps:8.2f} ms/step  {t / best['bare'][0]:.3f} of bare  faults/step {flt / steps:.0f}"
+        f"{k:20s} {1e3 * t / steps:8.2f} ms/step  {t / best['bare'][0]:.3f} of bare  faults/step {flt / steps:.0f}"
     )
