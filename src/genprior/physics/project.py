@@ -6,9 +6,9 @@ orthogonal projection only where ``A A^T = I`` (inpainting, and the SVD-based op
 uses). For the other linear tasks ``A A^T`` is far from ``I`` (on 32x32 images its eigenvalues are
 0.004-0.016 at super-resolution x8 with deepinv's bicubic filter, 13-30 for deepinv's Gaussian
 compressed sensing with 50 measurements: ``benchmarks/aat_spectrum.py``), so that formula moves
-an image almost nowhere, or far past the set. The projection itself is ``x + A^+ (y - A x)``, ``A^+ = A^T (A A^T)^{-1}`` for ``A``
-of full row rank; ``(A A^T) u = r`` is solved by conjugate gradients in the measurement space
-(deepinv's), which needs only ``A`` and ``A^T``.
+an image almost nowhere, or far past the set. The projection itself is ``x + A^+ (y - A x)``,
+``A^+ = A^T (A A^T)^{-1}`` for ``A`` of full row rank; ``(A A^T) u = r`` is solved by conjugate
+gradients in the measurement space (deepinv's), which needs only ``A`` and ``A^T``.
 """
 
 from __future__ import annotations
