@@ -72,7 +72,8 @@ def budget_steps(name: str, settings: dict[str, Any], num_stages: int, shares_ta
         refine = cfg.refine_steps * len([s for s in stages if s > score_stage])
         langevin = cfg.levels * cfg.steps_per_level + cfg.final_steps
         fit = cfg.fit_steps if shares_tail else 0
-        return int(cfg.warm_steps + fit + cfg.chains * (langevin + refine))
+        solves = 2 if cfg.refit else 1  # the held-out calibration solves twice (the default since 2026-12-06)
+        return int(solves * (cfg.warm_steps + fit + cfg.chains * (langevin + refine)))
     if name == "ilo":
         stages = cfg.stages if cfg.stages is not None else default_stages(num_stages)
         rounds = 1 + len(stages)

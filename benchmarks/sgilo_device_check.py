@@ -33,6 +33,7 @@ def main() -> None:
                 final_steps=0,
                 score_stage=2,
                 refine_steps=0,
+                holdout=0,
             )
             out[dev] = (
                 SGILO(G, cfg, score_model=zoo.load_score_model(G, stage=2))(y.to(dev), ph).detach().cpu()

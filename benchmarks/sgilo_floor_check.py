@@ -37,7 +37,7 @@ for task in cfg.tasks:
             if name.startswith("ilo"):
                 s = ILO(G, ILOConfig(seed=seed, noise_floor="auto" if name == "ilo floor" else None))
             else:
-                s = SGILO(G, SGILOConfig(seed=seed, refine_randomize=False, refine_radius=0.2))
+                s = SGILO(G, SGILOConfig(seed=seed, refine_randomize=False, refine_radius=0.2, holdout=0))
                 if name == "sgilo tol0":
                     s.config.refine_tolerance = 0.0
             t0 = time.time()

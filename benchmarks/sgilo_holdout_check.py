@@ -24,7 +24,7 @@ G = get_generator(cfg)
 level = float(sys.argv[2])
 cell = Cell(sys.argv[1], int(level) if level > 1 else level, "sgilo", 0, 0)
 x, y, ps = cell_measurements(cfg, cell)
-s = SGILO(G, SGILOConfig(seed=cell_solver_seed(cell), holdout=0.1))
+s = SGILO(G, SGILOConfig(seed=cell_solver_seed(cell), holdout=0.1, holdout_refit=False))
 s(y, ps)
 post, scale = s.last_samples, s.last_record.extra["holdout_scale"][0]
 where = metrics.unobserved(ps, tuple(x.shape)).expand_as(x)

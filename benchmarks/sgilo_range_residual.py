@@ -26,7 +26,7 @@ G = load_generator("fmnist-stylegan2-32")
 physics = Inpainting(img_size=(1, 32, 32), mask=torch.ones(1, 32, 32))  # every pixel, no noise
 y = physics.A(x)
 t = time.time()
-s = SGILO(G, SGILOConfig(seed=0, refine_radius=0.2))  # radius 0.2: the default when the docs' figure ran
+s = SGILO(G, SGILOConfig(seed=0, refine_radius=0.2, holdout=0))  # the defaults when the docs' figure ran
 s(y, physics)
 post = s.last_samples
 res = post.samples - x.unsqueeze(0)

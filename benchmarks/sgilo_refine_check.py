@@ -38,7 +38,7 @@ dataset = "fmnist"
 count = 4
 """
 
-AS_MEASURED = {"score_stage": 0, "refine_randomize": False, "refine_radius": 0.2}
+AS_MEASURED = {"score_stage": 0, "refine_randomize": False, "refine_radius": 0.2, "holdout": 0}
 torch.set_num_threads(1)
 which = sys.argv[1]
 rows = "".join(ROWS.values()) if which == "both" else ROWS[which]

@@ -17,7 +17,7 @@ G = get_generator(cfg)
 for task in cfg.tasks:
     cell = Cell(task.label, task.levels[0], "sgilo", 0, 0)
     x, y, ps = cell_measurements(cfg, cell)
-    s = SGILO(G, SGILOConfig(score_stage=2, refine_steps=0, seed=cell_solver_seed(cell)))
+    s = SGILO(G, SGILOConfig(score_stage=2, refine_steps=0, seed=cell_solver_seed(cell), holdout=0))
     inputs, rec = s._warm_start(y, ps)
     S = s.score_model
     shared = S.latents

@@ -149,12 +149,15 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     # SGILO (--methods): its defaults are its x1; every step count scales, chains count as restarts
     sg = {m["label"]: m for m in c.grid("fmnist", [1, 3], 4, "cs:50", "ilo,sgilo")["methods"]}
     assert set(sg) == {"ilo x1", "ilo x3", "sgilo x1", "sgilo x3"}
-    # warm 150 + fit 100 + 8 chains x (10 x 10 + 60 Langevin + 100 at each of stages 1-4)
-    assert steps_of(c, sg["sgilo x1"], 7) == 150 + 100 + 8 * (100 + 60 + 4 * 100)
+    # warm 150 + fit 100 + 8 chains x (10 x 10 + 60 Langevin + 100 at each of stages 1-4), twice:
+    # the held-out calibration's solve and the estimate's (the default since 2026-12-06)
+    assert steps_of(c, sg["sgilo x1"], 7) == 2 * (150 + 100 + 8 * (100 + 60 + 4 * 100))
+    one = {k: v for k, v in sg["sgilo x1"].items() if k not in ("name", "label")} | {"holdout": 0}
+    assert c.budget_steps("sgilo", one, 7) == 150 + 100 + 8 * (100 + 60 + 4 * 100)
     assert steps_of(c, sg["sgilo x3"], 7) == 3 * steps_of(c, sg["sgilo x1"], 7)
     # no fit where the tail shares no latent with the score model's stage (the DCGAN's)
     settings = {k: v for k, v in sg["sgilo x1"].items() if k not in ("name", "label")}
-    assert c.budget_steps("sgilo", settings, 7, shares_tail=False) == steps_of(c, sg["sgilo x1"], 7) - 100
+    assert c.budget_steps("sgilo", settings, 7, shares_tail=False) == steps_of(c, sg["sgilo x1"], 7) - 2 * 100
     from genprior.zoo import load_generator
 
     assert load_generator("fmnist-stylegan2-32").shared_tail_latents(0)
@@ -194,7 +197,8 @@ def test_a_joined_compute_run_must_share_the_grid(tmp_path):
     md = tmp_path / "t.md"
     args = ["fmnist", "--out", str(out), "--count", "4", "--rows", "cs:50", "--methods", "sgilo"]
     assert c.main([*args, "--report-only", "--md", str(md)]) == 0
-    assert "| cs | 50 | sgilo | x1 | 4730 | 3.00 | 20.00 |" in md.read_text()
+    # SGILO's default steps: the held-out calibration's solve and the estimate's, 4730 each
+    assert "| cs | 50 | sgilo | x1 | 9460 | 3.00 | 20.00 |" in md.read_text()
     assert not (out / "cells").exists()
     (tmp_path / "sg.json").write_text(json.dumps({**other, "images": {**other["images"], "count": 8}}))
     with pytest.raises(ValueError, match="its images differ"):

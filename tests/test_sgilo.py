@@ -133,6 +133,7 @@ def test_chains_match_the_exact_gaussian_posterior(tail):
         final_steps=1500,
         step_scale=0.05,
         refine_steps=0,
+        holdout=0,  # the sampler by itself (the default's held-out calibration solves twice)
     )
     if tail == "inputs":
         score = InputPrior()
@@ -386,9 +387,9 @@ def test_holdout_refit_gives_all_measurements_estimate_with_the_held_out_factor(
     where = metrics.unobserved(physics, tuple(x.shape))
     runs = {}
     for name, extra in {
-        "plain": {},
-        "held": dict(holdout=0.5),
-        "refit": dict(holdout=0.5, holdout_refit=True),
+        "plain": dict(holdout=0),
+        "held": dict(holdout=0.5, holdout_refit=False),
+        "refit": dict(holdout=0.5),  # the refit is on wherever a share is held out
     }.items():
         s = SGILO(G, SGILOConfig(**kw, **extra), score_model=score)
         out = s(y, physics)
@@ -401,17 +402,50 @@ def test_holdout_refit_gives_all_measurements_estimate_with_the_held_out_factor(
     assert rr.time_s > r0.time_s
     cover = metrics.coverage(x, pr.mean, pr.std, where).mean().item()
     assert 0.88 < cover < 0.99, cover
-    with pytest.raises(UserError, match="holdout_refit"):
-        SGILOConfig(holdout_refit=True)
+    for bad in (dict(holdout=0), dict(chains=1)):  # nothing held out: no factor to refit with
+        with pytest.raises(UserError, match="holdout_refit"):
+            SGILOConfig(holdout_refit=True, **bad)
+
+
+def test_the_default_holds_out_a_tenth_and_solves_again_on_all():
+    """The default (since 2026-12-06): a tenth of the observed entries held out for the factor,
+    then the estimate and samples of the solve on all the measurements, to every digit those of
+    ``holdout = 0``, with the std map scaled by the factor; one chain (no spread to scale) holds
+    nothing out."""
+    G, physics, x, y, score = _holdout_problem(3.0)
+    kw = dict(warm_steps=5, chains=6, levels=2, steps_per_level=3, final_steps=20, refine_steps=0)
+    assert SGILOConfig().holdout_share == 0.1 and SGILOConfig().refit
+    d, plain = (
+        SGILO(G, SGILOConfig(**kw), score_model=score),
+        SGILO(G, SGILOConfig(**kw, holdout=0), score_model=score),
+    )
+    out, out0 = d(y, physics), plain(y, physics)
+    assert torch.equal(out, out0) and torch.equal(d.last_samples.samples, plain.last_samples.samples)
+    held = d.last_holdout
+    assert 0.05 < held.sum().item() / (physics.mask.sum().item() * len(y)) < 0.15
+    scale = torch.tensor(d.last_record.extra["holdout_scale"])
+    assert scale.mean() > 1.5  # the prior is three times too narrow: the map widens
+    assert torch.allclose(d.last_samples.std, plain.last_samples.std * scale.view(-1, 1, 1, 1))
+    assert "holdout_scale" not in plain.last_record.extra
+    one = SGILO(G, SGILOConfig(**{**kw, "chains": 1}), score_model=score)
+    one(y, physics)
+    assert one.config.holdout_share == 0 and one.last_holdout is None
 
 
 def test_holdout_entries_are_never_seen():
-    """The solve never sees the held-out entries: changing the measurements there changes no
+    """The held-out solve never sees the held-out entries: changing the measurements there changes no
     sample; changing a kept entry does."""
     G, physics, x, y, score = _holdout_problem(1.0)
     y = y[:4]
     cfg = SGILOConfig(
-        warm_steps=5, chains=4, levels=2, steps_per_level=3, final_steps=5, refine_steps=0, holdout=0.3
+        warm_steps=5,
+        chains=4,
+        levels=2,
+        steps_per_level=3,
+        final_steps=5,
+        refine_steps=0,
+        holdout=0.3,
+        holdout_refit=False,  # the held-out solve's own samples
     )
     s = SGILO(G, cfg, score_model=score)
     s(y, physics)
@@ -447,3 +481,13 @@ def test_holdout_scale_is_the_conformal_rank_of_what_each_entry_needs():
     held[0, :] = 0
     held[0, :3] = 1  # the three smallest misses: covered at the chains' own spread
     assert holdout_scale(ax, a + miss, held, sigma).item() == 1.0
+    # chains that agree exactly (clamped) at a tenth of the entries, which the mean misses: no scale
+    # covers those, and the rank is taken among the others (n = 18 of them), not infinite
+    ax2 = ax.clone()
+    held[0, :] = 0
+    held[0, :20] = 1
+    ax2[:, 0, 18:20] = a[0, 18:20]
+    s2 = holdout_scale(ax2, a + miss, held, sigma)
+    assert torch.isfinite(s2) and s2.item() == pytest.approx(
+        math.sqrt((miss[0, 17].item() ** 2 / 4 - sigma**2) / v), rel=1e-5
+    )
