@@ -19,10 +19,8 @@ from genprior.bench.cell import Cell, cell_measurements, cell_solver_seed
 from genprior.bench.config import load_config
 from genprior.solvers.sgilo import SGILO, SGILOConfig
 
-AS_MEASURED = {
-    "refine_radius": 0.2,
-    "holdout": 0,
-}  # the defaults until 2026-12-05 and -06, at which the docs' figures ran
+# the defaults until 2026-12-05 and -06, at which the docs' figures ran
+AS_MEASURED = {"refine_radius": 0.2, "holdout": 0}
 torch.set_num_threads(1)
 cfg = load_config("benchmarks/configs/sgilo_astronaut_randomize.toml")
 G = get_generator(cfg)
