@@ -55,12 +55,13 @@ def get_images(cfg: BenchConfig, G: Any) -> tuple[torch.Tensor, list[str], torch
                 raise UserError(
                     f"the {im.dataset} held-out images are grey but the generator makes {c}-channel images"
                 )
-            x, labels = heldout(im.dataset, n=im.count, size=h)
+            x, labels = heldout(im.dataset, n=im.skip + im.count, size=h)
+            x, labels = x[im.skip :], labels[im.skip :]
             if tuple(x.shape[-2:]) != (h, w):
                 raise UserError(
                     f"the {im.dataset} images are {x.shape[-1]}x{x.shape[-2]} but the generator makes {w}x{h}"
                 )
-            ids = [f"{im.dataset}:{i}" for i in range(len(x))]
+            ids = [f"{im.dataset}:{im.skip + i}" for i in range(len(x))]
             return x, ids, labels
         if im.source == "samples":
             with torch.no_grad():

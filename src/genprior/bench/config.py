@@ -85,6 +85,7 @@ class ImageSpec:
     seed: int = 0
     paths: list[str] = field(default_factory=list)
     resize: bool = False
+    skip: int = 0  # held-out sets: leave out the first `skip` images (a selection set apart from a test set)
 
 
 @dataclass
@@ -137,6 +138,8 @@ class BenchConfig:
                 del m["score_sha256"]
             if m["seed_label"] is None:
                 del m["seed_label"]
+        if not d["images"]["skip"]:  # as before held-out sets could be skipped into
+            del d["images"]["skip"]
         return d
 
     def hash(self) -> str:
@@ -258,7 +261,7 @@ def parse_config(
 
     # images
     im = _want(raw, "images", (dict,), source, hint="an [images] table")
-    im_keys = {"source", "dataset", "count", "seed", "paths", "resize"}
+    im_keys = {"source", "dataset", "count", "seed", "paths", "resize", "skip"}
     bad = sorted(set(im) - im_keys)
     if bad:
         raise UserError(
@@ -268,16 +271,26 @@ def parse_config(
     if src not in IMAGE_SOURCES:
         raise UserError(f"{source}: [images] source = {src!r}: choose one of {', '.join(IMAGE_SOURCES)}")
     images = ImageSpec(source=src)
+    if src != "heldout" and "skip" in im:
+        raise UserError(
+            f"{source}: [images] skip is for the held-out sets only: remove it from source = {src!r}"
+        )
     if src == "heldout":
         ds = _want(im, "dataset", (str,), f"{source} [images]", hint="mnist or fmnist")
         if ds not in ("mnist", "fmnist"):
             raise UserError(f"{source}: [images] dataset = {ds!r}: choose mnist or fmnist")
-        cnt = _want(im, "count", (int,), f"{source} [images]", default=300)
-        if not 1 <= cnt <= 300:
+        skip = _want(im, "skip", (int,), f"{source} [images]", default=0)
+        if not 0 <= skip < 300:
             raise UserError(
-                f"{source}: [images] count = {cnt}: the held-out sets have 300 images, give 1..300"
+                f"{source}: [images] skip = {skip}: the held-out sets have 300 images, give 0..299"
             )
-        images.dataset, images.count = ds, cnt
+        cnt = _want(im, "count", (int,), f"{source} [images]", default=300 - skip)
+        if not 1 <= cnt <= 300 - skip:
+            raise UserError(
+                f"{source}: [images] count = {cnt}: the held-out sets have 300 images, "
+                f"so after skip = {skip} give 1..{300 - skip}"
+            )
+        images.dataset, images.count, images.skip = ds, cnt, skip
     elif src == "samples":
         cnt = _want(im, "count", (int,), f"{source} [images]", hint="how many generator samples")
         if cnt < 1:
