@@ -247,6 +247,17 @@ BAD = {
         "cs_scale = 'unscaled'",
     ),
     "top-level typo": (("seeds = [0]", "seed = [0]"), "unknown setting 'seed'"),
+    "skip on samples": (
+        ('source = "samples"\ncount = 4\nseed = 1', 'source = "samples"\ncount = 4\nskip = 2'),
+        "skip is for the held-out sets only",
+    ),
+    "skip past the held-out set": (
+        (
+            'source = "samples"\ncount = 4\nseed = 1',
+            'source = "heldout"\ndataset = "mnist"\nskip = 290\ncount = 20',
+        ),
+        "after skip = 290 give 1..10",
+    ),
 }
 
 
@@ -263,6 +274,26 @@ def test_bad_configs_exit_2_with_one_line(workdir, capsys, case):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("genprior bench: error:") and expected in err, err
+
+
+def test_skip_takes_the_held_out_images_after_the_first_ones(workdir):
+    from types import SimpleNamespace
+
+    import tomllib
+
+    from genprior.data import heldout
+
+    raw = tomllib.loads(GRID)
+    raw["images"] = {"source": "heldout", "dataset": "mnist", "count": 3}
+    plain = bench.parse_config(raw, base_dir=workdir, source="grid.toml")
+    assert "skip" not in plain.identity()["images"]  # the hashes of runs before `skip` stand
+    raw["images"]["skip"] = 5
+    cfg = bench.parse_config(raw, base_dir=workdir, source="grid.toml")
+    assert cfg.hash() != plain.hash()
+    x, ids, labels = bench.get_images(cfg, SimpleNamespace(image_shape=(1, 28, 28)))
+    want, want_labels = heldout("mnist", n=8)
+    assert torch.equal(x, want[5:8]) and torch.equal(labels, want_labels[5:8])
+    assert ids == ["mnist:5", "mnist:6", "mnist:7"]
 
 
 def test_json_config_and_missing_file(workdir, capsys):

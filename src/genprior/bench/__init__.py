@@ -18,6 +18,7 @@ A benchmark is described by a config file (TOML, or JSON with the same structure
                                     # or "astronaut" (scikit-image's astronaut face, RGB generators)
     dataset = "mnist"
     count = 300
+    skip = 0                        # held-out sets: leave out the first `skip` images
     # samples: count = 16, seed = 1 (images G(z), z ~ N(0, I))
     # files:   paths = ["a.png", "b.png"], resize = false
 
