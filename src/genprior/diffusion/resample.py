@@ -67,8 +67,8 @@ def stochastic_resample(z0_y: Tensor, z_prime: Tensor, a_prev: Tensor, s2: Tenso
 class ReSampleConfig:
     """Settings of :func:`resample` (one comment per field)."""
 
-    steps: int = 100  # DDIM steps (the reference: 500 at 256 px)
-    every: int = 5  # hard data consistency every this many steps, in the last two thirds
+    steps: int = 250  # DDIM steps, as Latent-DPS and PSLD (reference: 500 at 256 px; 100 until 2026-12-06)
+    every: int = 12  # hard data consistency every this many steps, last two thirds (5 until 2026-12-06)
     gamma: float = 40.0  # s^2 = gamma x the DDPM posterior variance of the step (the reference: 40)
     pixel_iters: int = 200  # at most this many Adam steps of pixel-space consistency
     pixel_lr: float = 1e-2  # their learning rate
