@@ -138,7 +138,7 @@ class BenchConfig:
                 del m["score_sha256"]
             if m["seed_label"] is None:
                 del m["seed_label"]
-        if not d["images"]["skip"]:  # as before held-out sets could be skipped into
+        if not d["images"]["skip"]:  # 0 leaves the identity of configs from before `skip` as it was
             del d["images"]["skip"]
         return d
 
