@@ -279,16 +279,17 @@ def parse_config(
         ds = _want(im, "dataset", (str,), f"{source} [images]", hint="mnist or fmnist")
         if ds not in ("mnist", "fmnist"):
             raise UserError(f"{source}: [images] dataset = {ds!r}: choose mnist or fmnist")
+        total = 300  # genprior.data.HELDOUT_N, not imported: this module imports no torch
         skip = _want(im, "skip", (int,), f"{source} [images]", default=0)
-        if not 0 <= skip < 300:
+        if not 0 <= skip < total:
             raise UserError(
-                f"{source}: [images] skip = {skip}: the held-out sets have 300 images, give 0..299"
+                f"{source}: [images] skip = {skip}: the held-out sets have {total} images, give 0..{total - 1}"
             )
-        cnt = _want(im, "count", (int,), f"{source} [images]", default=300 - skip)
-        if not 1 <= cnt <= 300 - skip:
+        cnt = _want(im, "count", (int,), f"{source} [images]", default=total - skip)
+        if not 1 <= cnt <= total - skip:
             raise UserError(
-                f"{source}: [images] count = {cnt}: the held-out sets have 300 images, "
-                f"so after skip = {skip} give 1..{300 - skip}"
+                f"{source}: [images] count = {cnt}: the held-out sets have {total} images, "
+                f"so after skip = {skip} give 1..{total - skip}"
             )
         images.dataset, images.count, images.skip = ds, cnt, skip
     elif src == "samples":
