@@ -143,6 +143,10 @@ DIFFUSION_MODELS: dict[str, tuple[str, str]] = {
         "latent diffusion (KL autoencoder to 4x8x8, UNet), 32x32 Fashion-MNIST (train split)",
         "fmnist-ldm-32",
     ),
+    "fmnist-ldm8-32": (
+        "latent diffusion (KL autoencoder to 8x8x8, UNet), 32x32 Fashion-MNIST (train split)",
+        "fmnist-ldm8-32",
+    ),
 }
 
 
