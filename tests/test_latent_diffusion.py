@@ -216,21 +216,23 @@ def test_time_travel_steps_along_the_grid_with_matching_times_and_alphas():
     torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
 
 
-def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencoder():
-    """The bundled model on two held-out Fashion-MNIST images with half of the pixels observed
-    without noise. Fitting down to the noise (``model_error = 0``): ReSample's residual on the
-    observed pixels is no larger than the autoencoder's own reconstruction error of the clean
-    image there (the floor a latent method can reach), and well below Latent-DPS's at the same
-    number of steps. At its default, each image's fit stops at the floor the model's stored
-    autoencoder errors give under this physics, not below it."""
+@pytest.mark.parametrize(("name", "missing"), [("fmnist-ldm-32", 0.5), ("fmnist-ldm8-32", 0.25)])
+def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencoder(name, missing):
+    """Each bundled latent model on two held-out Fashion-MNIST images with some pixels observed
+    without noise (more of them than the latent has entries, so that the floor is not 0).
+    Fitting down to the noise (``model_error = 0``): ReSample's residual on the observed pixels
+    is no larger than the autoencoder's own reconstruction error of the clean image there (the
+    floor a latent method can reach), and well below Latent-DPS's at the same number of steps.
+    At its default, each image's fit stops at the floor the model's stored autoencoder errors
+    give under this physics, not below it."""
     from genprior.data import heldout
     from genprior.metrics import measurement_error
     from genprior.solvers.registry import make_solver
     from genprior.zoo import load_diffusion
 
-    model = load_diffusion("fmnist-ldm-32")
+    model = load_diffusion(name)
     x0 = heldout("fmnist", 2, size=32)[0]
-    physics = make_physics("inpaint", (1, 32, 32), mask_ratio=0.5, seed=0)
+    physics = make_physics("inpaint", (1, 32, 32), mask_ratio=missing, seed=0)
     y = physics(x0)
     seen = physics.mask.bool().expand_as(x0)
 
