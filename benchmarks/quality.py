@@ -8,8 +8,9 @@
     OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --stylegan2 model.pt
     # ... of diffusion models, pixel or latent (DDIM, --ddpm-steps steps), beside the StyleGAN2 at the same n
     OMP_NUM_THREADS=2 python benchmarks/quality.py --only fmnist --ddpm fmnist-ddpm-32 --ddpm fmnist-ldm-32 -n 2000
-    # sample grids for docs/models.md (docs/figures/samples_*.png)
+    # sample grids for docs/models.md (docs/figures/samples_*.png); with --ddpm, of those models only
     OMP_NUM_THREADS=2 python benchmarks/quality.py --figures docs/figures
+    OMP_NUM_THREADS=2 python benchmarks/quality.py --figures docs/figures --ddpm fmnist-ldm-32 --ddpm fmnist-ldm8-32
 
 For each generator: ``n`` samples (default 10,000) against the training set in the penultimate
 feature space of the data set's classifier (:mod:`genprior.quality`), the floor (real test images
@@ -125,9 +126,17 @@ def evaluate(name: str, dataset: str, sample, n: int) -> dict:
     return rep
 
 
-def write_figures(folder: Path) -> None:
+def write_figures(folder: Path, ddpm: list[str] | None = None, ddpm_steps: int = 50) -> None:
+    """64-sample grids: of the bundled generators and the training sets, or with ``ddpm`` only
+    of those diffusion models (``samples_<name>.png``, DDIM with ``ddpm_steps`` steps)."""
     from genprior.training.stylegan2 import save_grid
 
+    for ref in ddpm or []:
+        out = folder / f"samples_{Path(ref).stem}.png"
+        save_grid(out, sampler_ddpm(ref, ddpm_steps)(64, 99).clamp(0, 1), nrow=8, scale=2)
+        print(f"wrote {out}")
+    if ddpm:
+        return
     torch.manual_seed(0)
     for name, ds, make in (
         ("fmnist-stylegan2-32", "fmnist", sampler_stylegan2),
@@ -168,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddpm-steps", type=int, default=50, help="its DDIM steps (default 50)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument(
-        "--figures", type=Path, default=None, metavar="DIR", help="only write the sample grids into DIR"
+        "--figures",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only write sample grids into DIR (with --ddpm: those models')",
     )
     args = p.parse_args(argv)
     results: dict = {}
     if args.figures is not None:
-        write_figures(args.figures)
+        write_figures(args.figures, args.ddpm, args.ddpm_steps)
         return 0
     if args.train_classifiers:
         ep = {"fmnist": args.epochs_fmnist, "mnist": args.epochs_mnist}
