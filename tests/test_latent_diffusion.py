@@ -189,6 +189,28 @@ def test_latent_rows_refuse_a_pixel_model_and_pixel_rows_a_latent_one(tiny_ldm_p
         make_solver("resample", load_diffusion(tiny_ldm_path), gamma=0.0)
 
 
+def test_consistency_fit_stops_on_the_floor_not_past_it():
+    """ReSample's consistency fit: an Adam step that takes an image's loss from above the floor
+    to far below it (here the second step, from 0.49 to 0.16 against a floor of 0.3) is walked
+    back along itself to where the loss meets the floor, for each image at its own step; an image
+    that starts below the floor is left as it is, and one that never reaches it gets all steps."""
+    from genprior.diffusion.resample import _fit
+
+    start = torch.tensor([1.0, 0.1, 2.0, 50.0]).view(4, 1, 1).expand(4, 3, 2).contiguous()
+
+    def loss_of(v):  # each image's own loss; the batch is passed whole
+        return v.pow(2).flatten(1).mean(1)
+
+    out = _fit(start, loss_of, floor=0.3, iters=20, lr=0.3)
+    loss = loss_of(out)
+    assert 0.3 * 0.995 <= float(loss[0]) <= 0.3 and 0.3 * 0.995 <= float(loss[2]) <= 0.3, loss
+    torch.testing.assert_close(out[1], start[1])  # already below: untouched
+    # out of steps: 20 Adam steps of about 0.3 each from 50 leave it far above the floor
+    assert float(loss[3]) > 1000
+    # the landed points lie on the path of the fit (every entry equal, between the steps' ends)
+    assert float(out[0].std()) < 1e-6 and 0.4 < float(out[0, 0, 0]) < 0.7
+
+
 def test_time_travel_steps_along_the_grid_with_matching_times_and_alphas():
     """With the noise predictor of one fixed latent ``z*`` (``eps = (z - sqrt(a_t) z*) /
     sqrt(1 - a_t)``), every DDIM step stays on that latent's path, so the look-ahead returns
@@ -251,7 +273,7 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
     per_image = measurement_error(
         make_solver("resample", model, steps=30, every=3, seed=0)(y, physics), y, physics
     )
-    assert bool(((per_image <= stop) & (per_image >= 0.3 * stop)).all()), (per_image, stop)
+    assert bool(((per_image <= stop) & (per_image >= 0.99 * stop)).all()), (per_image, stop)
 
 
 def test_train_cli_errors_are_one_line(tmp_path, capsys):
