@@ -1,11 +1,12 @@
 """What the latent model's autoencoder can reach (docs/diffusion.md): its reconstruction PSNR on
 the 300 held-out Fashion-MNIST test images (the floor of any latent solver on a clean image), and
-the residual of that reconstruction on the benchmark's first 8 images under its tasks, beside the
-floor ReSample's fits stop at under each (``LatentDiffusion.recon_floor``).
+the mean residual of that reconstruction on the benchmark's first ``--count`` images (8; the
+benchmark has 48) under its tasks, beside the floor ReSample's fits stop at under each
+(``LatentDiffusion.recon_floor``).
 With ``--fp32 FILE`` (an export of the same training run in float32), also the largest change of a
 noise prediction that the bundled float16 weights make.
 
-    OMP_NUM_THREADS=2 python benchmarks/autoencoder_floor.py [--model fmnist-ldm-32] [--fp32 FILE]
+    OMP_NUM_THREADS=2 python benchmarks/autoencoder_floor.py [--model fmnist-ldm-32] [--count 8] [--fp32 FILE]
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from genprior.zoo import load_diffusion
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="fmnist-ldm-32")
+    p.add_argument("--count", type=int, default=8, help="the residuals on this many of the first test images")
     p.add_argument("--fp32", default=None, metavar="FILE", help="the same model exported in float32")
     args = p.parse_args(argv)
     m = load_diffusion(args.model)
     x = heldout("fmnist", size=32)[0]
+    if not 1 <= args.count <= len(x):
+        p.error(f"--count {args.count}: give 1 to {len(x)} (the held-out test images)")
     with torch.no_grad():
         r = m.decode(m.encode(x)).clamp(0, 1)
     psnr = metrics.psnr(r, x)
@@ -43,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ] + [(f"cs m = {n}", {"measurements": n, "noise_std": 0.01}, "cs") for n in (50, 100, 200)]
     for label, kw, task in tasks:
         ph = make_physics(task, (1, 32, 32), seed=0, **kw)
-        y = ph(x[:8])
-        err = float(metrics.measurement_error(r[:8], y, ph).mean())
+        y = ph(x[: args.count])
+        err = float(metrics.measurement_error(r[: args.count], y, ph).mean())
         print(
-            f"{label}: residual per measurement entry of the reconstruction, first 8 images: {err:.2e}; "
+            f"{label}: residual per measurement entry of the reconstruction, first {args.count} images: {err:.2e}; "
             f"ReSample's floor (recon_floor): {m.recon_floor(ph):.1e}"
         )
     if args.fp32:

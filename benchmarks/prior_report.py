@@ -95,7 +95,9 @@ SAME_MEASUREMENTS = ("generator", "generator_sha256", "images", "tasks", "seeds"
 
 
 def read_runs(folders: list[Path]) -> dict[str, Any]:
-    """The rows of several runs of one grid (same images and measurements) as one run."""
+    """The rows of several runs of one grid (same images and measurements) as one run. A method
+    label found in more than one run (a rerun of some rows with other code, say) keeps its name in
+    the first run that has it; in the others it becomes ``"label [folder name]"``."""
     runs = []
     for f in folders:
         res = f / "results.json"
@@ -109,12 +111,16 @@ def read_runs(folders: list[Path]) -> dict[str, Any]:
                 raise ValueError(
                     f"{f} differs from {folders[0]} in {k!r}: its methods saw other measurements"
                 )
-    labels = [{row["method"] for row in r["rows"]} for r in runs]
-    for i, a in enumerate(labels):
-        for b in labels[i + 1 :]:
-            if a & b:
-                raise ValueError(f"method {sorted(a & b)[0]!r} is in two of the runs: give each once")
-    return {"name": first.get("name", ""), "rows": [row for r in runs for row in r["rows"]]}
+    rows, seen = [], set()
+    for f, r in zip(folders, runs):
+        labels = {row["method"] for row in r["rows"]}
+        again = labels & seen  # a rerun's label: the first run keeps it, the others add their folder
+        rows += [
+            {**row, "method": f"{row['method']} [{f.name}]"} if row["method"] in again else row
+            for row in r["rows"]
+        ]
+        seen |= labels
+    return {"name": first.get("name", ""), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -664,7 +664,8 @@ def test_code_fingerprint_changes_with_the_source(tmp_path, monkeypatch):
 
 def test_prior_report_reads_runs_of_one_grid(workdir, reference, tmp_path):
     """benchmarks/prior_report.py: tables with paired per-image differences, from one run or from
-    runs of one grid split into configs of methods; runs of other measurements are refused."""
+    runs of one grid split into configs of methods (a label in two runs: the later one's rows
+    named after its folder); runs of other measurements are refused."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_report.py"
@@ -687,7 +688,16 @@ def test_prior_report_reads_runs_of_one_grid(workdir, reference, tmp_path):
     )
     one, two = (tmp_path / "one.md").read_text(), (tmp_path / "two.md").read_text()
     assert "| ilo - csgm |" in one and one == two  # the same rows: the same tables
-    assert pr.main([str(workdir / "ref"), str(workdir / "ilo_only"), *args]) == 2  # ilo twice
+    # ilo in both: the second run's rows are its own method, named after its folder
+    assert (
+        pr.main([str(workdir / "ilo_only"), str(workdir / "ref"), *args, "--md", str(tmp_path / "rerun.md")])
+        == 0
+    )
+    rerun = (tmp_path / "rerun.md").read_text()
+    paired = rerun[rerun.index("| task | level | ilo - ") :].splitlines()
+    head, first = (line.split("|") for line in (paired[0], paired[2]))
+    assert "ilo - csgm" in " ".join(head)
+    assert first[[c.strip() for c in head].index("ilo - ilo [ref]")].strip().startswith("+0.00 ± 0.00"), rerun
     (workdir / "other.toml").write_text(
         GRID.replace("noise_std = 0.05", "noise_std = 0.1").split('[[methods]]\nname = "ilo"')[0]
     )

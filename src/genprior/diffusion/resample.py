@@ -20,7 +20,7 @@ code's slips done right (docs/diffusion.md lists them):
    :meth:`~genprior.diffusion.latent.LatentDiffusion.recon_floor`: fitting below it bends the
    latent to explain the autoencoder's error rather than the image; the reference code's fixed
    1e-6 ignores both): on that floor, back along the Adam step that crossed it (until
-   2026-12-06 the fit kept the step's end, up to 13 % below the floor), with no weight decay
+   2026-12-06 the fit kept the step's end, as much as 35 % below the floor), with no weight decay
    (AdamW's default decay shrinks the unobserved pixels). The last step's fit may take
    ``final_iters`` steps.
 4. Stochastic resampling (:func:`stochastic_resample`): ``z_{t-1}`` drawn around the blend of
