@@ -1,8 +1,8 @@
 """What the latent model's autoencoder can reach (docs/diffusion.md): its reconstruction PSNR on
 the 300 held-out Fashion-MNIST test images (the floor of any latent solver on a clean image), and
 the mean residual of that reconstruction on the benchmark's first ``--count`` images (8; the
-benchmark has 48) under its tasks, beside the floor ReSample's fits stop at under each
-(``LatentDiffusion.recon_floor``).
+benchmark has 48) under its tasks and the three images (0-based) where it is largest, beside the
+floor ReSample's fits stop at under each (``LatentDiffusion.recon_floor``).
 With ``--fp32 FILE`` (an export of the same training run in float32), also the largest change of a
 noise prediction that the bundled float16 weights make.
 
@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, kw, task in tasks:
         ph = make_physics(task, (1, 32, 32), seed=0, **kw)
         y = ph(x[: args.count])
-        err = float(metrics.measurement_error(r[: args.count], y, ph).mean())
+        each = metrics.measurement_error(r[: args.count], y, ph)
+        worst = each.argsort(descending=True)[:3].tolist()
         print(
-            f"{label}: residual per measurement entry of the reconstruction, first {args.count} images: {err:.2e}; "
+            f"{label}: residual per measurement entry of the reconstruction, first {args.count} images: "
+            f"{float(each.mean()):.2e} (largest on images {worst}); "
             f"ReSample's floor (recon_floor): {m.recon_floor(ph):.1e}"
         )
     if args.fp32:

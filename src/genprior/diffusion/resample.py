@@ -191,6 +191,18 @@ def _land(
     return before + hi.view(shape) * (after - before)
 
 
+def _rows(loss_of: Callable[[Tensor], Tensor], full: Tensor, rows: Tensor) -> Callable[[Tensor], Tensor]:
+    """``loss_of`` for some of the batch's images (a loss that pairs each image with its own
+    measurements takes the whole batch): the other images held at ``full``'s values."""
+
+    def loss(part: Tensor) -> Tensor:
+        whole = full.detach().clone()
+        whole[rows] = part
+        return loss_of(whole)[rows]
+
+    return loss
+
+
 def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters: int, lr: float) -> Tensor:
     """Adam (no weight decay) on ``start``, at most ``iters`` steps; each image stops when its
     loss first reaches ``floor`` (the others go on), at the point of that last step where the loss
@@ -204,15 +216,17 @@ def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters
     for it in range(iters + 1):
         loss = loss_of(v)
         new = (loss.detach() <= floor) & ~done
-        if bool(new.any()):
-            now = v.detach()
-            if before is not None:  # back along the step that crossed the floor, to the floor
-                now = _land(
-                    before[new], loss_before[new], now[new], loss.detach()[new], _rows(loss_of, v, new), floor
-                )
-                out[new] = now
-            else:
-                out[new] = now[new]
+        if bool(new.any()) and before is None:  # at or below the floor from the start: as it is
+            out[new] = v.detach()[new]
+        elif bool(new.any()):  # back along the step that crossed the floor, to the floor
+            out[new] = _land(
+                before[new],
+                loss_before[new],
+                v.detach()[new],
+                loss.detach()[new],
+                _rows(loss_of, v, new),
+                floor,
+            )
         done |= new
         if bool(done.all()) or it == iters:
             break
@@ -222,18 +236,6 @@ def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters
         opt.step()
     out[~done] = v.detach()[~done]
     return out
-
-
-def _rows(loss_of: Callable[[Tensor], Tensor], full: Tensor, rows: Tensor) -> Callable[[Tensor], Tensor]:
-    """``loss_of`` for some of the batch's images (a loss that pairs each image with its own
-    measurements takes the whole batch): the other images held at ``full``'s values."""
-
-    def loss(part: Tensor) -> Tensor:
-        whole = full.detach().clone()
-        whole[rows] = part
-        return loss_of(whole)[rows]
-
-    return loss
 
 
 def resample(
