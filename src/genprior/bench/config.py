@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data import HELDOUT_N
 from ..errors import UserError
 from ..solvers.registry import METHODS
 
@@ -279,7 +280,7 @@ def parse_config(
         ds = _want(im, "dataset", (str,), f"{source} [images]", hint="mnist or fmnist")
         if ds not in ("mnist", "fmnist"):
             raise UserError(f"{source}: [images] dataset = {ds!r}: choose mnist or fmnist")
-        total = 300  # genprior.data.HELDOUT_N, not imported: this module imports no torch
+        total = HELDOUT_N
         skip = _want(im, "skip", (int,), f"{source} [images]", default=0)
         if not 0 <= skip < total:
             raise UserError(

@@ -216,17 +216,13 @@ def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters
     for it in range(iters + 1):
         loss = loss_of(v)
         new = (loss.detach() <= floor) & ~done
-        if bool(new.any()) and before is None:  # at or below the floor from the start: as it is
-            out[new] = v.detach()[new]
-        elif bool(new.any()):  # back along the step that crossed the floor, to the floor
-            out[new] = _land(
-                before[new],
-                loss_before[new],
-                v.detach()[new],
-                loss.detach()[new],
-                _rows(loss_of, v, new),
-                floor,
-            )
+        if bool(new.any()):
+            now = v.detach()[new]  # kept as it is where the fit starts at or below the floor
+            if before is not None:  # else back along the step that crossed the floor, to the floor
+                now = _land(
+                    before[new], loss_before[new], now, loss.detach()[new], _rows(loss_of, v, new), floor
+                )
+            out[new] = now
         done |= new
         if bool(done.all()) or it == iters:
             break
