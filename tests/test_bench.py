@@ -85,6 +85,43 @@ def test_grid_writes_tables_and_plots(workdir, reference):
     assert len(list((out / "cells").glob("*.json"))) == N_CELLS
 
 
+def test_rows_keep_their_reconstructions_and_the_gallery_draws_them(workdir, reference):
+    from genprior import metrics
+    from genprior.bench.gallery import gallery_image
+    from genprior.io import from_png_b64
+
+    cfg = bench.load_config(workdir / "grid.toml")
+    G = bench.get_generator(cfg)
+    x_all, _, _ = bench.get_images(cfg, G)
+    for row in reference.rows:  # the stored picture is that row's reconstruction (8-bit)
+        rec = from_png_b64(row["recon_png"])
+        assert rec.shape == x_all[row["image"]].shape
+        rmse = float(metrics.mse(rec[None], x_all[row["image"]][None])[0]) ** 0.5
+        assert abs(rmse - row["mse"] ** 0.5) <= 1 / 510 + 1e-6  # rounding moves each pixel by <= 1/510
+    assert (workdir / "ref" / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    arr = gallery_image(cfg, reference.rows, images=[3], methods=["ilo"], side=32)
+    k, line, gap, pad = 4, 16, 6, 4  # 8x8 images scaled 4x; the layout of bench.gallery
+    assert arr.shape == (
+        2 * (3 * line + 32 + pad),
+        2 * pad + 3 * 32 + 2 * gap,
+        3,
+    )  # 2 levels x (truth, y, ilo)
+    row = next(r for r in reference.rows if r["image"] == 3 and r["method"] == "ilo" and r["level"] == 10)
+    want = (from_png_b64(row["recon_png"])[0] * 255).round().repeat_interleave(k, 0).repeat_interleave(k, 1)
+    x0 = pad + 2 * (32 + gap)  # the third panel of the first block (level 10)
+    got = torch.from_numpy(arr[3 * line : 3 * line + 32, x0 : x0 + 32, 0].copy()).float()
+    assert torch.equal(got, want)
+
+    with pytest.raises(UserError, match="no method 'dps'"):
+        gallery_image(cfg, reference.rows, methods=["dps"])
+    with pytest.raises(UserError, match="image 4 is not in the run"):
+        gallery_image(cfg, reference.rows, images=[4])
+    old = [{k: v for k, v in r.items() if k != "recon_png"} for r in reference.rows]
+    with pytest.raises(UserError, match="keep no reconstructions"):
+        gallery_image(cfg, old)
+
+
 def test_peak_memory_sees_what_a_block_allocates_above_its_start():
     from genprior.bench.cell import PeakMemory
 

@@ -93,6 +93,28 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.shape[2] == 1 else arr
 
 
+def png_b64(img: torch.Tensor) -> str:
+    """A (C,H,W) image in [0,1] as the base64 text of its 8-bit PNG (what a bench row keeps of
+    its reconstruction); :func:`from_png_b64` reads it back."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def from_png_b64(text: str) -> torch.Tensor:
+    """The (C,H,W) float image in [0,1] of :func:`png_b64`'s text."""
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as im:
+        arr = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float32) / 255.0
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
 def save_image(path: str | os.PathLike, img: torch.Tensor) -> None:
     """Save an image tensor in [0,1] as PNG, atomically."""
     arr = to_uint8(img)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..io import png_b64
 from ..resume import UnitStore
 from ..resume import code_fingerprint as _fingerprint
 from ..solvers.registry import DIFFUSION, METHODS
@@ -248,6 +249,7 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
         for k in ("psnr_sample", "calibration", "std_mean"):  # posterior samplers only
             if k in cols:
                 row[k] = cols[k][i]
+        row["recon_png"] = png_b64(x_hat[i])  # the reconstruction, 8-bit (gallery.png)
         row["time_s"] = elapsed / (hi - lo)
         row["cpu_s"] = cpu / (hi - lo)
         row["peak_mb"] = mem.peak_mb

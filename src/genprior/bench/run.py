@@ -191,6 +191,10 @@ def run_bench(
     rows = [r for c in all_cells for r in done[c]]
     summary = summarize(rows)
     files = write_outputs(out, cfg, rows, summary)
+    from .gallery import save_gallery
+
+    save_gallery(out / "gallery.png", cfg, rows)  # the grid's first image, every task and method
+    files.append(out / "gallery.png")
     return BenchResult(out, rows, summary, executed, skipped, files, stale)
 
 
