@@ -122,6 +122,25 @@ def test_rows_keep_their_reconstructions_and_the_gallery_draws_them(workdir, ref
         gallery_image(cfg, old)
 
 
+def test_gallery_script_draws_a_finished_run_and_refuses_another_config(workdir, reference, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gallery.py"
+    spec = importlib.util.spec_from_file_location("gallery_script", path)
+    gs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gs)
+    out = tmp_path / "g.png"
+    run = [str(workdir / "grid.toml"), str(workdir / "ref")]
+    assert gs.main([*run, "--images", "1", "2", "--method", "csgm", "--side", "16", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (workdir / "other.toml").write_text(GRID.replace("levels = [10, 20]", "levels = [10]"))
+    assert gs.main([str(workdir / "other.toml"), run[1], "--out", str(tmp_path / "x.png")]) == 2
+    assert "another config" in capsys.readouterr().err
+    assert gs.main([*run, "--task", "inpaint", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no task 'inpaint'" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_peak_memory_sees_what_a_block_allocates_above_its_start():
     from genprior.bench.cell import PeakMemory
 
