@@ -21,6 +21,10 @@ from genprior.bench.gallery import save_gallery
 from genprior.errors import UserError
 
 
+def _canon(d: dict) -> str:
+    return json.dumps(d, sort_keys=True, default=str)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", type=Path, help="the run's bench config file")
@@ -42,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(
                 f"{path} is not a readable bench result ({type(e).__name__}): give a finished run's --out folder"
             ) from None
-        if results.get("config_hash") != cfg.hash():
+        stored = dict(results.get("config") or {})
+        stored.pop("classifier_path", None)  # runs before 2026-12-06 kept where the classifier lay
+        if _canon(stored) != _canon(cfg.identity()):
             raise UserError(
                 f"{args.run} holds the results of another config than {args.config}: give the run's own config"
             )

@@ -141,6 +141,20 @@ def test_gallery_script_draws_a_finished_run_and_refuses_another_config(workdir,
     assert not (tmp_path / "x.png").exists()
 
 
+def test_the_hash_follows_the_classifiers_weights_not_where_they_lie(workdir):
+    """A run made in one checkout resumes (and is drawn) from another: the bundled classifier's
+    absolute path is not part of the config's identity, its sha256 is."""
+    import dataclasses
+
+    cfg = bench.load_config(workdir / "grid.toml")
+    here = dataclasses.replace(
+        cfg, classifier_path="/one/checkout/fmnist-classifier.pt", classifier_sha256="ab"
+    )
+    there = dataclasses.replace(here, classifier_path="/another/checkout/fmnist-classifier.pt")
+    assert here.hash() == there.hash()
+    assert dataclasses.replace(there, classifier_sha256="cd").hash() != here.hash()
+
+
 def test_peak_memory_sees_what_a_block_allocates_above_its_start():
     from genprior.bench.cell import PeakMemory
 

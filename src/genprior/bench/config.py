@@ -127,10 +127,11 @@ class BenchConfig:
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
-        """What decides the results: everything but presentation (name, plot settings) and where
-        the config file lives; two configs with the same identity share their finished cells."""
+        """What decides the results: everything but presentation (name, plot settings), where the
+        config file lives and where the classifier file lies (its sha256 stays: a run resumes from
+        another checkout); two configs with the same identity share their finished cells."""
         d = self.to_dict()
-        for k in PRESENTATION_KEYS + ("base_dir",):
+        for k in PRESENTATION_KEYS + ("base_dir", "classifier_path"):  # the classifier: by its sha256
             d.pop(k)
         for m in d["methods"]:  # a method on the grid's generator: as before methods had models
             if m["model"] is None:

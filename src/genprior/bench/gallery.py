@@ -109,8 +109,9 @@ def gallery_image(
                     panels.append((m, "" if psnr is None else f"{psnr:.2f} dB", from_png_b64(r["recon_png"])))
                 block = Image.new("RGB", (width, line + 2 * line + ph + pad), "white")
                 draw = ImageDraw.Draw(block)
-                level = lv if not isinstance(lv, list) else "x".join(str(v) for v in lv)
-                draw.text((pad, 2), f"{t.label}, {t.vary} {level}: image {i}", fill="black", font=font)
+                draw.text(
+                    (pad, 2), f"{t.label}, {t.vary} = {json.dumps(lv)}: image {i}", fill="black", font=font
+                )
                 for n, (name, note, img) in enumerate(panels):
                     x0 = pad + n * (pw + gap)
                     draw.text((x0, line + 1), _fit(draw, name, font, pw), fill="black", font=font)
