@@ -4,7 +4,7 @@ reconstructions are the ones the run stored (``recon_png`` in ``RUN/results.json
 2026-12-06 stored none), the truth and the measurements come from CONFIG.
 
     python benchmarks/gallery.py benchmarks/configs/diffusion_gallery.toml runs/diffusion_gallery \\
-        --images 0 1 --task box --task "CS m" --out docs/figures/diffusion_gallery_box_cs.png
+        --images 1 2 3 4 --task box --out docs/figures/diffusion_gallery_box.png
 
 ``genprior bench`` itself writes ``RUN/gallery.png``: the grid's first image, every task and method.
 """

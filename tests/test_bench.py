@@ -102,11 +102,8 @@ def test_rows_keep_their_reconstructions_and_the_gallery_draws_them(workdir, ref
 
     arr = gallery_image(cfg, reference.rows, images=[3], methods=["ilo"], side=32)
     k, line, gap, pad = 4, 16, 6, 4  # 8x8 images scaled 4x; the layout of bench.gallery
-    assert arr.shape == (
-        2 * (3 * line + 32 + pad),
-        2 * pad + 3 * 32 + 2 * gap,
-        3,
-    )  # 2 levels x (truth, y, ilo)
+    height, width = 2 * (3 * line + 32 + pad), 2 * pad + 3 * 32 + 2 * gap  # 2 levels x (truth, y, ilo)
+    assert arr.shape == (height, width, 3)
     row = next(r for r in reference.rows if r["image"] == 3 and r["method"] == "ilo" and r["level"] == 10)
     want = (from_png_b64(row["recon_png"])[0] * 255).round().repeat_interleave(k, 0).repeat_interleave(k, 1)
     x0 = pad + 2 * (32 + gap)  # the third panel of the first block (level 10)
