@@ -119,6 +119,20 @@ def test_rows_keep_their_reconstructions_and_the_gallery_draws_them(workdir, ref
         gallery_image(cfg, old)
 
 
+def test_rows_keep_large_reconstructions_as_thumbnails():
+    """A row keeps a picture, not the data: a 1024-pixel image would take megabytes a row."""
+    from genprior.io import from_png_b64, png_b64, thumbnail
+
+    big = torch.rand(3, 1024, 768)
+    small = from_png_b64(png_b64(big))
+    assert small.shape == (3, 128, 96)  # shrunk 8x: area averages
+    want = big.view(3, 128, 8, 96, 8).mean((2, 4))
+    assert (small - want).abs().max() <= 0.5 / 255 + 1e-6
+    assert thumbnail(torch.rand(1, 129, 40)).shape == (1, 64, 20)  # the least whole factor, 2
+    x = torch.rand(1, 128, 64)
+    assert thumbnail(x) is x and from_png_b64(png_b64(x)).shape == x.shape
+
+
 def test_gallery_script_draws_a_finished_run_and_refuses_another_config(workdir, reference, tmp_path, capsys):
     import importlib.util
 

@@ -93,14 +93,27 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.shape[2] == 1 else arr
 
 
-def png_b64(img: torch.Tensor) -> str:
-    """A (C,H,W) image in [0,1] as the base64 text of its 8-bit PNG (what a bench row keeps of
-    its reconstruction); :func:`from_png_b64` reads it back."""
+def thumbnail(img: torch.Tensor, max_side: int = 128) -> torch.Tensor:
+    """A (C,H,W) image shrunk by the least whole factor that brings its larger side to at most
+    ``max_side`` (area averages); a smaller image as it is."""
+    f = -(-max(img.shape[-2:]) // max_side)
+    if f <= 1:
+        return img
+    import torch.nn.functional as F
+
+    return F.interpolate(img[None].float(), size=(img.shape[-2] // f, img.shape[-1] // f), mode="area")[0]
+
+
+def png_b64(img: torch.Tensor, max_side: int = 128) -> str:
+    """A (C,H,W) image in [0,1] as the base64 text of its 8-bit PNG, shrunk to at most
+    ``max_side`` pixels a side (:func:`thumbnail`): what a bench row keeps of its reconstruction,
+    a picture, not the data (a 1024-pixel image would take megabytes a row);
+    :func:`from_png_b64` reads it back."""
     import base64
     import io
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="PNG")
+    Image.fromarray(to_uint8(thumbnail(img, max_side))).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

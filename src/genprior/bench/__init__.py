@@ -55,8 +55,8 @@ normalised config and its hash. At the end, ``results.csv``
 and ``results.json`` hold one row per image and cell, ``summary.csv`` / ``summary.md`` the mean and
 standard error per (task, level, method), ``plot_<metric>.png`` one panel per task, one line
 per method, and ``gallery.png`` the grid's first image: the truth, the measurement and each
-method's reconstruction, per task and level (every row keeps its reconstruction, 8-bit, in
-``recon_png``: :mod:`~genprior.bench.gallery` and ``benchmarks/gallery.py`` draw any of them).
+method's reconstruction, per task and level (every row keeps its reconstruction, 8-bit and at
+most 128 pixels a side, in ``recon_png``: :mod:`~genprior.bench.gallery` and ``benchmarks/gallery.py`` draw any of them).
 
 The package: :mod:`~genprior.bench.config` (the file format and its checks), :mod:`~genprior.bench.cell`
 (one cell's computation), :mod:`~genprior.bench.cache` (what cells of one process share),

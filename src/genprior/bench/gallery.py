@@ -1,8 +1,9 @@
 """Pictures of a bench run: for each task and level, the true image, what the methods saw of it
 and each method's reconstruction with its PSNR, one row per (task, level, image).
 
-The reconstructions come from the rows (``recon_png``: every cell keeps its images, 8-bit), the
-truth and the measurements from the config, as the cell drew them; nothing here solves anything.
+The reconstructions come from the rows (``recon_png``: every cell keeps its images, 8-bit, at
+most 128 pixels a side), the truth and the measurements from the config, as the cell drew them
+(shrunk alike); nothing here solves anything.
 ``genprior bench`` writes ``gallery.png`` (the grid's first image); ``benchmarks/gallery.py``
 draws other images, tasks and methods of a finished run.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_path, from_png_b64, to_uint8
+from ..io import atomic_path, from_png_b64, thumbnail, to_uint8
 from .cache import get_generator, get_images
 from .cell import Cell, cell_measurements
 from .config import BenchConfig
@@ -72,7 +73,8 @@ def gallery_image(
 
     G = get_generator(cfg)
     x_all, _, _ = get_images(cfg, G)
-    c, h, w = (int(v) for v in G.image_shape)
+    c, H, W = (int(v) for v in G.image_shape)
+    h, w = thumbnail(torch.zeros(1, H, W)).shape[-2:]  # the rows keep their pictures at this size
     k = max(1, -(-side // max(h, w)))
     pw, ph = w * k, h * k
     font = ImageFont.load_default(size=12)
@@ -91,10 +93,10 @@ def gallery_image(
                 cell = Cell(t.label, lv, methods[0], i // cfg.batch_size, seed)
                 _, y, physics = cell_measurements(cfg, cell)
                 j = i % cfg.batch_size
-                seen = measurement_preview(y, physics, (c, h, w))[j]
+                seen = measurement_preview(y, physics, (c, H, W))[j]
                 panels: list[tuple[str, str, torch.Tensor | None]] = [
-                    ("truth", "", x_all[i]),
-                    ("measurement", "", seen),
+                    ("truth", "", thumbnail(x_all[i])),
+                    ("measurement", "", thumbnail(seen)),
                 ]
                 for m in methods:
                     r = by_key.get((t.label, _level_key(lv), m, i))
