@@ -164,6 +164,22 @@ def test_the_hash_follows_the_classifiers_weights_not_where_they_lie(workdir):
     there = dataclasses.replace(here, classifier_path="/another/checkout/fmnist-classifier.pt")
     assert here.hash() == there.hash()
     assert dataclasses.replace(there, classifier_sha256="cd").hash() != here.hash()
+    assert here.hash_before_2026_12_06() != there.hash_before_2026_12_06()  # as it was
+
+
+def test_a_folder_written_before_the_hash_changed_is_taken_as_this_configs(workdir, reference, tmp_path):
+    cfg = bench.load_config(workdir / "grid.toml")
+    out = tmp_path / "old"
+    shutil.copytree(workdir / "ref", out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["hash"] = cfg.hash_before_2026_12_06()  # as a run of 2026-12-05 wrote it
+    (out / "config.json").write_text(json.dumps(meta))
+    res = bench.run_bench(workdir / "grid.toml", out, progress=False)
+    assert res.skipped == N_CELLS and json.loads((out / "config.json").read_text())["hash"] == cfg.hash()
+    meta["hash"] = "0" * 64  # another config's folder is still refused
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="different bench config"):
+        bench.run_bench(workdir / "grid.toml", out, progress=False)
 
 
 def test_peak_memory_sees_what_a_block_allocates_above_its_start():

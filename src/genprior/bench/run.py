@@ -66,7 +66,7 @@ def _prepare_out(out: Path, cfg: BenchConfig, resume: bool, config_text: str | N
             old_hash = meta.get("hash")
         except (OSError, ValueError):
             old_hash = None
-        if old_hash != cfg.hash():
+        if old_hash not in (cfg.hash(), cfg.hash_before_2026_12_06()):
             raise UserError(
                 f"{out} holds the results of a different bench config (or of other generator weights): "
                 "use another --out directory or delete that one"
