@@ -84,10 +84,11 @@ class ReSampleConfig:
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
+    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
     seed: int = 0  # seeds the start and the resampling draws
 
     def __post_init__(self) -> None:
-        from ..solvers.common import check_choice, check_int, check_number
+        from ..solvers.common import check_choice, check_holdout, check_int, check_number
 
         for name in ("steps", "every", "pixel_iters", "latent_iters", "final_iters", "chains"):
             check_int(self, name, 1)
@@ -100,6 +101,7 @@ class ReSampleConfig:
         if self.model_error is not None:
             check_number(self, "model_error", 0.0)
         check_choice(self, "gluing_projection", GLUING_PROJECTIONS)
+        check_holdout(self)
 
 
 def dps_gradient(

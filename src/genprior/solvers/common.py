@@ -112,6 +112,18 @@ def check_number(
         raise setting_error(config, name, "give " + _number_text(lo, above, inf))
 
 
+def check_holdout(config: Any) -> None:
+    """``config.holdout``: a share in [0, 1) of the observed entries held out to scale the std map,
+    which needs ``config.chains >= 2`` (one sample has no spread to scale)."""
+    check_number(config, "holdout", 0.0)
+    if config.holdout >= 1:
+        raise setting_error(config, "holdout", "give a share in [0, 1): the solve needs measurements")
+    if config.holdout and config.chains < 2:
+        raise setting_error(
+            config, "holdout", "give 0, or set chains >= 2 too: it scales the samples' spread"
+        )
+
+
 def check_bool(config: Any, name: str) -> None:
     if not isinstance(getattr(config, name), bool):
         raise setting_error(config, name, "give True or False")

@@ -19,7 +19,7 @@ from deepinv.models import Reconstructor
 from torch import Tensor
 
 from ..errors import UserError
-from .common import PosteriorSamples, RunRecord, check_int, check_number
+from .common import PosteriorSamples, RunRecord, check_holdout, check_int, check_number
 
 
 @dataclass
@@ -31,12 +31,14 @@ class DPSConfig:
         100.0  # guidance weight on ||y - A(x0_hat(x_t))|| in deepinv's SDE form (its 1.0 barely moves x)
     )
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
+    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
         check_int(self, "steps", 2)
         check_int(self, "chains", 1)
         check_int(self, "seed", 0)
+        check_holdout(self)
         check_number(self, "weight", 0.0, above=True)
 
 
@@ -49,12 +51,14 @@ class DiffPIRConfig:
     lambda_: float = 7.0  # weight of the data term (the paper's 3 .. 25)
     noise_sigma: float = 0.01  # the measurements' noise level where the physics has none
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
+    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
         check_int(self, "steps", 2)
         check_int(self, "chains", 1)
         check_int(self, "seed", 0)
+        check_holdout(self)
         for name in ("lambda_", "noise_sigma"):
             check_number(self, name, 0.0, above=True)
         check_number(self, "zeta", 0.0)
@@ -95,22 +99,67 @@ class DiffusionSolver(Reconstructor):
 
         if not torch.isfinite(y).all():
             raise UserError("measurements contain NaN or infinite values: give finite measurements")
-        cfg, B = self.config, y.shape[0]
+        cfg = self.config
         rec = RunRecord(self.method)
         t0 = time.perf_counter()
+        scale = self._holdout_scale(y, physics, progress) if cfg.holdout else None
+        post = self._posterior(y, physics, progress)
+        if scale is not None:  # the same solve as without, its std map scaled
+            post = PosteriorSamples(
+                post.samples, post.mean, post.std * scale.view(-1, *([1] * (y.dim() - 1)))
+            )
+            rec.extra["holdout_scale"] = scale.tolist()
+        rec.posterior = post
+        rec.time_s = time.perf_counter() - t0
+        rec.best_meas_err = metrics.measurement_error(post.mean, y, physics).tolist()
+        rec.best_round = [0] * y.shape[0]
+        self.last_record = rec
+        return post.mean
+
+    def _posterior(self, y: Tensor, physics: Any, progress: bool) -> PosteriorSamples:
+        """``chains`` samples of each image, as one batch, drawn from ``seed``."""
+        cfg, B = self.config, y.shape[0]
         yk = y.repeat(cfg.chains, *([1] * (y.dim() - 1)))  # sample-major: entry s * B + i
         devices = [y.device] if y.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed)
             x = self._sample(yk, physics, progress)
-        samples = x.detach().float().clamp(0, 1).reshape(cfg.chains, B, *x.shape[1:])
-        post = PosteriorSamples.from_samples(samples)
-        rec.posterior = post
-        rec.time_s = time.perf_counter() - t0
-        rec.best_meas_err = metrics.measurement_error(post.mean, y, physics).tolist()
-        rec.best_round = [0] * B
-        self.last_record = rec
-        return post.mean
+        return PosteriorSamples.from_samples(
+            x.detach().float().clamp(0, 1).reshape(cfg.chains, B, *x.shape[1:])
+        )
+
+    def _holdout_scale(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
+        """Per image, the factor (at least 1) for the std map: a first solve without a share
+        ``holdout`` of the observed pixels (one draw for the batch), then the factor by which its
+        samples' spread must grow for ``mean +- 2 std`` to cover 95 % of the held-out pixels
+        (split conformal calibration, :func:`~genprior.solvers.sgilo.holdout_scale`, as SGILO's).
+        Inpainting only: the held-out problem is an inpainting with the smaller mask, a physics
+        every solver runs as it is."""
+        from deepinv.physics import Inpainting
+
+        from .sgilo import holdout_scale
+
+        cfg = self.config
+        mask = getattr(physics, "mask", None)
+        if not isinstance(physics, Inpainting) or not isinstance(mask, Tensor) or mask.shape[0] != 1:
+            raise UserError(
+                f"holdout = {cfg.holdout} calibrates the std map on inpainting with one mask for the "
+                "batch only: give holdout = 0 for these measurements"
+            )
+        g = torch.Generator().manual_seed(cfg.seed + 3)
+        held = mask * (torch.rand(mask.shape, generator=g) < cfg.holdout).to(mask)
+        kept = Inpainting(
+            img_size=tuple(mask.shape[1:]),
+            mask=mask - held,
+            device=mask.device,
+            noise_model=physics.noise_model,
+        )
+        first = self._posterior(y * (1 - held), kept, progress)
+        K = first.num_samples
+        with torch.no_grad():
+            ax = physics.A(first.samples.flatten(0, 1)).view(K, *y.shape)
+        sigma = float(getattr(physics.noise_model, "sigma", 0.0) or 0.0)
+        return holdout_scale(ax, y, held.expand_as(y), sigma)
 
 
 class DPS(DiffusionSolver):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..diffusion.guided import guided_latent_sampling
 from ..diffusion.resample import GLUING_PROJECTIONS, ReSampleConfig, resample
-from .common import check_choice, check_int, check_number
+from .common import check_choice, check_holdout, check_int, check_number
 from .diffusion import DiffusionSolver
 
 __all__ = ["PSLD", "LatentDPS", "LatentDPSConfig", "PSLDConfig", "ReSample", "ReSampleConfig"]
@@ -30,12 +30,14 @@ class LatentDPSConfig:
     weight: float = 1.0  # step on the gradient of ||y - A(D(z0_hat))|| in z_t
     eta: float = 1.0  # DDIM's eta (1: DDPM's ancestral sampling)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
+    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
     seed: int = 0  # seeds the start and every draw
 
     def __post_init__(self) -> None:
         check_int(self, "steps", 2)
         check_int(self, "chains", 1)
         check_int(self, "seed", 0)
+        check_holdout(self)
         check_number(self, "weight", 0.0)
         check_number(self, "eta", 0.0)
 
