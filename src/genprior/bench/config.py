@@ -145,20 +145,22 @@ class BenchConfig:
         return d
 
     def hash(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return _digest(self.identity())
 
     def hash_before_2026_12_06(self) -> str:
         """The hash of the same config before its identity left out ``classifier_path``: a run
         folder written then is this config's, not another's (its cells run again: their code
         has changed)."""
-        d = {**self.identity(), "classifier_path": self.classifier_path}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+        return _digest({**self.identity(), "classifier_path": self.classifier_path})
 
     def image_count(self) -> int:
         if self.images.source == "files":
             return len(self.images.paths)
         return int(self.images.count or 0)
+
+
+def _digest(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _type_name(v: Any) -> str:

@@ -89,11 +89,13 @@ def gallery_image(
         if t.label not in tasks:
             continue
         for lv in t.levels:
+            previews: dict[int, torch.Tensor] = {}  # per image batch: what every method saw
             for i in images:
-                cell = Cell(t.label, lv, methods[0], i // cfg.batch_size, seed)
-                _, y, physics = cell_measurements(cfg, cell)
-                j = i % cfg.batch_size
-                seen = measurement_preview(y, physics, (c, H, W))[j]
+                b = i // cfg.batch_size
+                if b not in previews:
+                    _, y, physics = cell_measurements(cfg, Cell(t.label, lv, methods[0], b, seed))
+                    previews[b] = measurement_preview(y, physics, (c, H, W))
+                seen = previews[b][i % cfg.batch_size]
                 panels: list[tuple[str, str, torch.Tensor | None]] = [
                     ("truth", "", thumbnail(x_all[i])),
                     ("measurement", "", thumbnail(seen)),

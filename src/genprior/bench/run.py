@@ -20,6 +20,7 @@ from ..resume import UnitStore
 from .cache import device_of, get_generator, get_images
 from .cell import Cell, build_physics, cells_of, code_fingerprint, method_model, run_cell
 from .config import FORMAT, FORMAT_VERSION, BenchConfig, load_config
+from .gallery import save_gallery
 from .report import summarize, write_outputs
 
 
@@ -191,8 +192,6 @@ def run_bench(
     rows = [r for c in all_cells for r in done[c]]
     summary = summarize(rows)
     files = write_outputs(out, cfg, rows, summary)
-    from .gallery import save_gallery
-
     save_gallery(out / "gallery.png", cfg, rows)  # the grid's first image, every task and method
     files.append(out / "gallery.png")
     return BenchResult(out, rows, summary, executed, skipped, files, stale)

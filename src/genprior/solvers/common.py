@@ -119,9 +119,7 @@ def check_holdout(config: Any) -> None:
     if config.holdout >= 1:
         raise setting_error(config, "holdout", "give a share in [0, 1): the solve needs measurements")
     if config.holdout and config.chains < 2:
-        raise setting_error(
-            config, "holdout", "give 0, or set chains >= 2 too: it scales the samples' spread"
-        )
+        raise setting_error(config, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
 
 
 def check_bool(config: Any, name: str) -> None:

@@ -64,6 +64,7 @@ from .common import (
     apply_overrides,
     check_bool,
     check_choice,
+    check_holdout,
     check_int,
     check_number,
     check_seed,
@@ -221,13 +222,7 @@ class SGILOConfig(SolverConfig):
         check_number(self, "refine_radius")
         check_number(self, "refine_tolerance", 1.0)
         if self.holdout is not None:
-            check_number(self, "holdout")
-            if self.holdout >= 1:
-                raise setting_error(self, "holdout", "give a share in [0, 1): the solve needs measurements")
-            if self.holdout and self.chains < 2:
-                raise setting_error(
-                    self, "holdout", "give 0 or set chains >= 2: it scales the chains' spread"
-                )
+            check_holdout(self)
         if self.holdout_refit and not self.holdout_share:
             raise setting_error(
                 self,
