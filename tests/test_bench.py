@@ -152,6 +152,27 @@ def test_gallery_script_draws_a_finished_run_and_refuses_another_config(workdir,
     assert not (tmp_path / "x.png").exists()
 
 
+def test_same_rows_script_finds_a_repeated_run(workdir, reference, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "same_rows.py"
+    spec = importlib.util.spec_from_file_location("same_rows", path)
+    sr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sr)
+    bench.run_bench(workdir / "grid.toml", tmp_path / "again", progress=False)
+    assert sr.main([str(workdir / "ref"), str(tmp_path / "again")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(
+        "largest PSNR difference 0 dB, the same pictures on 4 of 4" in x for x in lines
+    )
+    data = json.loads((tmp_path / "again" / "results.json").read_text())
+    data["rows"][0]["psnr"] += 0.5  # one row that differs is reported
+    (tmp_path / "again" / "results.json").write_text(json.dumps(data))
+    assert sr.main([str(workdir / "ref"), str(tmp_path / "again")]) == 0
+    assert "largest PSNR difference 0.5 dB" in capsys.readouterr().out
+    assert sr.main([str(workdir / "ref"), str(tmp_path / "none")]) == 2
+
+
 def test_the_hash_follows_the_classifiers_weights_not_where_they_lie(workdir):
     """A run made in one checkout resumes (and is drawn) from another: the bundled classifier's
     absolute path is not part of the config's identity, its sha256 is."""

@@ -1,0 +1,56 @@
+"""Does a bench run repeat another's rows? For every (task, level, method, image) the two runs
+share, the largest PSNR difference and whether the stored reconstructions are the same; one line
+per (task, level, method). Runs nothing: it reads both ``results.json``.
+
+    python benchmarks/same_rows.py runs/diffusion_gallery runs/latent_fmnist_48_ldm8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _rows(folder: Path) -> dict[tuple, dict]:
+    data = json.loads((folder / "results.json").read_text())
+    return {(r["task"], json.dumps(r["level"]), r["method"], r["seed"], r["image"]): r for r in data["rows"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a finished run's --out folder")
+    p.add_argument("other", type=Path, help="the run to compare it with")
+    args = p.parse_args(argv)
+    try:
+        a, b = _rows(args.run), _rows(args.other)
+    except (OSError, ValueError, KeyError) as e:
+        print(
+            f"error: not a readable bench result ({type(e).__name__}: {e}): give two finished runs' --out folders",
+            file=sys.stderr,
+        )
+        return 2
+    groups: dict[tuple, list[tuple[float, bool | None]]] = {}
+    for k, r in a.items():
+        if k in b:
+            same_pic = (
+                None
+                if "recon_png" not in r or "recon_png" not in b[k]
+                else r["recon_png"] == b[k]["recon_png"]
+            )
+            groups.setdefault(k[:3], []).append((abs(r["psnr"] - b[k]["psnr"]), same_pic))
+    if not groups:
+        print("the runs share no (task, level, method, image)")
+        return 0
+    for (task, level, method), d in groups.items():
+        pics = [s for _, s in d if s is not None]
+        pic = f", the same pictures on {sum(pics)} of {len(pics)}" if pics else ""
+        print(
+            f"{task} {level} {method}: {len(d)} rows, largest PSNR difference {max(x for x, _ in d):.2g} dB{pic}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
