@@ -173,6 +173,27 @@ def test_same_rows_script_finds_a_repeated_run(workdir, reference, tmp_path, cap
     assert sr.main([str(workdir / "ref"), str(tmp_path / "none")]) == 2
 
 
+def test_posterior_report_script_summarises_the_samplers(workdir, reference, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "posterior_report.py"
+    spec = importlib.util.spec_from_file_location("posterior_report", path)
+    pr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pr)
+    assert pr.main([str(workdir / "ref")]) == 2  # csgm and ilo: no posterior samples
+    assert "chains >= 2" in capsys.readouterr().err
+    row = {"task": "box", "level": [1, 1, 3, 3], "method": "dps"}
+    rows = [
+        {**row, "calibration": 0.5, "psnr": 21.0, "psnr_sample": 20.0},
+        {**row, "calibration": 0.9, "psnr": 23.0, "psnr_sample": 20.0},
+    ]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"rows": rows}))
+    assert pr.main([str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert out == "| box | [1, 1, 3, 3] | dps | 0.700 ± 0.200 | 0.50-0.90 | +2.00 ± 1.00 |"
+
+
 def test_the_hash_follows_the_classifiers_weights_not_where_they_lie(workdir):
     """A run made in one checkout resumes (and is drawn) from another: the bundled classifier's
     absolute path is not part of the config's identity, its sha256 is."""
