@@ -609,6 +609,11 @@ def test_every_method_runs_through_the_bench(workdir):
     res = bench.run_bench(workdir / "all.toml", workdir / "all", progress=False)
     assert {r["method"] for r in res.rows} | {"ilo", "csgm"} == set(METHODS)
     assert all(math.isfinite(r["mse"]) and math.isfinite(r["meas_err"]) for r in res.rows)
+    # SGILO scales its std map on held-out measurements (its default with chains >= 2): the row
+    # keeps the calibration before the factor too, which can only be lower (the factor is >= 1)
+    sg = [r for r in res.rows if r["method"] == "sgilo"]
+    assert sg and all(0 <= r["calibration_raw"] <= r["calibration"] <= 1 for r in sg)
+    assert all("calibration_raw" not in r for r in res.rows if r["method"] != "sgilo")
     # the score model's weights are part of the config's identity: retrained weights rerun the grid
     cfg = bench.load_config(workdir / "all.toml")
     (m,) = [m for m in cfg.methods if m.name == "sgilo"]

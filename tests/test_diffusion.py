@@ -166,13 +166,23 @@ def test_resample_explains_the_observed_pixels_as_well_as_the_autoencoder_can():
         assert residual <= (cfg.noise_sigma**2 if in_range else ae), (residual, ae)
 
 
-def test_holdout_scales_the_std_map_of_the_same_solve(tiny):
-    """``holdout``: a first solve without some observed pixels sets a factor for the std map; the
-    answer and the samples are those of the solve without ``holdout``, to every digit."""
+HOLDOUT_TASKS = {
+    "inpaint": dict(mask_ratio=0.5),
+    "superres": dict(scale=2),
+    "denoise": dict(noise_std=0.1),
+    "cs": dict(measurements=20, noise_std=0.01),
+}
+
+
+@pytest.mark.parametrize("task", HOLDOUT_TASKS)
+def test_holdout_scales_the_std_map_of_the_same_solve(tiny, task):
+    """``holdout``: a first solve without some measurement entries sets a factor for the std map;
+    the answer and the samples are those of the solve without ``holdout``, to every digit. On
+    every task: inpainting holds out observed pixels, the others entries of their measurements."""
     from genprior.physics import make_physics
     from genprior.solvers.registry import make_solver
 
-    physics = make_physics("inpaint", (1, 8, 8), mask_ratio=0.5, seed=0)
+    physics = make_physics(task, (1, 8, 8), seed=0, **HOLDOUT_TASKS[task])
     x0 = (MU + S * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) + 1) / 2
     y = physics(x0)
     plain = make_solver("diffpir", _exact(tiny), steps=8, chains=4)
@@ -181,15 +191,52 @@ def test_holdout_scales_the_std_map_of_the_same_solve(tiny):
     a, b = plain.last_record.posterior, held.last_record.posterior
     assert torch.equal(x_plain, x_held) and torch.equal(a.samples, b.samples)
     scale = torch.tensor(held.last_record.extra["holdout_scale"])
-    assert scale.shape == (2,) and bool((scale >= 1).all())
+    assert scale.shape == (2,) and bool((scale >= 1).all()) and bool((scale > 1).any())
     torch.testing.assert_close(b.std, a.std * scale.view(2, 1, 1, 1))
 
-    with pytest.raises(UserError, match="inpainting"):
-        held(y, make_physics("denoise", (1, 8, 8), noise_std=0.1))
+
+def test_holdout_settings_and_physics_it_cannot_hold_out(tiny):
+    from deepinv.physics import Inpainting, Physics
+
+    from genprior.solvers.registry import make_solver
+
+    held = make_solver("diffpir", tiny, steps=8, chains=2, holdout=0.3)
+    y = torch.rand(2, 1, 8, 8)
+    masks = (torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    with pytest.raises(UserError, match="one inpainting mask for the whole batch"):
+        held(y * masks, Inpainting(img_size=(1, 8, 8), mask=masks))
+    with pytest.raises(UserError, match="needs a linear physics .* not Physics: give holdout = 0"):
+        held(y, Physics(A=lambda x: x.abs()))
     with pytest.raises(UserError, match=r"holdout = 1.0: give a share in \[0, 1\)"):
         make_solver("dps", tiny, holdout=1.0, chains=2)
     with pytest.raises(UserError, match="chains >= 2"):
         make_solver("dps", tiny, holdout=0.1)
+
+
+def test_holdout_first_solve_never_sees_the_held_out_entries(tiny):
+    """The first solve gets the measurements with the held-out entries zeroed and a physics whose
+    ``A`` is 0 there (compressed sensing: entries of ``y``, not pixels); the second, all of them."""
+    from genprior.physics import make_physics
+    from genprior.physics.heldout import HeldOut
+    from genprior.solvers.diffusion import DiffPIR, DiffPIRConfig
+
+    seen = []
+
+    class Recording(DiffPIR):
+        def _sample(self, y, physics, progress):
+            seen.append((y.clone(), physics))
+            return torch.rand(y.shape[0], 1, 8, 8, generator=torch.Generator().manual_seed(len(seen)))
+
+    physics = make_physics("cs", (1, 8, 8), measurements=60, noise_std=0.01, seed=0)
+    y = physics(torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2)))
+    Recording(tiny, DiffPIRConfig(chains=2, holdout=0.25))(y, physics)
+    (y1, p1), (y2, p2) = seen
+    assert isinstance(p1, HeldOut) and p2 is physics and torch.equal(y2, y.repeat(2, 1))
+    held = (y1 == 0) & (y.repeat(2, 1) != 0)
+    assert 0.1 < float(held.float().mean()) < 0.45
+    assert bool((held == held[:1]).all())  # one draw for the batch: the same entries for every image
+    ax = p1.A(torch.rand(5, 1, 8, 8))  # any batch size, as the latent solvers' floor asks
+    assert bool((ax[:, held[0]] == 0).all()) and bool((ax[:, ~held[0]] != 0).all())
 
 
 def test_holdout_calibrates_an_overconfident_sampler(tiny):
@@ -215,5 +262,30 @@ def test_holdout_calibrates_an_overconfident_sampler(tiny):
         solver(y, physics)
         post = solver.last_record.posterior
         cover[h] = float(metrics.coverage(x0, post.mean, post.std, where).mean())
+    assert cover[0.0] < 0.05
+    assert 0.9 <= cover[0.2] <= 1.0
+
+
+def test_holdout_calibrates_an_overconfident_denoiser(tiny):
+    """The same on denoising, where every pixel is measured: samples agreeing on 0.5 (std 0.001)
+    cover none of a uniform truth; the factor from held-out noisy pixels (their noise counted by
+    the rule) makes ``mean +- 2 std`` cover about 95 % of the true pixels."""
+    from genprior import metrics
+    from genprior.physics import make_physics
+    from genprior.solvers.diffusion import DiffPIR, DiffPIRConfig
+
+    class Overconfident(DiffPIR):
+        def _sample(self, y, physics, progress):
+            return 0.5 + 0.001 * torch.randn_like(y)
+
+    physics = make_physics("denoise", (1, 32, 32), noise_std=0.05, seed=0)
+    x0 = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = physics(x0)
+    cover = {}
+    for h in (0.0, 0.2):
+        solver = Overconfident(tiny, DiffPIRConfig(chains=8, holdout=h))
+        solver(y, physics)
+        post = solver.last_record.posterior
+        cover[h] = float(metrics.coverage(x0, post.mean, post.std).mean())
     assert cover[0.0] < 0.05
     assert 0.9 <= cover[0.2] <= 1.0

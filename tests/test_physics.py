@@ -550,3 +550,31 @@ def test_projection_onto_measurements_is_the_dense_pseudo_inverse(task, kw):
         assert torch.allclose(adj, p.detach(), atol=1e-6)
     else:
         assert miss > 0.5, miss
+
+
+@pytest.mark.parametrize("task, kw", [("superres", dict(scale=2)), ("cs", dict(measurements=30))])
+def test_held_out_physics_is_the_smaller_linear_problem(task, kw):
+    """``HeldOut(physics, keep)``: ``A`` is 0 at the held-out entries and ``physics.A`` elsewhere,
+    for a batch of any size (a batch-1 ``keep``) or ``K`` copies of the images (a per-image one);
+    its adjoint is the adjoint of that; deepinv's ``prox_l2`` on it is the smaller problem's."""
+    from genprior.physics.heldout import HeldOut
+
+    physics = make_physics(task, (1, 8, 8), seed=0, **kw)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 8, 8, generator=g)
+    ax = physics.A(x)
+    keep = (torch.rand(ax[:1].shape, generator=g) < 0.7).float()
+    h = HeldOut(physics, keep)
+    torch.testing.assert_close(h.A(x), ax * keep)
+    v = torch.randn(ax.shape, generator=g)
+    torch.testing.assert_close((h.A(x) * v).sum(), (x * h.A_adjoint(v)).sum())
+    per_image = (torch.rand(ax.shape, generator=g) < 0.7).float()
+    twice = HeldOut(physics, per_image).A(torch.cat([x, x]))
+    torch.testing.assert_close(twice, torch.cat([ax * per_image] * 2))
+    with pytest.raises(ValueError, match="not a multiple"):
+        HeldOut(physics, per_image).A(x[:2])
+    # prox: argmin gamma/2 ||keep (A z - y)||^2 + 1/2 ||z - x||^2, i.e. (I + gamma A^T K A) z = x + gamma A^T K y
+    y = ax + 0.1
+    z = h.prox_l2(x, y, gamma=2.0, max_iter=500, tol=1e-10)
+    torch.testing.assert_close(z + 2.0 * h.A_adjoint(h.A(z)), x + 2.0 * h.A_adjoint(y), atol=1e-4, rtol=0)
+    assert h.noise_model is physics.noise_model

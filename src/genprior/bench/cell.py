@@ -222,6 +222,10 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
             if post.num_samples > 1:
                 where = metrics.unobserved(physics, tuple(x.shape))
                 cols["calibration"] = metrics.coverage(x, post.mean.to(dev), post.std.to(dev), where).tolist()
+                scale = solver.last_record.extra.get("holdout_scale")
+                if scale is not None:  # the std map as the samples drew it, before `holdout` scaled it
+                    raw = post.std.to(dev) / torch.tensor(scale, device=dev).view(-1, *([1] * (x.dim() - 1)))
+                    cols["calibration_raw"] = metrics.coverage(x, post.mean.to(dev), raw, where).tolist()
                 cols["std_mean"] = post.std.flatten(1).mean(1).tolist()
         clf = get_classifier(cfg, G)
         if clf is not None:
@@ -246,7 +250,7 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
         }
         for k in ("psnr", "ssim", "mse", "lpips", "meas_err", "pred", "correct"):
             row[k] = cols[k][i] if k in cols else None
-        for k in ("psnr_sample", "calibration", "std_mean"):  # posterior samplers only
+        for k in ("psnr_sample", "calibration", "calibration_raw", "std_mean"):  # posterior samplers only
             if k in cols:
                 row[k] = cols[k][i]
         row["recon_png"] = png_b64(x_hat[i])  # the reconstruction, 8-bit (gallery.png)

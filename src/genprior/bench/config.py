@@ -34,15 +34,17 @@ TASK_PARAMS = ("mask", "mask_ratio", "box", "scale", "measurements", "cs_operato
 CS_SCALES = ("deepinv", "unscaled")
 IMAGE_SOURCES = ("heldout", "samples", "files", "astronaut", "lfw")
 METRIC_COLUMNS = (
-    "psnr", "ssim", "mse", "lpips", "meas_err", "correct", "psnr_sample", "calibration", "std_mean",
-    "time_s", "cpu_s", "peak_mb",
+    "psnr", "ssim", "mse", "lpips", "meas_err", "correct", "psnr_sample", "calibration",
+    "calibration_raw", "std_mean", "time_s", "cpu_s", "peak_mb",
 )  # fmt: skip
 #: psnr_sample, calibration and std_mean come from posterior samplers only: one sample's PSNR, the
-#: share of unobserved true pixels inside mean +- 2 std, and the mean per-pixel std
+#: share of unobserved true pixels inside mean +- 2 std, and the mean per-pixel std;
+#: calibration_raw from those that scaled their std map on held-out measurements (`holdout`): the
+#: calibration of the std map before it was scaled
 ROW_COLUMNS = (
     "task", "task_type", "level_param", "level", "method", "method_name", "seed", "batch",
     "image", "image_id", "label", "psnr", "ssim", "mse", "lpips", "meas_err", "pred", "correct",
-    "psnr_sample", "calibration", "std_mean", "time_s", "cpu_s", "peak_mb",
+    "psnr_sample", "calibration", "calibration_raw", "std_mean", "time_s", "cpu_s", "peak_mb",
 )  # fmt: skip
 #: columns that legitimately differ between two runs of the same config (peak_mb: the solver's
 #: peak memory above its start for the whole batch, in MiB; see bench.cell.PeakMemory)

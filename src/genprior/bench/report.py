@@ -103,6 +103,7 @@ METRIC_LABELS = {
     "correct": "classifier accuracy",
     "psnr_sample": "PSNR of one posterior sample (dB)",
     "calibration": "share of unobserved pixels in mean ± 2 std",
+    "calibration_raw": "the same, before holdout scaled the std",
     "std_mean": "mean posterior std per pixel",
     "time_s": "time per image (s)",
     "cpu_s": "CPU time per image (s)",

@@ -31,7 +31,7 @@ class DPSConfig:
         100.0  # guidance weight on ||y - A(x0_hat(x_t))|| in deepinv's SDE form (its 1.0 barely moves x)
     )
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
+    holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
@@ -51,7 +51,7 @@ class DiffPIRConfig:
     lambda_: float = 7.0  # weight of the data term (the paper's 3 .. 25)
     noise_sigma: float = 0.01  # the measurements' noise level where the physics has none
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
+    holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
@@ -106,7 +106,7 @@ class DiffusionSolver(Reconstructor):
         post = self._posterior(y, physics, progress)
         if scale is not None:  # the same solve as without, its std map scaled
             post = PosteriorSamples(
-                post.samples, post.mean, post.std * scale.view(-1, *([1] * (y.dim() - 1)))
+                post.samples, post.mean, post.std * scale.view(-1, *([1] * (post.std.dim() - 1)))
             )
             rec.extra["holdout_scale"] = scale.tolist()
         rec.posterior = post
@@ -130,30 +130,45 @@ class DiffusionSolver(Reconstructor):
 
     def _holdout_scale(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
         """Per image, the factor (at least 1) for the std map: a first solve without a share
-        ``holdout`` of the observed pixels (one draw for the batch), then the factor by which its
-        samples' spread must grow for ``mean +- 2 std`` to cover 95 % of the held-out pixels
-        (split conformal calibration, :func:`~genprior.solvers.sgilo.holdout_scale`, as SGILO's).
-        Inpainting only: the held-out problem is an inpainting with the smaller mask, a physics
-        every solver runs as it is."""
-        from deepinv.physics import Inpainting
+        ``holdout`` of the observed measurement entries (one draw for the batch), then the factor
+        by which its samples' spread must grow for ``mean +- 2 std`` of their measurements to
+        cover 95 % of the held-out entries (split conformal calibration,
+        :func:`~genprior.solvers.sgilo.holdout_scale`, as SGILO's). On inpainting the held-out
+        problem is an inpainting with the smaller mask; on any other linear physics it is
+        :class:`~genprior.physics.heldout.HeldOut` (deepinv's conjugate gradients for its
+        proximal steps and projections)."""
+        from deepinv.physics import Inpainting, LinearPhysics
 
+        from ..physics.heldout import HeldOut
         from .sgilo import holdout_scale
 
         cfg = self.config
         mask = getattr(physics, "mask", None)
-        if not isinstance(physics, Inpainting) or not isinstance(mask, Tensor) or mask.shape[0] != 1:
+        if isinstance(physics, Inpainting):
+            if not isinstance(mask, Tensor) or mask.shape[0] != 1:
+                raise UserError(
+                    f"holdout = {cfg.holdout} needs one inpainting mask for the whole batch: "
+                    "give holdout = 0, or solve the images of each mask as their own batch"
+                )
+            seen = mask
+        elif isinstance(physics, LinearPhysics):
+            seen = torch.ones_like(y[:1])
+        else:
             raise UserError(
-                f"holdout = {cfg.holdout} calibrates the std map on inpainting with one mask for the "
-                "batch only: give holdout = 0 for these measurements"
+                f"holdout = {cfg.holdout} needs a linear physics (a deepinv LinearPhysics), not "
+                f"{type(physics).__name__}: give holdout = 0"
             )
         g = torch.Generator().manual_seed(cfg.seed + 3)
-        held = mask * (torch.rand(mask.shape, generator=g) < cfg.holdout).to(mask)
-        kept = Inpainting(
-            img_size=tuple(mask.shape[1:]),
-            mask=mask - held,
-            device=mask.device,
-            noise_model=physics.noise_model,
-        )
+        held = seen * (torch.rand(seen.shape, generator=g) < cfg.holdout).to(seen)
+        if isinstance(physics, Inpainting):  # the smaller mask, with inpainting's own closed forms
+            kept: Any = Inpainting(
+                img_size=tuple(mask.shape[1:]),
+                mask=mask - held,
+                device=mask.device,
+                noise_model=physics.noise_model,
+            )
+        else:
+            kept = HeldOut(physics, 1 - held)
         first = self._posterior(y * (1 - held), kept, progress)
         K = first.num_samples
         with torch.no_grad():

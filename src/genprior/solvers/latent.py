@@ -30,7 +30,7 @@ class LatentDPSConfig:
     weight: float = 1.0  # step on the gradient of ||y - A(D(z0_hat))|| in z_t
     eta: float = 1.0  # DDIM's eta (1: DDPM's ancestral sampling)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float = 0.0  # share of the observed pixels held out of a first solve to scale the std map (inpainting; 0: none)
+    holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
     seed: int = 0  # seeds the start and every draw
 
     def __post_init__(self) -> None:

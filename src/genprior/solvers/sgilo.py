@@ -53,6 +53,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import LayeredGenerator
 from ..metrics import measurement_error
+from ..physics.heldout import HeldOut
 from ..score.model import InputPrior, modelled_tensors, split_modelled
 from .common import (
     Best,
@@ -290,23 +291,6 @@ def holdout_scale(
             if e.numel():
                 out[i] = e[r - 1].sqrt().clamp_min(1)
     return out
-
-
-class HeldOut:
-    """``physics`` with some measurement entries held out: ``A(x)`` is 0 there (as at an
-    inpainting's missing pixels, which :func:`genprior.solvers.ilo.observed` then leaves out), for a
-    batch of images or of ``K`` chains of them (chain-major); everything else is ``physics``'s."""
-
-    def __init__(self, physics: Any, keep: Tensor):
-        self.physics, self.keep = physics, keep
-
-    def A(self, x: Tensor) -> Tensor:
-        ax = self.physics.A(x)
-        keep = self.keep.to(ax)
-        return ax * (_per_chain(keep, ax.shape[0] // keep.shape[0]) if ax.shape[0] != keep.shape[0] else keep)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["physics"], name)
 
 
 def _power_top(apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torch.Generator) -> Tensor:
