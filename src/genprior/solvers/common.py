@@ -120,6 +120,12 @@ def check_holdout(config: Any) -> None:
         raise setting_error(config, "holdout", "give a share in [0, 1): the solve needs measurements")
     if config.holdout and config.chains < 2:
         raise setting_error(config, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
+    if hasattr(config, "holdout_near"):
+        check_bool(config, "holdout_near")
+        if config.holdout_near and not config.holdout:
+            raise setting_error(
+                config, "holdout_near", "give a share holdout > 0 too: it places the held-out pixels"
+            )
 
 
 def check_bool(config: Any, name: str) -> None:
