@@ -32,7 +32,7 @@ class DPSConfig:
     )
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones, not random ones
+    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
@@ -53,7 +53,7 @@ class DiffPIRConfig:
     noise_sigma: float = 0.01  # the measurements' noise level where the physics has none
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones, not random ones
+    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:

@@ -31,7 +31,7 @@ class LatentDPSConfig:
     eta: float = 1.0  # DDIM's eta (1: DDPM's ancestral sampling)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
     holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones, not random ones
+    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
     seed: int = 0  # seeds the start and every draw
 
     def __post_init__(self) -> None:
