@@ -35,6 +35,7 @@ from typing import Any
 import tomllib
 
 from genprior import bench
+from genprior.solvers.common import holdout_share
 from genprior.solvers.ilo import default_stages
 from genprior.solvers.registry import get_method
 
@@ -63,8 +64,10 @@ def budget_steps(name: str, settings: dict[str, Any], num_stages: int, shares_ta
     on a generator of ``num_stages`` stages (ILO's default stages depend on it). SGILO's score
     model is taken at its ``score_stage`` (default 0, the bundled generators' default); its fit
     steps count where the generator's tail shares a latent with that stage (``shares_tail``:
-    StyleGAN2, not the DCGAN). A diffusion solver counts its reverse-diffusion steps (ReSample's
-    consistency fits, which stop at the noise level, come on top)."""
+    StyleGAN2, not the DCGAN). A diffusion solver counts its reverse-diffusion steps per chain,
+    twice where it holds measurements out to calibrate its std map (``holdout``, on by default
+    with two chains or more since 2026-12-06); ReSample's consistency fits, which stop at the
+    noise level, come on top."""
     cfg = config_of(name, settings)
     if name == "sgilo":
         score_stage = cfg.score_stage if cfg.score_stage is not None else 0
@@ -81,6 +84,9 @@ def budget_steps(name: str, settings: dict[str, Any], num_stages: int, shares_ta
         return int(sum(steps[:rounds]))
     if name == "csgm":
         return int(cfg.steps * cfg.restarts)
+    if hasattr(cfg, "holdout") and hasattr(cfg, "chains"):  # a diffusion solver
+        solves = 2 if holdout_share(cfg.holdout, cfg.chains) else 1
+        return int(solves * cfg.chains * cfg.steps)
     return int(cfg.steps)
 
 

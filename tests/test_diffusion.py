@@ -97,7 +97,7 @@ def test_dps_and_diffpir_sample_the_exact_posterior_of_gaussian_data(tiny, name,
     g = torch.Generator().manual_seed(1)
     x0 = (MU + S * torch.randn(2, 1, 8, 8, generator=g) + 1) / 2
     y = physics(x0)
-    solver = make_solver(name, _exact(tiny), **settings, chains=64)
+    solver = make_solver(name, _exact(tiny), **settings, chains=64, holdout=0)  # the sampler by itself
     x_hat = solver(y, physics)
     post = solver.last_record.posterior
     assert post.samples.shape == (64, 2, 1, 8, 8) and x_hat.shape == x0.shape
@@ -185,7 +185,7 @@ def test_holdout_scales_the_std_map_of_the_same_solve(tiny, task):
     physics = make_physics(task, (1, 8, 8), seed=0, **HOLDOUT_TASKS[task])
     x0 = (MU + S * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) + 1) / 2
     y = physics(x0)
-    plain = make_solver("diffpir", _exact(tiny), steps=8, chains=4)
+    plain = make_solver("diffpir", _exact(tiny), steps=8, chains=4, holdout=0)
     held = make_solver("diffpir", _exact(tiny), steps=8, chains=4, holdout=0.3)
     x_plain, x_held = plain(y, physics), held(y, physics)
     a, b = plain.last_record.posterior, held.last_record.posterior
@@ -318,9 +318,31 @@ def test_holdout_near_needs_inpainting_and_a_share(tiny):
     from genprior.physics import make_physics
     from genprior.solvers.registry import make_solver
 
-    with pytest.raises(UserError, match="holdout_near.*give a share holdout > 0 too"):
-        make_solver("dps", tiny, chains=2, holdout_near=True)
+    with pytest.raises(UserError, match="holdout_near.*give a share holdout > 0 and chains >= 2 too"):
+        make_solver("dps", tiny, chains=2, holdout=0, holdout_near=True)
     solver = make_solver("diffpir", tiny, steps=4, chains=2, holdout=0.1, holdout_near=True)
     physics = make_physics("denoise", (1, 8, 8), noise_std=0.1)
     with pytest.raises(UserError, match="holdout_near places .* Denoising: give holdout_near = false"):
         solver(physics(torch.rand(1, 1, 8, 8)), physics)
+
+
+def test_holdout_is_on_by_default_with_two_chains_or_more(tiny):
+    """The default (``None``) holds out 10 % with ``chains >= 2`` (SGILO's default), none with one
+    chain."""
+    from genprior.physics import make_physics
+    from genprior.solvers.diffusion import DPSConfig
+    from genprior.solvers.registry import make_solver
+
+    assert DPSConfig(chains=2).holdout is None
+    physics = make_physics("superres", (1, 8, 8), scale=2, seed=0)
+    y = physics(torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    runs = {}
+    for name, kw in {"default": {}, "off": dict(holdout=0), "given": dict(holdout=0.1)}.items():
+        solver = make_solver("diffpir", _exact(tiny), steps=4, chains=3, **kw)
+        solver(y, physics)
+        runs[name] = solver.last_record
+    assert runs["default"].extra["holdout_scale"] == runs["given"].extra["holdout_scale"]
+    assert "holdout_scale" not in runs["off"].extra
+    one = make_solver("diffpir", _exact(tiny), steps=4)
+    one(y, physics)
+    assert "holdout_scale" not in one.last_record.extra

@@ -160,7 +160,7 @@ def test_latent_rows_repeat_with_a_seed_and_return_posterior_samples(method, tin
     physics = make_physics("superres", (3, 32, 32), scale=4, noise_std=0.05, seed=0)
     y = physics(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     quick = (
-        {"steps": 6, "every": 2, "pixel_iters": 2, "latent_iters": 2}
+        {"steps": 6, "every": 2, "pixel_iters": 2, "latent_iters": 2, "final_iters": 2}
         if method == "resample"
         else {"steps": 4}
     )
@@ -171,6 +171,8 @@ def test_latent_rows_repeat_with_a_seed_and_return_posterior_samples(method, tin
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
     post = solver.last_record.posterior
     assert post.samples.shape == (2, 2, 3, 32, 32)
+    # two chains: the std map calibrated on held-out low-resolution pixels by default
+    assert len(solver.last_record.extra["holdout_scale"]) == 2
     torch.testing.assert_close(post.mean, b)
     if method == "resample":  # PSLD's gluing term in its Latent-DPS step reaches the samples
         glued = make_solver(method, model, **quick, chains=2, seed=1, gluing=0.5)(y, physics)

@@ -167,6 +167,9 @@ def test_the_compute_grid_scales_each_budget_and_keeps_the_rows_asked_for():
     assert dm["resample x0.5"]["model"] == "fmnist-ldm-32" and dm["dps x3"]["model"] == "fmnist-ddpm-32"
     # ReSample's default: 250 DDIM steps since 2026-12-06 (its consistency fits are not counted)
     assert steps_of(c, dm["resample x0.5"], 7) == 125 and steps_of(c, dm["dps x3"], 7) == 3000
+    # per chain, and twice with two chains or more: the held-out calibration's solve (the default)
+    assert c.budget_steps("dps", {"chains": 4}, 7) == 2 * 4 * 1000
+    assert c.budget_steps("dps", {"chains": 4, "holdout": 0}, 7) == 4 * 1000
     with pytest.raises(ValueError, match="fmnist only"):
         c.grid("faces", [1], 6, "cs:200", "ilo,dps")
     with pytest.raises(ValueError, match="--methods"):

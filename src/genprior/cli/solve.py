@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             "std_max": peak,
             "std_png_scale": "white = the largest std, " + f"{peak:.4g}",
         }
-        if "holdout_scale" in rec.extra:  # SGILO's std map calibrated on held-out measurements
+        if "holdout_scale" in rec.extra:  # the std map calibrated on held-out measurements (`holdout`)
             result["posterior"]["holdout_scale"] = rec.extra["holdout_scale"][0]
         if truth is not None:
             where = metrics.unobserved(physics, tuple(truth.shape))

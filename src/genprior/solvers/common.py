@@ -112,19 +112,36 @@ def check_number(
         raise setting_error(config, name, "give " + _number_text(lo, above, inf))
 
 
+#: the share of the measurements a posterior sampler holds out by default (with two chains or
+#: more) to calibrate its std map
+HOLDOUT = 0.1
+
+
+def holdout_share(holdout: float | None, chains: int) -> float:
+    """A ``holdout`` setting resolved: where it is ``None`` (the default), ``HOLDOUT`` with two
+    chains or more, 0 with one (one sample has no spread to scale)."""
+    if holdout is None:
+        return HOLDOUT if chains >= 2 else 0.0
+    return float(holdout)
+
+
 def check_holdout(config: Any) -> None:
-    """``config.holdout``: a share in [0, 1) of the observed entries held out to scale the std map,
-    which needs ``config.chains >= 2`` (one sample has no spread to scale)."""
-    check_number(config, "holdout", 0.0)
-    if config.holdout >= 1:
-        raise setting_error(config, "holdout", "give a share in [0, 1): the solve needs measurements")
-    if config.holdout and config.chains < 2:
-        raise setting_error(config, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
+    """``config.holdout``: ``None`` (the default) or a share in [0, 1) of the observed entries held
+    out to scale the std map, which needs ``config.chains >= 2`` (one sample has no spread to
+    scale); ``config.holdout_near``, where the config has it, needs a share."""
+    if config.holdout is not None:
+        check_number(config, "holdout", 0.0)
+        if config.holdout >= 1:
+            raise setting_error(config, "holdout", "give a share in [0, 1): the solve needs measurements")
+        if config.holdout and config.chains < 2:
+            raise setting_error(config, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
     if hasattr(config, "holdout_near"):
         check_bool(config, "holdout_near")
-        if config.holdout_near and not config.holdout:
+        if config.holdout_near and not holdout_share(config.holdout, config.chains):
             raise setting_error(
-                config, "holdout_near", "give a share holdout > 0 too: it places the held-out pixels"
+                config,
+                "holdout_near",
+                "give a share holdout > 0 and chains >= 2 too: it places the held-out pixels",
             )
 
 

@@ -19,7 +19,7 @@ from deepinv.models import Reconstructor
 from torch import Tensor
 
 from ..errors import UserError
-from .common import PosteriorSamples, RunRecord, check_holdout, check_int, check_number
+from .common import PosteriorSamples, RunRecord, check_holdout, check_int, check_number, holdout_share
 
 
 @dataclass
@@ -31,7 +31,9 @@ class DPSConfig:
         100.0  # guidance weight on ||y - A(x0_hat(x_t))|| in deepinv's SDE form (its 1.0 barely moves x)
     )
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
+    holdout: float | None = (
+        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
+    )
     holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
     seed: int = 0  # seeds the sampler's draws
 
@@ -52,7 +54,9 @@ class DiffPIRConfig:
     lambda_: float = 7.0  # weight of the data term (the paper's 3 .. 25)
     noise_sigma: float = 0.01  # the measurements' noise level where the physics has none
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
+    holdout: float | None = (
+        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
+    )
     holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
     seed: int = 0  # seeds the sampler's draws
 
@@ -104,7 +108,8 @@ class DiffusionSolver(Reconstructor):
         cfg = self.config
         rec = RunRecord(self.method)
         t0 = time.perf_counter()
-        scale = self._holdout_scale(y, physics, progress) if cfg.holdout else None
+        share = holdout_share(cfg.holdout, cfg.chains)
+        scale = self._holdout_scale(y, physics, progress, share) if share else None
         post = self._posterior(y, physics, progress)
         if scale is not None:  # the same solve as without, its std map scaled
             post = PosteriorSamples(
@@ -130,9 +135,9 @@ class DiffusionSolver(Reconstructor):
             x.detach().float().clamp(0, 1).reshape(cfg.chains, B, *x.shape[1:])
         )
 
-    def _holdout_scale(self, y: Tensor, physics: Any, progress: bool) -> Tensor:
-        """Per image, the factor (at least 1) for the std map: a first solve without a share
-        ``holdout`` of the observed measurement entries (one draw for the batch), then the factor
+    def _holdout_scale(self, y: Tensor, physics: Any, progress: bool, share: float) -> Tensor:
+        """Per image, the factor (at least 1) for the std map: a first solve without a ``share``
+        of the observed measurement entries (one draw for the batch), then the factor
         by which its samples' spread must grow for ``mean +- 2 std`` of their measurements to
         cover 95 % of the held-out entries (split conformal calibration,
         :func:`~genprior.solvers.sgilo.holdout_scale`, as SGILO's). On inpainting the held-out
@@ -149,7 +154,7 @@ class DiffusionSolver(Reconstructor):
         if isinstance(physics, Inpainting):
             if not isinstance(mask, Tensor) or mask.shape[0] != 1:
                 raise UserError(
-                    f"holdout = {cfg.holdout} needs one inpainting mask for the whole batch: "
+                    f"holdout = {share} needs one inpainting mask for the whole batch: "
                     "give holdout = 0, or solve the images of each mask as their own batch"
                 )
             seen = mask
@@ -157,7 +162,7 @@ class DiffusionSolver(Reconstructor):
             seen = torch.ones_like(y[:1])
         else:
             raise UserError(
-                f"holdout = {cfg.holdout} needs a linear physics (a deepinv LinearPhysics), not "
+                f"holdout = {share} needs a linear physics (a deepinv LinearPhysics), not "
                 f"{type(physics).__name__}: give holdout = 0"
             )
         g = torch.Generator().manual_seed(cfg.seed + 3)
@@ -167,9 +172,9 @@ class DiffusionSolver(Reconstructor):
                     f"holdout_near places the held-out pixels beside an inpainting's missing ones, but "
                     f"these measurements come from {type(physics).__name__}: give holdout_near = false"
                 )
-            held = nearest_observed(seen, cfg.holdout, g)
+            held = nearest_observed(seen, share, g)
         else:
-            held = seen * (torch.rand(seen.shape, generator=g) < cfg.holdout).to(seen)
+            held = seen * (torch.rand(seen.shape, generator=g) < share).to(seen)
         if isinstance(physics, Inpainting):  # the smaller mask, with inpainting's own closed forms
             kept: Any = Inpainting(
                 img_size=tuple(mask.shape[1:]),

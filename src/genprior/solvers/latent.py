@@ -30,7 +30,9 @@ class LatentDPSConfig:
     weight: float = 1.0  # step on the gradient of ||y - A(D(z0_hat))|| in z_t
     eta: float = 1.0  # DDIM's eta (1: DDPM's ancestral sampling)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float = 0.0  # share of the measurements held out of a first solve to scale the std map (0: none)
+    holdout: float | None = (
+        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
+    )
     holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
     seed: int = 0  # seeds the start and every draw
 

@@ -71,13 +71,12 @@ from .common import (
     check_seed,
     check_stages,
     finish_run,
+    holdout_share,
     progress_bar,
     setting_error,
 )
 
 UPDATES = ("langevin", "official")
-#: the share of the measurements the default holds out to calibrate the std map
-HOLDOUT = 0.1
 OUTPUTS = ("mean", "sample")
 
 
@@ -239,9 +238,7 @@ class SGILOConfig(SolverConfig):
     @property
     def holdout_share(self) -> float:
         """``holdout`` resolved: where it is ``None``, ``HOLDOUT`` with two chains or more, else 0."""
-        if self.holdout is None:
-            return HOLDOUT if self.chains >= 2 else 0.0
-        return float(self.holdout)
+        return holdout_share(self.holdout, self.chains)
 
     @property
     def refit(self) -> bool:
