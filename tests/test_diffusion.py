@@ -291,41 +291,6 @@ def test_holdout_calibrates_an_overconfident_denoiser(tiny):
     assert 0.9 <= cover[0.2] <= 1.0
 
 
-def test_nearest_observed_holds_out_a_band_at_the_edge_of_a_box():
-    """``holdout_near``: the share of the observed pixels nearest the missing ones; around a 4x4
-    box in an 8x8 image, 20 % of the 48 observed pixels (10) lie in the ring beside it (the 20
-    pixels within distance 1.5), never in the box or further out."""
-    from genprior.physics import make_physics
-    from genprior.solvers.diffusion import nearest_observed
-
-    mask = make_physics("inpaint", (1, 8, 8), box=(2, 2, 6, 6)).mask
-    held = nearest_observed(mask, 0.2, torch.Generator().manual_seed(0))
-    assert held.shape == mask.shape and int(held.sum()) == 10
-    assert bool((held <= mask).all())  # observed pixels only
-    ring = torch.zeros(8, 8)
-    ring[1:7, 1:7] = 1
-    ring[2:6, 2:6] = 0
-    assert bool((held[0, 0] <= ring).all())
-    other = nearest_observed(mask, 0.2, torch.Generator().manual_seed(1))
-    assert not torch.equal(held, other)  # ties in a random order
-    # a random mask: the exact share, among the observed pixels
-    mask = make_physics("inpaint", (3, 8, 8), mask_ratio=0.5, seed=0).mask
-    held = nearest_observed(mask, 0.25, torch.Generator().manual_seed(0))
-    assert int(held.sum()) == round(0.25 * int(mask.sum())) and bool((held <= mask).all())
-
-
-def test_holdout_near_needs_inpainting_and_a_share(tiny):
-    from genprior.physics import make_physics
-    from genprior.solvers.registry import make_solver
-
-    with pytest.raises(UserError, match="holdout_near.*give a share holdout > 0 and chains >= 2 too"):
-        make_solver("dps", tiny, chains=2, holdout=0, holdout_near=True)
-    solver = make_solver("diffpir", tiny, steps=4, chains=2, holdout=0.1, holdout_near=True)
-    physics = make_physics("denoise", (1, 8, 8), noise_std=0.1)
-    with pytest.raises(UserError, match="holdout_near places .* Denoising: give holdout_near = false"):
-        solver(physics(torch.rand(1, 1, 8, 8)), physics)
-
-
 def test_holdout_is_on_by_default_with_two_chains_or_more(tiny):
     """The default (``None``) holds out 10 % with ``chains >= 2`` (SGILO's default), none with one
     chain."""

@@ -84,10 +84,7 @@ class ReSampleConfig:
     noise_sigma: float = 0.0  # the noise std where the physics states none (0: fit for all iterations)
     model_error: float | None = None  # the autoencoder's floor, added to the noise's (None: the model's)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float | None = (
-        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
-    )
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
+    holdout: float | None = None  # share held out to calibrate the std map (None: 0.1 with chains >= 2)
     seed: int = 0  # seeds the start and the resampling draws
 
     def __post_init__(self) -> None:

@@ -128,21 +128,13 @@ def holdout_share(holdout: float | None, chains: int) -> float:
 def check_holdout(config: Any) -> None:
     """``config.holdout``: ``None`` (the default) or a share in [0, 1) of the observed entries held
     out to scale the std map, which needs ``config.chains >= 2`` (one sample has no spread to
-    scale); ``config.holdout_near``, where the config has it, needs a share."""
+    scale)."""
     if config.holdout is not None:
         check_number(config, "holdout", 0.0)
         if config.holdout >= 1:
             raise setting_error(config, "holdout", "give a share in [0, 1): the solve needs measurements")
         if config.holdout and config.chains < 2:
             raise setting_error(config, "holdout", "give 0 or set chains >= 2: it scales the chains' spread")
-    if hasattr(config, "holdout_near"):
-        check_bool(config, "holdout_near")
-        if config.holdout_near and not holdout_share(config.holdout, config.chains):
-            raise setting_error(
-                config,
-                "holdout_near",
-                "give a share holdout > 0 and chains >= 2 too: it places the held-out pixels",
-            )
 
 
 def check_bool(config: Any, name: str) -> None:

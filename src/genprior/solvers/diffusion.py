@@ -31,10 +31,7 @@ class DPSConfig:
         100.0  # guidance weight on ||y - A(x0_hat(x_t))|| in deepinv's SDE form (its 1.0 barely moves x)
     )
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float | None = (
-        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
-    )
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
+    holdout: float | None = None  # share held out to calibrate the std map (None: 0.1 with chains >= 2)
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
@@ -54,10 +51,7 @@ class DiffPIRConfig:
     lambda_: float = 7.0  # weight of the data term (the paper's 3 .. 25)
     noise_sigma: float = 0.01  # the measurements' noise level where the physics has none
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float | None = (
-        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
-    )
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
+    holdout: float | None = None  # share held out to calibrate the std map (None: 0.1 with chains >= 2)
     seed: int = 0  # seeds the sampler's draws
 
     def __post_init__(self) -> None:
@@ -166,15 +160,7 @@ class DiffusionSolver(Reconstructor):
                 f"{type(physics).__name__}: give holdout = 0"
             )
         g = torch.Generator().manual_seed(cfg.seed + 3)
-        if cfg.holdout_near:
-            if not isinstance(physics, Inpainting):
-                raise UserError(
-                    f"holdout_near places the held-out pixels beside an inpainting's missing ones, but "
-                    f"these measurements come from {type(physics).__name__}: give holdout_near = false"
-                )
-            held = nearest_observed(seen, share, g)
-        else:
-            held = seen * (torch.rand(seen.shape, generator=g) < share).to(seen)
+        held = seen * (torch.rand(seen.shape, generator=g) < share).to(seen)
         if isinstance(physics, Inpainting):  # the smaller mask, with inpainting's own closed forms
             kept: Any = Inpainting(
                 img_size=tuple(mask.shape[1:]),
@@ -190,32 +176,6 @@ class DiffusionSolver(Reconstructor):
             ax = physics.A(first.samples.flatten(0, 1)).view(K, *y.shape)
         sigma = float(getattr(physics.noise_model, "sigma", 0.0) or 0.0)
         return holdout_scale(ax, y, held.expand_as(y), sigma)
-
-
-def nearest_observed(mask: Tensor, share: float, g: torch.Generator) -> Tensor:
-    """The ``round(share * n)`` of the ``n`` observed pixels of an inpainting ``mask`` (1 observed,
-    ``(1, C, H, W)``) nearest a missing pixel of their channel (Euclidean distance; ties in a
-    random order drawn from ``g``), as a 0/1 mask like ``mask``: around a box, a band at its edge.
-    Held out, they are missing pixels beside the missing region, nearer its misses than observed
-    pixels drawn at random (which a box's misses exceed). A mask with no missing pixel has no
-    distance: its pixels are taken in the random order alone."""
-    from scipy.ndimage import distance_transform_edt
-
-    m = mask.detach().cpu().float()
-    planes = m.reshape(-1, *m.shape[-2:]).numpy()
-    dist = torch.stack(
-        [
-            torch.from_numpy(distance_transform_edt(p)).float() if (p == 0).any() else torch.zeros(p.shape)
-            for p in planes
-        ]
-    ).flatten()
-    seen = m.flatten() > 0
-    order = torch.randperm(dist.numel(), generator=g)  # the ties' order, then the distance (a stable sort)
-    order = order[torch.sort(dist[order], stable=True).indices]
-    order = order[seen[order]]
-    held = torch.zeros_like(seen, dtype=torch.float32)
-    held[order[: round(share * int(seen.sum()))]] = 1.0
-    return held.view(mask.shape).to(mask)
 
 
 class DPS(DiffusionSolver):

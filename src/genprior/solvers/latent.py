@@ -30,10 +30,7 @@ class LatentDPSConfig:
     weight: float = 1.0  # step on the gradient of ||y - A(D(z0_hat))|| in z_t
     eta: float = 1.0  # DDIM's eta (1: DDPM's ancestral sampling)
     chains: int = 1  # posterior samples per image (one batch; `solve --samples K`); the output is their mean
-    holdout: float | None = (
-        None  # share of the measurements held out to scale the std map (None: 0.1 if chains >= 2)
-    )
-    holdout_near: bool = False  # inpainting: hold out the observed pixels nearest the missing ones
+    holdout: float | None = None  # share held out to calibrate the std map (None: 0.1 with chains >= 2)
     seed: int = 0  # seeds the start and every draw
 
     def __post_init__(self) -> None:
