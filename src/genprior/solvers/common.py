@@ -497,6 +497,12 @@ class PosteriorSamples:
             std = samples.std(dim=0, correction=1)
         return cls(samples=samples, mean=mean, std=std)
 
+    def std_scaled(self, factor: Tensor) -> PosteriorSamples:
+        """The same samples and mean with the std map of image ``i`` multiplied by ``factor[i]``
+        (``(B,)``): a std map calibrated on held-out measurements (``holdout``)."""
+        f = factor.to(self.std).view(-1, *([1] * (self.std.dim() - 1)))
+        return PosteriorSamples(self.samples, self.mean, self.std * f)
+
     @property
     def num_samples(self) -> int:
         return self.samples.shape[0]

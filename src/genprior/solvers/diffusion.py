@@ -106,9 +106,7 @@ class DiffusionSolver(Reconstructor):
         scale = self._holdout_scale(y, physics, progress, share) if share else None
         post = self._posterior(y, physics, progress)
         if scale is not None:  # the same solve as without, its std map scaled
-            post = PosteriorSamples(
-                post.samples, post.mean, post.std * scale.view(-1, *([1] * (post.std.dim() - 1)))
-            )
+            post = post.std_scaled(scale)
             rec.extra["holdout_scale"] = scale.tolist()
         rec.posterior = post
         rec.time_s = time.perf_counter() - t0

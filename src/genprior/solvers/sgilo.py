@@ -221,8 +221,7 @@ class SGILOConfig(SolverConfig):
         check_stages(self, "refine_stages")
         check_number(self, "refine_radius")
         check_number(self, "refine_tolerance", 1.0)
-        if self.holdout is not None:
-            check_holdout(self)
+        check_holdout(self)
         if self.holdout_refit and not self.holdout_share:
             raise setting_error(
                 self,
@@ -392,12 +391,11 @@ class SGILO(GenerativeSolver):
             rec.time_s += first
             post = self.last_samples
             assert post is not None
-        std = post.std * _per_sample(scale, post.std)
-        self.last_samples = rec.posterior = PosteriorSamples(post.samples, post.mean, std)
+        self.last_samples = rec.posterior = post.std_scaled(scale)
         self.last_holdout = held
         rec.extra["holdout_scale"] = scale.tolist()
         rec.extra["holdout_entries"] = held.flatten(1).sum(1).tolist()
-        rec.extra["posterior_std_mean"] = std.flatten(1).mean(1).tolist()  # K >= 2: validated
+        rec.extra["posterior_std_mean"] = rec.posterior.std.flatten(1).mean(1).tolist()  # K >= 2: validated
         return x, rec
 
     def _solve(self, y: Tensor, physics: Any, progress: bool) -> tuple[Tensor, RunRecord]:
