@@ -1,6 +1,8 @@
 """Does a bench run repeat another's rows? For every (task, level, method, image) the two runs
 share, the largest PSNR difference and whether the stored reconstructions are the same; one line
-per (task, level, method). Runs nothing: it reads both ``results.json``.
+per (task, level, method). Where both rows have a calibration (posterior samplers, which may
+scale the same samples' std maps differently), its paired difference too, RUN minus OTHER, mean
++- standard error over the images. Runs nothing: it reads both ``results.json``.
 
     python benchmarks/same_rows.py runs/diffusion_gallery runs/latent_fmnist_48_ldm8
 """
@@ -11,6 +13,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from genprior import bench
 
 
 def _rows(folder: Path) -> dict[tuple, dict]:
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    groups: dict[tuple, list[tuple[float, bool | None]]] = {}
+    groups: dict[tuple, list[tuple[float, bool | None, float | None]]] = {}
     for k, r in a.items():
         if k in b:
             same_pic = (
@@ -39,15 +43,24 @@ def main(argv: list[str] | None = None) -> int:
                 if "recon_png" not in r or "recon_png" not in b[k]
                 else r["recon_png"] == b[k]["recon_png"]
             )
-            groups.setdefault(k[:3], []).append((abs(r["psnr"] - b[k]["psnr"]), same_pic))
+            cal = (
+                r["calibration"] - b[k]["calibration"]
+                if r.get("calibration") is not None and b[k].get("calibration") is not None
+                else None
+            )
+            groups.setdefault(k[:3], []).append((abs(r["psnr"] - b[k]["psnr"]), same_pic, cal))
     if not groups:
         print("the runs share no (task, level, method, image)")
         return 0
     for (task, level, method), d in groups.items():
-        pics = [s for _, s in d if s is not None]
+        pics = [s for _, s, _ in d if s is not None]
         pic = f", the same pictures on {sum(pics)} of {len(pics)}" if pics else ""
+        cals = [c for _, _, c in d if c is not None]
+        if len(cals) >= 2:
+            m, se = bench.mean_se(cals)
+            pic += f", calibration difference {m:+.3f} ± {se:.3f}"
         print(
-            f"{task} {level} {method}: {len(d)} rows, largest PSNR difference {max(x for x, _ in d):.2g} dB{pic}"
+            f"{task} {level} {method}: {len(d)} rows, largest PSNR difference {max(x for x, _, _ in d):.2g} dB{pic}"
         )
     return 0
 

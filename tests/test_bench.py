@@ -171,6 +171,14 @@ def test_same_rows_script_finds_a_repeated_run(workdir, reference, tmp_path, cap
     assert sr.main([str(workdir / "ref"), str(tmp_path / "again")]) == 0
     assert "largest PSNR difference 0.5 dB" in capsys.readouterr().out
     assert sr.main([str(workdir / "ref"), str(tmp_path / "none")]) == 2
+    # posterior samplers' rows: the paired difference of their calibrations, this run minus the other
+    row = {"task": "box", "level": [1, 1, 3, 3], "method": "dps", "seed": 0, "psnr": 20.0}
+    for name, cals in (("one", (0.9, 0.8)), ("two", (0.7, 0.8))):
+        rows = [{**row, "image": i, "calibration": c} for i, c in enumerate(cals)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"rows": rows}))
+    assert sr.main([str(tmp_path / "one"), str(tmp_path / "two")]) == 0
+    assert capsys.readouterr().out.strip().endswith("calibration difference +0.100 ± 0.100")
 
 
 def test_posterior_report_script_summarises_the_samplers(workdir, reference, tmp_path, capsys):
