@@ -200,6 +200,10 @@ def test_posterior_report_script_summarises_the_samplers(workdir, reference, tmp
     assert pr.main([str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out.splitlines()[-1]
     assert out == "| box | [1, 1, 3, 3] | dps | 0.700 ± 0.200 | 0.50-0.90 | +2.00 ± 1.00 |"
+    rows = [{**r, "std_mean": s} for r, s in zip(rows, (0.05, 0.45))]  # one image's map too wide
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"rows": rows}))
+    assert pr.main([str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "| box | [1, 1, 3, 3] | dps | 0.050-0.450 | 1 of 2 |"
 
 
 def test_the_hash_follows_the_classifiers_weights_not_where_they_lie(workdir):
