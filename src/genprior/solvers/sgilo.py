@@ -271,22 +271,78 @@ def holdout_scale(
     the factor stays finite: an untrained generator's saturated pixels). A quantile,
     not a ratio of sums: the misses are heavier-tailed than a Gaussian's where the generator
     cannot make the image (on the astronaut at 90 % missing pixels a ratio of sums left the
-    calibration at 0.755 while a quarter of the pixels fell outside ``mean +- 2 std``)."""
+    calibration at 0.755 while a quarter of the pixels fell outside ``mean +- 2 std``).
+
+    Where the entry at that rank has less spread than the noise (``v_j < sigma^2``), the noise,
+    not the samples, picked it: the coverage of noisy measurements hardly depends on ``s`` there,
+    and the rank's need, a difference of noise-sized terms over a small ``v_j``, made factors of
+    15 to 80 and std maps wider than ``[0, 1]`` at denoising 0.2 (docs/diffusion.md). There the
+    factor is at most :func:`gaussian_upper`'s, the largest that a Gaussian model of all the
+    held-out misses (spread ``s^2 v + sigma^2``) does not reject at ``level``. Without noise
+    the rule is the quantile's alone."""
     K = ax.shape[0]
     v = ax.var(0, correction=1) * (1 + 1 / K)
-    excess = ((ax.mean(0) - y).pow(2) / k**2 - sigma**2).clamp_min(0)
+    miss2 = (ax.mean(0) - y).pow(2)
+    excess = (miss2 / k**2 - sigma**2).clamp_min(0)
     need = torch.where(v > 0, excess / v.clamp_min(1e-30), torch.where(excess > 0, math.inf, 0.0))
     out = torch.ones(y.shape[0], dtype=y.dtype, device=y.device)
     for i in range(y.shape[0]):
-        e = need[i][held[i] > 0].sort().values
-        if e.numel():  # the conformal rank ceil((n + 1) level), the largest where n is too small for it
+        h = held[i] > 0
+        e, order = need[i][h].sort()
+        if not e.numel():
+            continue
+        r = min(e.numel(), math.ceil((e.numel() + 1) * level))  # the conformal rank ceil((n + 1) level),
+        if math.isinf(e[r - 1]):  # the largest where n is too small for it; where no scale covers that
+            fin = e.isfinite()  # many, the rank among the entries some scale covers
+            e, order = e[fin], order[fin]
             r = min(e.numel(), math.ceil((e.numel() + 1) * level))
-            if math.isinf(e[r - 1]):  # no scale covers that many: the rank among those some scale covers
-                e = e[torch.isfinite(e)]
-                r = min(e.numel(), math.ceil((e.numel() + 1) * level))
-            if e.numel():
-                out[i] = e[r - 1].sqrt().clamp_min(1)
+            if not e.numel():
+                continue
+        out[i] = e[r - 1].sqrt().clamp_min(1)
+        if v[i][h][order[r - 1]] < sigma**2:  # that entry's spread is below the noise: the noise picked it
+            out[i] = out[i].clamp_max(max(gaussian_upper(v[i][h], miss2[i][h], sigma, level), 1.0))
     return out
+
+
+def gaussian_upper(v: Tensor, r2: Tensor, sigma: float, level: float = 0.95) -> float:
+    """The largest factor ``s >= 1`` (inf if none) that a Gaussian model of held-out misses does
+    not reject at ``level``: ``r2`` the squared misses of the chains' mean, ``v`` the chains'
+    variance at those entries, the model ``r_j ~ N(0, s^2 v_j + sigma^2)``; the upper end of the
+    profile likelihood's interval for ``t = s^2`` (a drop of ``chi2_1(level) / 2`` from its top
+    over ``t >= 1``). The top is sought on a logarithmic grid from 1 to ten times the largest
+    entry's own best ``t`` (beyond it every term falls), the end by bisection. Entries without
+    spread say nothing of ``s``."""
+    keep = v > 0
+    v, r2 = v[keep].double(), r2[keep].double()
+    if not v.numel():
+        return math.inf
+
+    def loglik(t: Tensor) -> Tensor:  # at each t, in chunks: (points, entries) stays small
+        out = []
+        for c in t.split(32):
+            var = c[:, None] * v + sigma**2
+            out.append(-0.5 * (var.log() + r2 / var).sum(1))
+        return torch.cat(out)
+
+    t = torch.logspace(
+        0, math.log10(max(float(((r2 - sigma**2) / v).max()), 1.0)) + 1, 401, dtype=torch.float64
+    )
+    ll = loglik(t.to(v.device)).cpu()
+    floor = (
+        float(ll.max())
+        - float(torch.special.ndtri(torch.tensor((1 + level) / 2, dtype=torch.float64))) ** 2 / 2
+    )
+    last = int(torch.nonzero(ll >= floor).max())
+    if last == len(t) - 1:
+        return math.inf
+    lo, hi = t[last].log(), t[last + 1].log()  # ll(lo) >= floor > ll(hi)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if float(loglik(mid.exp().view(1).to(v.device))) >= floor:
+            lo = mid
+        else:
+            hi = mid
+    return float(lo.exp().sqrt())
 
 
 def _power_top(apply: Any, like: tuple[Tensor, ...], n: int, iters: int, g: torch.Generator) -> Tensor:
