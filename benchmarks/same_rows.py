@@ -2,7 +2,8 @@
 share, the largest PSNR difference and whether the stored reconstructions are the same; one line
 per (task, level, method). Where both rows have a calibration (posterior samplers, which may
 scale the same samples' std maps differently), its paired difference too, RUN minus OTHER, mean
-+- standard error over the images. Runs nothing: it reads both ``results.json``.
++- standard error over the images, and on how many rows the mean std per pixel differs, with the
+range of RUN's over OTHER's there. Runs nothing: it reads both ``results.json``.
 
     python benchmarks/same_rows.py runs/diffusion_gallery runs/latent_fmnist_48_ldm8
 """
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    groups: dict[tuple, list[tuple[float, bool | None, float | None]]] = {}
+    groups: dict[tuple, list[tuple[float, bool | None, float | None, float | None]]] = {}
     for k, r in a.items():
         if k in b:
             same_pic = (
@@ -48,19 +49,29 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("calibration") is not None and b[k].get("calibration") is not None
                 else None
             )
-            groups.setdefault(k[:3], []).append((abs(r["psnr"] - b[k]["psnr"]), same_pic, cal))
+            std = (
+                r["std_mean"] / b[k]["std_mean"]
+                if r.get("std_mean") is not None and b[k].get("std_mean")  # a ratio: the other's is not 0
+                else None
+            )
+            groups.setdefault(k[:3], []).append((abs(r["psnr"] - b[k]["psnr"]), same_pic, cal, std))
     if not groups:
         print("the runs share no (task, level, method, image)")
         return 0
     for (task, level, method), d in groups.items():
-        pics = [s for _, s, _ in d if s is not None]
+        pics = [s for _, s, _, _ in d if s is not None]
         pic = f", the same pictures on {sum(pics)} of {len(pics)}" if pics else ""
-        cals = [c for _, _, c in d if c is not None]
+        cals = [c for _, _, c, _ in d if c is not None]
         if len(cals) >= 2:
             m, se = bench.mean_se(cals)
             pic += f", calibration difference {m:+.3f} ± {se:.3f}"
+        stds = [x for *_, x in d if x is not None]
+        moved = [x for x in stds if x != 1]
+        if stds:
+            pic += f", mean std per pixel different on {len(moved)} of {len(stds)}"
+            pic += f" ({min(moved):.3g}-{max(moved):.3g} times the other's)" if moved else ""
         print(
-            f"{task} {level} {method}: {len(d)} rows, largest PSNR difference {max(x for x, _, _ in d):.2g} dB{pic}"
+            f"{task} {level} {method}: {len(d)} rows, largest PSNR difference {max(x for x, *_ in d):.2g} dB{pic}"
         )
     return 0
 

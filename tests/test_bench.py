@@ -173,12 +173,21 @@ def test_same_rows_script_finds_a_repeated_run(workdir, reference, tmp_path, cap
     assert sr.main([str(workdir / "ref"), str(tmp_path / "none")]) == 2
     # posterior samplers' rows: the paired difference of their calibrations, this run minus the other
     row = {"task": "box", "level": [1, 1, 3, 3], "method": "dps", "seed": 0, "psnr": 20.0}
-    for name, cals in (("one", (0.9, 0.8)), ("two", (0.7, 0.8))):
-        rows = [{**row, "image": i, "calibration": c} for i, c in enumerate(cals)]
+    # and on how many rows their mean std differs, by what factor (this run's over the other's)
+    for name, cals, stds in (("one", (0.9, 0.8), (0.05, 0.1)), ("two", (0.7, 0.8), (0.5, 0.1))):
+        rows = [
+            {**row, "image": i, "calibration": c, "std_mean": s} for i, (c, s) in enumerate(zip(cals, stds))
+        ]
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({"rows": rows}))
     assert sr.main([str(tmp_path / "one"), str(tmp_path / "two")]) == 0
-    assert capsys.readouterr().out.strip().endswith("calibration difference +0.100 ± 0.100")
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith(
+            "calibration difference +0.100 ± 0.100, mean std per pixel different on 1 of 2 (0.1-0.1 times the other's)"
+        )
+    )
 
 
 def test_posterior_report_script_summarises_the_samplers(workdir, reference, tmp_path, capsys):
