@@ -300,7 +300,7 @@ def holdout_scale(
                 continue
         out[i] = e[r - 1].sqrt().clamp_min(1)
         if v[i][h][order[r - 1]] < sigma**2:  # that entry's spread is below the noise: the noise picked it
-            out[i] = out[i].clamp_max(max(gaussian_upper(v[i][h], miss2[i][h], sigma, level), 1.0))
+            out[i] = out[i].clamp_max(gaussian_upper(v[i][h], miss2[i][h], sigma, level))
     return out
 
 
@@ -313,7 +313,7 @@ def gaussian_upper(v: Tensor, r2: Tensor, sigma: float, level: float = 0.95) -> 
     entry's own best ``t`` (beyond it every term falls), the end by bisection. Entries without
     spread say nothing of ``s``."""
     keep = v > 0
-    v, r2 = v[keep].double(), r2[keep].double()
+    v, r2 = v[keep].cpu().double(), r2[keep].cpu().double()  # a few vectors: on the CPU, any device
     if not v.numel():
         return math.inf
 
@@ -324,21 +324,18 @@ def gaussian_upper(v: Tensor, r2: Tensor, sigma: float, level: float = 0.95) -> 
             out.append(-0.5 * (var.log() + r2 / var).sum(1))
         return torch.cat(out)
 
-    t = torch.logspace(
-        0, math.log10(max(float(((r2 - sigma**2) / v).max()), 1.0)) + 1, 401, dtype=torch.float64
-    )
-    ll = loglik(t.to(v.device)).cpu()
-    floor = (
-        float(ll.max())
-        - float(torch.special.ndtri(torch.tensor((1 + level) / 2, dtype=torch.float64))) ** 2 / 2
-    )
-    last = int(torch.nonzero(ll >= floor).max())
+    top = max(float(((r2 - sigma**2) / v).max()), 1.0)
+    t = torch.logspace(0, math.log10(top) + 1, 401, dtype=torch.float64)
+    ll = loglik(t)
+    z = float(torch.special.ndtri(torch.tensor((1 + level) / 2, dtype=torch.float64)))
+    bar = float(ll.max()) - z**2 / 2  # chi2_1(level) / 2 below the top
+    last = int(torch.nonzero(ll >= bar).max())
     if last == len(t) - 1:
         return math.inf
-    lo, hi = t[last].log(), t[last + 1].log()  # ll(lo) >= floor > ll(hi)
+    lo, hi = t[last].log(), t[last + 1].log()  # ll(lo) >= bar > ll(hi)
     for _ in range(40):
         mid = (lo + hi) / 2
-        if float(loglik(mid.exp().view(1).to(v.device))) >= floor:
+        if float(loglik(mid.exp().view(1))) >= bar:
             lo = mid
         else:
             hi = mid
