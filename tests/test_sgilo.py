@@ -539,3 +539,21 @@ def test_holdout_scale_under_heavy_noise_stays_near_the_samples_own_misses():
     assert max(p for p, _ in pairs) > 10  # the quantile alone: the noise decides it
     assert max(c for _, c in pairs) < 8 and all(c <= p + 1e-6 for p, c in pairs)
     assert all(c == p for p, c in pairs if p < 4.5)  # where it is modest, unchanged
+
+
+def test_holdout_scale_without_noise_is_the_quantile_even_where_the_gaussian_bound_is_lower():
+    """Without noise the bound never applies: misses that are small on 90 % of the entries and
+    three spreads wide on the rest (chains that agree on a wrong value) need the factor 1.5 at the
+    conformal rank, above what a Gaussian model of them allows, and the factor is 1.5."""
+    from genprior.solvers.sgilo import gaussian_upper, holdout_scale
+
+    n, d = 100, 0.05
+    a = torch.full((1, n), 0.5)
+    ax = torch.stack([a - d, a + d])  # K = 2: variance 2 d^2, times 1.5
+    v = 2 * d**2 * 1.5
+    miss = torch.full((1, n), 0.1 * v**0.5)
+    miss[0, ::10] = 3 * v**0.5  # 10 entries three spreads off: rank ceil(101 * 0.95) = 96 is one
+    held = torch.ones(1, n)
+    s = holdout_scale(ax, a + miss, held, 0.0).item()
+    assert s == pytest.approx(1.5, rel=1e-4)
+    assert gaussian_upper(torch.full((n,), v), miss[0].pow(2), 0.0) < 1.4  # it would have bound
