@@ -213,6 +213,26 @@ def test_consistency_fit_stops_on_the_floor_not_past_it():
     assert float(out[0].std()) < 1e-6 and 0.4 < float(out[0, 0, 0]) < 0.7
 
 
+def test_polish_brings_an_image_the_fit_left_above_the_floor_onto_it():
+    """``final_polish``: an image that 20 Adam steps left far above the floor (from 50, loss 2,500
+    against 0.3) reaches it within a few L-BFGS steps and stops on it, the others untouched."""
+    from genprior.diffusion.resample import ReSampleConfig, _fit, _polish
+
+    start = torch.tensor([1.0, 0.1, 50.0]).view(3, 1, 1).expand(3, 3, 2).contiguous()
+
+    def loss_of(v):
+        return v.pow(2).flatten(1).mean(1)
+
+    fitted = _fit(start, loss_of, floor=0.3, iters=20, lr=0.3)
+    assert float(loss_of(fitted)[2]) > 1000
+    out = _polish(fitted, loss_of, floor=0.3, iters=10)
+    loss = loss_of(out)
+    assert 0.3 * 0.995 <= float(loss[2]) <= 0.3, loss
+    torch.testing.assert_close(out[:2], fitted[:2])  # on or below the floor already: untouched
+    with pytest.raises(UserError, match="final_polish"):
+        ReSampleConfig(final_polish=-1)
+
+
 def test_time_travel_steps_along_the_grid_with_matching_times_and_alphas():
     """With the noise predictor of one fixed latent ``z*`` (``eps = (z - sqrt(a_t) z*) /
     sqrt(1 - a_t)``), every DDIM step stays on that latent's path, so the look-ahead returns
