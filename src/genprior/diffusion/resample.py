@@ -259,12 +259,19 @@ def _lbfgs_to_floor(v0: Tensor, loss_of: Callable[[Tensor], Tensor], floor: floa
     ending on the floor where a step crosses it."""
     v = v0.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
-        [v], lr=1, max_iter=1, max_eval=25, history_size=20, line_search_fn="strong_wolfe"
+        [v],
+        lr=1,
+        max_iter=1,
+        max_eval=25,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
 
-    def closure() -> Tensor:
+    def closure() -> Tensor:  # in units of the floor: torch's line search has absolute tolerances
         opt.zero_grad()
-        value = loss_of(v).sum()
+        value = loss_of(v).sum() / floor
         value.backward()
         return value
 
