@@ -213,27 +213,6 @@ def test_consistency_fit_stops_on_the_floor_not_past_it():
     assert float(out[0].std()) < 1e-6 and 0.4 < float(out[0, 0, 0]) < 0.7
 
 
-def test_polish_brings_an_image_the_fit_left_above_the_floor_onto_it():
-    """``final_polish``: an image far above the floor (loss 2,500 times its scale, against 0.3 of
-    it) reaches it within a few L-BFGS steps and stops on it; images on or below it are left as
-    they are. The losses are of the size of a residual per measurement entry (1e-9 here:
-    gradients below 1e-7), where L-BFGS's default tolerances would stop it at once."""
-    from genprior.diffusion.resample import ReSampleConfig, _polish
-
-    start = torch.tensor([0.5, 0.1, 50.0]).view(3, 1, 1).expand(3, 3, 2).contiguous()
-
-    def loss_of(v):
-        return 1e-9 * v.pow(2).flatten(1).mean(1)
-
-    floor = 0.3e-9
-    out = _polish(start, loss_of, floor=floor, iters=10)
-    loss = loss_of(out)
-    assert 0.995 * floor <= float(loss[2]) <= floor, loss
-    torch.testing.assert_close(out[:2], start[:2])  # below the floor already: untouched
-    with pytest.raises(UserError, match="final_polish"):
-        ReSampleConfig(final_polish=-1)
-
-
 def test_time_travel_steps_along_the_grid_with_matching_times_and_alphas():
     """With the noise predictor of one fixed latent ``z*`` (``eps = (z - sqrt(a_t) z*) /
     sqrt(1 - a_t)``), every DDIM step stays on that latent's path, so the look-ahead returns

@@ -77,9 +77,6 @@ class ReSampleConfig:
     latent_iters: int = 100  # at most this many Adam steps of latent-space consistency
     final_iters: int = 500  # ... at the last step, whose fit is the answer (the reference's 500)
     latent_lr: float = 5e-3  # their learning rate
-    final_polish: int = (
-        0  # then up to this many L-BFGS steps for each image still above a floor > 0 (0: none)
-    )
     travel: int = 0  # time travel: z0_hat from this many further DDIM steps at a consistency step (0: none)
     dps_weight: float = 1.0  # Latent-DPS step on ||y - A(D(z0_hat))|| at every step (0: none)
     gluing: float = 0.1  # PSLD's gluing term added to that step, this weight (0: the paper's plain step)
@@ -97,7 +94,6 @@ class ReSampleConfig:
             check_int(self, name, 1)
         check_int(self, "seed", 0)
         check_int(self, "travel", 0)
-        check_int(self, "final_polish", 0)
         for name in ("gamma", "pixel_lr", "latent_lr"):
             check_number(self, name, 0.0, above=True)
         for name in ("noise_sigma", "dps_weight", "gluing"):
@@ -240,72 +236,6 @@ def _fit(start: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters
     return out
 
 
-def _polish(z: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters: int) -> Tensor:
-    """Each image of ``z`` whose loss is still above ``floor``: up to ``iters`` L-BFGS steps
-    (strong Wolfe line search) on its own loss, the others held, stopping on the floor as
-    :func:`_fit` does (back along the step that crossed it: :func:`_bisect_to_floor`)."""
-    z = z.detach().clone()
-    with torch.no_grad():
-        loss = loss_of(z)
-    for i in torch.nonzero(loss > floor).flatten().tolist():
-        rows = torch.zeros(len(z), dtype=torch.bool, device=z.device)
-        rows[i] = True
-        z[rows] = _lbfgs_to_floor(z[rows], _rows(loss_of, z, rows), floor, iters)
-    return z
-
-
-def _lbfgs_to_floor(v0: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float, iters: int) -> Tensor:
-    """Up to ``iters`` L-BFGS steps on one image's ``loss_of`` from ``v0`` (above ``floor``),
-    ending on the floor where a step crosses it."""
-    v = v0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [v],
-        lr=1,
-        max_iter=1,
-        max_eval=25,
-        tolerance_grad=0.0,
-        tolerance_change=0.0,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> Tensor:  # in units of the floor: torch's line search has absolute tolerances
-        opt.zero_grad()
-        value = loss_of(v).sum() / floor
-        value.backward()
-        return value
-
-    before = v0.detach().clone()
-    for _ in range(iters):
-        opt.step(closure)
-        with torch.no_grad():
-            now = loss_of(v)
-        if bool(now <= floor):
-            return _bisect_to_floor(before, v.detach(), loss_of, floor)
-        before = v.detach().clone()
-    return v.detach()
-
-
-@torch.no_grad()
-def _bisect_to_floor(
-    before: Tensor, after: Tensor, loss_of: Callable[[Tensor], Tensor], floor: float
-) -> Tensor:
-    """The point of one image's step ``before -> after`` (from above ``floor`` to at or below it)
-    where its loss comes down to the floor, by bisection on the step's fraction (an L-BFGS step
-    can go from far above the floor to far below it, where :func:`_land`'s false position is
-    slow), keeping the end at or below the floor, within 0.5 % of it."""
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        if float(loss_of(before + hi * (after - before))) >= 0.995 * floor:
-            break
-        mid = (lo + hi) / 2
-        if float(loss_of(before + mid * (after - before))) <= floor:
-            hi = mid
-        else:
-            lo = mid
-    return before + hi * (after - before)
-
-
 def resample(
     y: Tensor,
     physics,
@@ -361,13 +291,6 @@ def resample(
                     cfg.final_iters if last else cfg.latent_iters,
                     cfg.latent_lr,
                 )
-                if last and cfg.final_polish and floor > 0:
-                    z0_y = _polish(
-                        z0_y,
-                        lambda v: measurement_error(decode(v).clamp(0, 1), y, physics),
-                        floor,
-                        cfg.final_polish,
-                    )
             if last:  # the answer itself explains y down to the noise
                 z = z0_y
                 continue
