@@ -288,6 +288,7 @@ def holdout_scale(
     out = torch.ones(y.shape[0], dtype=y.dtype, device=y.device)
     for i in range(y.shape[0]):
         h = held[i] > 0
+        vh = v[i][h]
         e, order = need[i][h].sort()
         if not e.numel():
             continue
@@ -299,8 +300,8 @@ def holdout_scale(
             if not e.numel():
                 continue
         out[i] = e[r - 1].sqrt().clamp_min(1)
-        if v[i][h][order[r - 1]] < sigma**2:  # that entry's spread is below the noise: the noise picked it
-            out[i] = out[i].clamp_max(gaussian_upper(v[i][h], miss2[i][h], sigma, level))
+        if vh[order[r - 1]] < sigma**2:  # that entry's spread is below the noise: the noise picked it
+            out[i] = out[i].clamp_max(gaussian_upper(vh, miss2[i][h], sigma, level))
     return out
 
 
