@@ -495,8 +495,7 @@ def test_holdout_scale_is_the_conformal_rank_of_what_each_entry_needs():
 
 def test_gaussian_upper_covers_the_true_factor_and_is_near_it():
     """The profile likelihood's upper end for the factor: at or above the true one on most draws
-    (one end of a 95 % interval, 97.5 % in the limit; 191 of these 200), and not far above it
-    with many entries."""
+    (one end of a 95 % interval, 97.5 % in the limit), and not far above it with many entries."""
     from genprior.solvers.sgilo import gaussian_upper
 
     g = torch.Generator().manual_seed(0)

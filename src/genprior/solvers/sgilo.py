@@ -275,8 +275,8 @@ def holdout_scale(
 
     Where the entry at that rank has less spread than the noise (``v_j < sigma^2``), the noise,
     not the samples, picked it: the coverage of noisy measurements hardly depends on ``s`` there,
-    and the rank's need, a difference of noise-sized terms over a small ``v_j``, made factors of
-    15 to 80 and std maps wider than ``[0, 1]`` at denoising 0.2 (docs/diffusion.md). There the
+    and the rank's need, a difference of noise-sized terms over a small ``v_j``, made std maps
+    wider than ``[0, 1]`` at denoising 0.2 (docs/diffusion.md). There the
     factor is at most :func:`gaussian_upper`'s, the largest that a Gaussian model of all the
     held-out misses (spread ``s^2 v + sigma^2``) does not reject at ``level``. Without noise
     the rule is the quantile's alone."""
