@@ -84,6 +84,8 @@ def test_bad_settings_are_one_line_errors():
             ReSampleConfig(model_error=bad)
     with pytest.raises(UserError, match="^ReSampleConfig: gluing = "):
         ReSampleConfig(gluing=-0.1)
+    with pytest.raises(UserError, match="^ReSampleConfig: floor_share = "):
+        ReSampleConfig(floor_share=-0.5)
     ae = Autoencoder(AEConfig(size=8, widths=(8, 8), latent_channels=2))
     with pytest.raises(UserError, match="latents"):
         LatentDiffusion(ae, UNetConfig(size=4, channels=3, widths=(8,), attention=(False,)))
@@ -248,7 +250,8 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
     is no larger than the autoencoder's own reconstruction error of the clean image there (the
     floor a latent method can reach), and well below Latent-DPS's at the same number of steps.
     At its default, each image's fit stops at the floor the model's stored autoencoder errors
-    give under this physics, not below it."""
+    give under this physics, not below it; with ``floor_share = 0.5``, closer to ``y`` and at
+    most down to half of it."""
     from genprior.data import heldout
     from genprior.metrics import measurement_error
     from genprior.solvers.registry import make_solver
@@ -276,6 +279,11 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
         make_solver("resample", model, steps=30, every=3, seed=0)(y, physics), y, physics
     )
     assert bool(((per_image <= stop) & (per_image >= 0.99 * stop)).all()), (per_image, stop)
+    half = measurement_error(
+        make_solver("resample", model, steps=30, every=3, seed=0, floor_share=0.5)(y, physics), y, physics
+    )
+    assert bool((half >= 0.99 * stop / 2).all() and (half <= per_image).all()), (half, per_image, stop)
+    assert bool((half <= stop / 2).any()), (half, stop)  # at 30 steps not every fit gets there
 
 
 def test_train_cli_errors_are_one_line(tmp_path, capsys):
