@@ -100,7 +100,7 @@ class ReSampleConfig:
         check_int(self, "travel", 0)
         for name in ("gamma", "pixel_lr", "latent_lr"):
             check_number(self, name, 0.0, above=True)
-        for name in ("noise_sigma", "dps_weight", "gluing"):
+        for name in ("noise_sigma", "dps_weight", "gluing", "floor_share"):
             check_number(self, name, 0.0)
         if self.model_error is not None:
             check_number(self, "model_error", 0.0)
