@@ -21,10 +21,10 @@ code's slips done right (docs/diffusion.md lists them):
    latent to explain the autoencoder's error rather than the image; the reference code's fixed
    1e-6 ignores both): on that floor, back along the Adam step that crossed it (until
    2026-12-06 the fit kept the step's end, as much as 35 % below the floor), with no weight decay
-   (AdamW's default decay shrinks the unobserved pixels). ``floor_share`` below 1 stops the
-   fits at that share of the autoencoder's part, closer to ``y`` at a cost in PSNR (on the
-   8x8x8 model's box, held-out images: 0.9 of it takes the residual from 9.3x to 10.2x below
-   Latent-DPS's and costs 0.08 dB; docs/diffusion.md). The last step's fit may take
+   (AdamW's default decay shrinks the unobserved pixels). ``floor_share`` below 1 keeps only
+   that share of the autoencoder's floor (the noise variance stays whole), so the fits end
+   closer to ``y`` at a cost in PSNR (on the 8x8x8 model's box, held-out images: 0.9 takes the
+   residual from 9.3x to 10.2x below Latent-DPS's and costs 0.08 dB; docs/diffusion.md). The last step's fit may take
    ``final_iters`` steps.
 4. Stochastic resampling (:func:`stochastic_resample`): ``z_{t-1}`` drawn around the blend of
    ``sqrt(a) z0(y)`` and ``z'_{t-1}``, ``a = alpha_bar_{t-1}``, with ``s^2 = gamma`` times the
