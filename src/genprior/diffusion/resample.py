@@ -24,8 +24,8 @@ code's slips done right (docs/diffusion.md lists them):
    (AdamW's default decay shrinks the unobserved pixels). ``floor_share`` below 1 keeps only
    that share of the autoencoder's floor (the noise variance stays whole), so the fits end
    closer to ``y`` at a cost in PSNR (on the 8x8x8 model's box, held-out images: 0.9 takes the
-   residual from 9.3x to 10.2x below Latent-DPS's and costs 0.08 dB; docs/diffusion.md). The last step's fit may take
-   ``final_iters`` steps.
+   residual from 9.3x to 10.2x below Latent-DPS's and costs 0.08 dB; docs/diffusion.md). The
+   last step's fit may take ``final_iters`` steps.
 4. Stochastic resampling (:func:`stochastic_resample`): ``z_{t-1}`` drawn around the blend of
    ``sqrt(a) z0(y)`` and ``z'_{t-1}``, ``a = alpha_bar_{t-1}``, with ``s^2 = gamma`` times the
    DDPM posterior variance of the step.
