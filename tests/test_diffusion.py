@@ -166,6 +166,38 @@ def test_resample_explains_the_observed_pixels_as_well_as_the_autoencoder_can():
         assert residual <= (cfg.noise_sigma**2 if in_range else ae), (residual, ae)
 
 
+@pytest.mark.parametrize("steps", [20, 1])
+def test_resample_fits_noisy_inpainting_down_to_the_noise_on_the_observed_pixels(steps):
+    """deepinv's inpainting zeroes the masked entries of ``y``, its noise included, so the truth
+    leaves the noise variance on the observed entries and half of it over all entries at half
+    of the pixels observed. ReSample's fits stop there, not at the variance over all entries
+    (twice the noise on the observed pixels); and its last step fits ``y`` at any step count,
+    one step included. Exact Gaussian latents, the decoder ``(z + 1) / 2``."""
+    from genprior.diffusion.latent import scaled_linear_alphas_cumprod
+    from genprior.diffusion.resample import ReSampleConfig, resample
+    from genprior.physics import make_physics
+
+    ac = scaled_linear_alphas_cumprod().float()
+
+    def eps_model(z, t):
+        a = ac[t].view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * S**2 + 1 - a)
+
+    def decode(z):
+        return (z + 1) / 2
+
+    g = torch.Generator().manual_seed(1)
+    x0 = decode(MU + S * torch.randn(4, 1, 8, 8, generator=g))
+    physics = make_physics("inpaint", (1, 8, 8), mask_ratio=0.5, noise_std=0.1, seed=0)
+    y = physics(x0)
+    seen = physics.mask.bool().expand_as(x0)
+    x = resample(
+        y, physics, eps_model, decode, lambda v: 2 * v - 1, (1, 8, 8), ac, ReSampleConfig(steps=steps)
+    )
+    per_seen = (physics.A(x) - y)[seen].pow(2).reshape(4, -1).mean(1) / 0.1**2
+    assert bool((per_seen <= 1.01).all()), per_seen
+
+
 HOLDOUT_TASKS = {
     "inpaint": dict(mask_ratio=0.5),
     "superres": dict(scale=2),

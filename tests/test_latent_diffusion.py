@@ -86,6 +86,9 @@ def test_bad_settings_are_one_line_errors():
         ReSampleConfig(gluing=-0.1)
     with pytest.raises(UserError, match="^ReSampleConfig: floor_share = "):
         ReSampleConfig(floor_share=-0.5)
+    with pytest.raises(UserError, match="^ReSampleConfig: gluing = 0.1 .* dps_weight = 0"):
+        ReSampleConfig(dps_weight=0.0)  # the default gluing rides on the step it turns off
+    ReSampleConfig(dps_weight=0.0, gluing=0.0)
     ae = Autoencoder(AEConfig(size=8, widths=(8, 8), latent_channels=2))
     with pytest.raises(UserError, match="latents"):
         LatentDiffusion(ae, UNetConfig(size=4, channels=3, widths=(8,), attention=(False,)))

@@ -4,10 +4,12 @@
 
 * **What decides an image's result**: the job (:class:`FolderJob`: method, settings, model, task,
   seed, batch size) and the file's name. The measurement operator comes from ``seed`` (one
-  instrument for the folder: one mask, one CS matrix); the measurement noise of an image and the
-  solver's starting point for it come from seeds derived from ``seed`` and the file's name; any
-  other draw of the solver (Langevin noise, restarts of the projector's noise) from ``seed`` and
-  the name of its batch's first file. Batches are a fixed partition of the sorted file list into
+  instrument for the folder: one mask, one CS matrix); the measurement noise of an image and,
+  for the solvers that search a generator's latents, their starting point for it come from seeds
+  derived from ``seed`` and the file's name; any other draw of the solver (Langevin noise,
+  restarts of the projector's noise, and every draw of a diffusion solver, its start included)
+  from ``seed`` and the name of its batch's first file, so a diffusion solver's answer for an
+  image also depends on the batch it is in. Batches are a fixed partition of the sorted file list into
   runs of ``batch_size``, so a resumed run, a Ray run and an uninterrupted run solve the same
   batches with the same draws.
 * **Only the driving process writes.** A batch is solved in this process or (``engine="ray"``) in

@@ -79,6 +79,18 @@ def measurement_error(x: Tensor, y: Tensor, physics: Any) -> Tensor:
     return (ax - y.to(ax.device)).pow(2).reshape(ax.shape[0], -1).mean(dim=1)
 
 
+def observed(y: Tensor) -> Tensor:
+    """The measurement entries taken as observed: the non-zero ones (an inpainting's masked
+    pixels are zero in ``y``, its noise included), as a float mask shaped like ``y``."""
+    return (y != 0).to(y.dtype)
+
+
+def observed_share(y: Tensor) -> Tensor:
+    """Per image, the share of measurement entries that are :func:`observed`: what a noise
+    floor of the mean over all entries (:func:`measurement_error`) scales by."""
+    return observed(y).reshape(y.shape[0], -1).mean(1)
+
+
 def unobserved(physics: Any, shape: tuple[int, ...]) -> Tensor:
     """Boolean map ``shape`` of the pixels the measurements do not observe directly: the masked
     pixels of an inpainting operator, every pixel for any other operator."""

@@ -11,11 +11,13 @@ code's slips done right (docs/diffusion.md lists them):
    (the reference code's "pseudo x0" uses ``1 - a_t``).
 2. ``z'_{t-1}``: the unconditional DDIM step.
 3. Every ``every`` steps in the last two thirds of the schedule, and at the last step (whose
-   answer is then the data-consistent latent itself), hard data consistency from ``z0_hat``: in
-   the middle third in pixel space (``x`` from ``decode(z0_hat)`` fitted to ``y``, then
-   ``encode``), in the last third in latent space (``z`` fitted so that ``A(decode(z))``
-   explains ``y``). Each image's fit stops where its residual per measurement comes down to the
-   noise variance plus the residual the autoencoder's own error leaves (``model_error``; the
+   answer is then the data-consistent latent itself, at any number of steps), hard data
+   consistency from ``z0_hat``: in the middle third in pixel space (``x`` from
+   ``decode(z0_hat)`` fitted to ``y``, then ``encode``), in the last third and at the last step
+   in latent space (``z`` fitted so that ``A(decode(z))`` explains ``y``). Each image's fit
+   stops where its residual per measurement entry comes down to what the noise leaves (its
+   variance on the observed entries: an inpainting's masked entries are 0 in ``y``) plus the
+   residual the autoencoder's own error leaves (``model_error``; the
    ReSample solver takes it from the model,
    :meth:`~genprior.diffusion.latent.LatentDiffusion.recon_floor`: fitting below it bends the
    latent to explain the autoencoder's error rather than the image; the reference code's fixed
@@ -48,7 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..metrics import measurement_error
+from ..errors import UserError
+from ..metrics import measurement_error, observed_share
 from ..physics.project import adjoint_glue_point, project_onto_measurements
 from .pixel import ddim_times
 
@@ -105,6 +108,11 @@ class ReSampleConfig:
         if self.model_error is not None:
             check_number(self, "model_error", 0.0)
         check_choice(self, "gluing_projection", GLUING_PROJECTIONS)
+        if self.gluing > 0 and self.dps_weight == 0:
+            raise UserError(
+                f"ReSampleConfig: gluing = {self.gluing} is added to the Latent-DPS step, which "
+                "dps_weight = 0 turns off: give gluing = 0 as well, or dps_weight > 0"
+            )
         check_holdout(self)
 
 
@@ -254,8 +262,10 @@ def resample(
     cfg = config or ReSampleConfig()
     B, dev = y.shape[0], y.device
     sigma = float(getattr(getattr(physics, "noise_model", None), "sigma", 0.0) or cfg.noise_sigma)
-    # the noise, and (a share of) what the autoencoder cannot represent
-    floor = sigma**2 + cfg.floor_share * (cfg.model_error or 0.0)
+    # the noise, per entry of the mean over all entries: an inpainting's masked entries are 0 in
+    # y, noise included (deepinv's), so the truth leaves sigma^2 times the observed share there;
+    # and (a share of) what the autoencoder cannot represent, already counted over all entries
+    floor = sigma**2 * float(observed_share(y).mean()) + cfg.floor_share * (cfg.model_error or 0.0)
     g = torch.Generator().manual_seed(cfg.seed)
     ac = alphas_cumprod.to(dev, torch.float32)
     ts = ddim_times(cfg.steps, len(ac))
@@ -275,10 +285,10 @@ def resample(
         if cfg.dps_weight > 0:
             z_prime = z_prime - cfg.dps_weight * grad
         third, last = len(ts) / 3, i + 1 == len(ts)
-        if i >= third and (i % cfg.every == 0 or last):
+        if last or (i >= third and i % cfg.every == 0):  # the last step at any step count
             if cfg.travel > 0 and not last:  # time travel: z0_hat from a few further DDIM steps
                 z0 = _look_ahead(z_prime, ts, i + 1, cfg.travel, ac, eps_model)
-            if i < 2 * third:  # pixel space, then back to a latent
+            if i < 2 * third and not last:  # pixel space, then back to a latent
                 x = _fit(
                     decode(z0).detach(),
                     lambda v: measurement_error(v, y, physics),

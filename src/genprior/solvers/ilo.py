@@ -31,6 +31,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..generators.base import LayeredGenerator, State
 from ..losses import fidelity, geocross
+from ..metrics import observed_share
 from .common import (
     BestTracker,
     GenerativeSolver,
@@ -303,18 +304,6 @@ class ILO(GenerativeSolver):
         bar.close()
         self.last_inputs = inputs  # where the last round ended (SGILO starts from round 0's)
         return finish_run(rec, best, timer)
-
-
-def observed(y: Tensor) -> Tensor:
-    """The measurement entries taken as observed: the non-zero ones (an inpainting's masked
-    pixels are zero in ``y``), as a float mask shaped like ``y``."""
-    return (y != 0).to(y.dtype)
-
-
-def observed_share(y: Tensor) -> Tensor:
-    """Per image, the share of measurement entries that are :func:`observed`: what the
-    discrepancy floor scales by."""
-    return observed(y).reshape(y.shape[0], -1).mean(1)
 
 
 def noise_floor(setting: float | str | None, y: Tensor, physics: Any) -> Tensor | None:

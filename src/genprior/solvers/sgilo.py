@@ -428,7 +428,7 @@ class SGILO(GenerativeSolver):
         self.last_holdout = None
         if not cfg.holdout_share:
             return self._solve(y, physics, progress)
-        from .ilo import observed
+        from ..metrics import observed
 
         g = torch.Generator().manual_seed(cfg.seed + 3)
         held = observed(y) * (torch.rand(y.shape, generator=g) < cfg.holdout_share).to(y)
@@ -641,7 +641,8 @@ class SGILO(GenerativeSolver):
     def _refine(self, u, n_state, lat, inputs, shared, yk, physics, sigma_y, rec, progress, g):
         """Each chain goes on as ILO from its last point (see ``SGILOConfig.refine_steps``): the
         chains' images (clamped) and the refinement's rounds for the record."""
-        from .ilo import ILO, ILOConfig, Start, observed, observed_share
+        from ..metrics import observed, observed_share
+        from .ilo import ILO, ILOConfig, Start
 
         cfg: SGILOConfig = self.config
         G, S = self.generator, self.score_model
