@@ -256,6 +256,43 @@ def test_set_is_typed_and_checked_from_the_config(tmp_path, capsys, tiny_stylega
         _assert_failed_cleanly(rc, capsys, tmp_path, needle)
 
 
+def test_unwritable_outputs_and_settings_given_twice_fail_before_any_work(
+    tmp_path, capsys, tiny_stylegan2_path, clean_png
+):
+    """Every output is checked before the solve (a folder where a file goes, a file where a
+    folder goes, the input itself), and a setting given twice disagreeing is refused, so that no
+    run fails after its work or silently drops a value."""
+    base = ["--task", "denoise", "--method", "csgm"]
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "folder").mkdir()
+    for extra, needle in (
+        (["--json", str(tmp_path / "folder")], "--json"),
+        (["--side-by-side", str(tmp_path / "file" / "c.png")], "is a file, not a folder"),
+        (["--side-by-side", str(clean_png)], "would overwrite --input"),
+        (["--seed", "1", "--set", "seed=2"], "--seed 1 and --set seed=2 disagree"),
+        (["--set", "steps=4"], "steps is given twice"),  # _solve gives --steps 5
+    ):
+        rc, _, _ = _solve(tiny_stylegan2_path, clean_png, tmp_path, *base, *extra)
+        _assert_failed_cleanly(rc, capsys, tmp_path, needle)
+    for out, needle in (
+        (tmp_path / "folder", "is a folder: give a file path"),
+        (clean_png, "would overwrite"),
+    ):
+        argv = ["solve", "--model", str(tiny_stylegan2_path), "--input", str(clean_png), "--out", str(out)]
+        assert main([*argv, *base]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    # argparse's own errors are one line too
+    with pytest.raises(SystemExit) as e:
+        main(["solve", "--task", "denoise", "--seed", "abc"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid int value: 'abc'" in err, err
+    # --set seed= alone sets the method's seed: the record says so
+    rc, _, js = _solve(tiny_stylegan2_path, clean_png, tmp_path, *base, "--set", "seed=7")
+    assert rc == 0 and json.loads(js.read_text())["config"]["seed"] == 7
+
+
 def test_model_free_method_refuses_a_model_and_a_model_method_needs_one(
     tmp_path, capsys, tiny_stylegan2_path, clean_png
 ):

@@ -38,6 +38,10 @@ def test_autoencoder_and_ldm_training_resume_bit_for_bit_and_export(tmp_path):
     resumed = train_autoencoder(tmp_path / "b", ae_cfg, images=images, resume=True, progress=False)
     assert full["step"] == resumed["step"] == 6
     _same_weights(full, resumed)
+    with pytest.raises(UserError, match="is at step 6, past steps = 4: give --steps 6 or more"):
+        train_autoencoder(
+            tmp_path / "b", AETrainConfig(**{**vars(ae_cfg), "steps": 4}), images=images, resume=True
+        )
     export_autoencoder(tmp_path / "a" / "checkpoint.pt", tmp_path / "ae.pt")
     ae = Autoencoder.load(tmp_path / "ae.pt")
     assert ae.latent_shape == (2, 4, 4) and ae.info["steps"] == 6
@@ -292,15 +296,25 @@ def test_bundled_ldm_resample_explains_observed_pixels_as_well_as_its_autoencode
 def test_train_cli_errors_are_one_line(tmp_path, capsys):
     from genprior.cli import main
 
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "folder").mkdir()
     for argv, needle in (
         (["train", "ldm", "--out", str(tmp_path / "l"), "--steps", "2"], "needs --autoencoder"),
         (["train", "autoencoder", "--out", str(tmp_path / "a"), "--set", "kl_weight=-1"], "kl_weight"),
         (["train", "ldm", "--out", str(tmp_path / "l"), "--resume"], "cannot resume"),
+        (["train", "ddpm", "--out", str(tmp_path / "d"), "--steps", "0"], "steps = 0: give an integer >= 1"),
+        (["train", "ddpm", "--out", str(tmp_path / "d"), "--resume", "--set", "lr=1"], "drop --set lr=1"),
+        (["train", "ddpm", "--out", str(tmp_path / "file")], "is a file: give a folder"),
+        (
+            ["train", "ddpm", "--out", str(tmp_path / "d"), "--export", str(tmp_path / "folder")],
+            "is a folder",
+        ),
+        (["train", "ddpm", "--out", str(tmp_path / "file" / "d")], "is a file, not a folder"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
-    assert not (tmp_path / "l").exists() and not (tmp_path / "a").exists()
+    assert not (tmp_path / "l").exists() and not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
 
 
 def test_gluing_glues_to_the_projection_at_super_resolution():

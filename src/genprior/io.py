@@ -223,6 +223,11 @@ def read_image_file(
         t = torch.as_tensor(np.asarray(arr, dtype=np.float32))
         if not torch.isfinite(t).all():
             raise UserError(f"{path} holds NaN or infinite values: give a finite image")
+        if t.numel() and float(t.abs().max()) > 2:  # noisy measurements stray a little past [0, 1]
+            raise UserError(
+                f"{path} holds values up to {float(t.abs().max()):g}: give an image in [0, 1] "
+                "(8-bit values divided by 255)"
+            )
         if t.dim() == 2:
             t = t[None]
         if t.dim() == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):

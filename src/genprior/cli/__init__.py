@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from ..errors import UserError
 
@@ -16,8 +17,15 @@ from ..errors import UserError
 COMMANDS = ("solve", "demo", "train", "bench", "theory", "convert", "methods")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage block is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="genprior",
         description="Solve imaging inverse problems with pretrained generative priors (ILO, CSGM, ...).",
     )

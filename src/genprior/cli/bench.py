@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: give at least 1")
     cfg = load_config(args.config)
+    from .common import check_output
+
+    check_output(args.out, "--out", folder=True)
     text = args.config.read_text(encoding="utf-8", errors="replace")
     if args.device is not None:
         from .common import resolve_device

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -45,3 +48,27 @@ def resolve_device(name: str) -> Any:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for but CUDA is not available: use --device cpu")
     return dev
+
+
+def check_output(path: Path, flag: str, folder: bool = False) -> None:
+    """Before any work: ``path`` can be written, a file (or with ``folder``, a folder): it is not
+    a folder (a file), and the nearest folder above it that exists is one this process can write
+    in (tried with a file created and removed there). A one-line :class:`UserError` naming the
+    option otherwise, so that no run fails after its work for want of a place to put it."""
+    if path.exists() and path.is_dir() != folder:
+        raise UserError(
+            f"{flag} {path} is a {'file' if folder else 'folder'}: give a {'folder' if folder else 'file'} path"
+        )
+    base = (path if folder else path.parent).absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, not a folder: give another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".genprior-probe-")
+    except OSError as e:
+        raise UserError(
+            f"{flag} {path}: cannot write in {base} ({e.strerror}): give a writable place"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)

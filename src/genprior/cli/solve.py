@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .common import add_device_argument, resolve_device
+from .common import add_device_argument, check_output, resolve_device
 
 TASKS = ("inpaint", "superres", "denoise", "cs", "colorize")
 
@@ -82,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--samples",
         help="= --set chains=...: a posterior sampler's samples (sgilo); writes OUT-std.png and OUT-samples.png",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the measurements and the method (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the measurements and the method (default 0)"
+    )
     p.add_argument("--resize", action="store_true", help="resize the input to the generator's size")
     p.add_argument("--out", type=Path, help="reconstruction PNG")
     f = p.add_argument_group("folders (--input-dir)")
@@ -179,19 +181,49 @@ def _check_io_options(args: argparse.Namespace) -> None:
             raise UserError("--input needs --out: the reconstruction PNG to write")
         if args.out_dir is not None or args.engine != "local" or args.address is not None:
             raise UserError("--out-dir, --engine and --address are for folders (--input-dir)")
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed {args.seed}: give an integer >= 0")
+    _check_outputs(args)
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The files one solve may write, with the option each comes from."""
+    out = args.out
+    stem = out.stem
+    return [
+        ("--out", out),
+        ("--side-by-side", args.side_by_side or out.with_name(stem + "-compare.png")),
+        ("--out", out.with_name(stem + "-std.png")),
+        ("--out", out.with_name(stem + "-samples.png")),
+    ] + ([("--json", args.json)] if args.json is not None else [])
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output can be written, and none is the input (checked before any work)."""
+    if args.input_dir is not None:
+        check_output(args.out_dir, "--out-dir", folder=True)
+        return
+    for flag, path in _outputs(args):
+        if args.input is not None and path.absolute() == args.input.absolute():
+            raise UserError(f"{flag} {path} would overwrite --input {args.input}: give another path")
+        check_output(path, flag)
 
 
 def run_folder(args: argparse.Namespace, method: Any) -> int:
     from ..folder import FolderJob, solve_folder
 
     settings = _method_settings(method, args)
+    if "seed" in settings:
+        raise UserError(
+            "--set seed: with --input-dir the solver's seeds come from --seed and each file's name; give --seed"
+        )
     job = FolderJob(
         method=args.method,
         task=args.task,
         model=None if args.model is None else str(args.model),
         task_args=_task_args(args),
         settings=settings,
-        seed=args.seed,
+        seed=args.seed or 0,
         batch_size=args.batch_size,
         resize=args.resize,
     )
@@ -232,11 +264,12 @@ def run(args: argparse.Namespace) -> int:
     G, (c, h, w), truth, img = _model_and_input(method, args, device)
     if task_args.get("mask") is not None:
         task_args["mask"] = load_mask(task_args["mask"], (c, h, w))
-    physics = make_physics(args.task, (c, h, w), seed=args.seed, device=device, **task_args)
+    seed = args.seed or 0  # of the measurements (and of the method, unless --set seed= gives its own)
+    physics = make_physics(args.task, (c, h, w), seed=seed, device=device, **task_args)
     if args.measured:
         y = _measured_to_y(img.to(device), args, physics, (c, h, w))
     else:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(seed)
         y = physics(truth)
     if not torch.isfinite(y).all():
         raise UserError("the measurements hold NaN or infinite values: check the input and --noise-std")
@@ -314,8 +347,12 @@ def _finite(v: float) -> float | None:
 
 
 def _method_config(method: Any, args: argparse.Namespace) -> Any:
-    """The method's config from --set and the shortcut options, checked by the config itself."""
-    return method.make_config(_method_settings(method, args), seed=args.seed)
+    """The method's config from --set and the shortcut options, checked by the config itself;
+    its seed is --seed's (0 by default) unless --set seed= gives another."""
+    settings = _method_settings(method, args)
+    if "seed" in settings and args.seed is not None and settings["seed"] != args.seed:
+        raise UserError(f"--seed {args.seed} and --set seed={settings['seed']} disagree: give one of them")
+    return method.make_config(settings, seed=None if "seed" in settings else (args.seed or 0))
 
 
 def _method_settings(method: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -330,6 +367,10 @@ def _method_settings(method: Any, args: argparse.Namespace) -> dict[str, Any]:
             settings[k] = v
     for item in args.settings:
         k, v = parse_setting(method, item)
+        if k in settings:
+            raise UserError(
+                f"--set {item}: {k} is given twice (also by a shortcut option or an earlier --set): give it once"
+            )
         settings[k] = v
     return settings
 

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError
-from .common import add_device_argument, resolve_device
+from .common import add_device_argument, check_output, resolve_device
 
 STYLEGAN2_MODULE = "genprior.training.stylegan2"
 
@@ -174,7 +174,7 @@ def _settings(cls: type, pairs: list[tuple[str, str | None]]) -> dict[str, objec
             what = {int: "an integer", float: "a number", bool: "true or false"}.get(
                 kinds[name][0], "a value"
             )
-            raise UserError(f"--{name} {text}: give {what}") from None
+            raise UserError(f"{name} = {text!r}: give {what} (--set {name}=VALUE)") from None
     return settings
 
 
@@ -184,8 +184,22 @@ def _max_seconds(args: argparse.Namespace) -> float | None:
     return None if args.max_minutes is None else 60 * args.max_minutes
 
 
+def _check_run_outputs(args: argparse.Namespace) -> None:
+    """Before a trainer starts: its folder and its export can be written; a resumed run takes the
+    checkpoint's settings, so --set (which it would not read) is refused."""
+    if args.resume and args.set:
+        raise UserError(
+            f"--resume continues with the settings saved in {args.out}: drop --set {args.set[0]} "
+            "(only --steps may change), or start a new run in another --out"
+        )
+    check_output(args.out, "--out", folder=True)
+    if args.export is not None:
+        check_output(args.export, "--export")
+
+
 def _run_trainer(args: argparse.Namespace, config_cls: type, train: Any, export: Any, **kw: Any) -> int:
     """A step-seeded trainer from its command line: the settings, the run, the export."""
+    _check_run_outputs(args)
     pairs = [("steps", args.steps)] + [tuple(s.partition("=")[::2]) for s in args.set]
     cfg = config_cls(**_settings(config_cls, pairs))
     ck = train(
@@ -241,7 +255,9 @@ def run_stylegan2(args: argparse.Namespace) -> int:
             f"StyleGAN2 training is not available in this install ({STYLEGAN2_MODULE} is missing): "
             "update genprior, or use a bundled model (see genprior.list_models())"
         )
-    parser = argparse.ArgumentParser(
+    from . import OneLineParser
+
+    parser = OneLineParser(
         prog="genprior train stylegan2", description="Train the 32x32 Fashion-MNIST StyleGAN2."
     )
     mod.add_arguments(parser)
@@ -283,6 +299,7 @@ def run_score(args: argparse.Namespace) -> int:
     from ..training.score import ScoreTrainConfig, export_score, loss_by_level, train_score
     from ..zoo import load_generator
 
+    _check_run_outputs(args)
     pairs = [("stage", args.stage), ("steps", args.steps)] + [tuple(s.partition("=")[::2]) for s in args.set]
     settings = _settings(ScoreTrainConfig, pairs)
     max_seconds = _max_seconds(args)

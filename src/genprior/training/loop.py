@@ -106,8 +106,10 @@ def check_run_config(cfg: Any, positive: tuple[str, ...] = ("batch", "ckpt_every
     for key in positive:
         if getattr(cfg, key) < 1:
             raise UserError(f"{name}: {key} = {getattr(cfg, key)}: give an integer >= 1")
-    if cfg.steps < 0 or cfg.warmup < 0 or cfg.seed < 0:
-        raise UserError(f"{name}: steps, warmup and seed must be >= 0")
+    if cfg.steps < 1:
+        raise UserError(f"{name}: steps = {cfg.steps}: give an integer >= 1")
+    if cfg.warmup < 0 or cfg.seed < 0:
+        raise UserError(f"{name}: warmup and seed must be >= 0")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"{name}: lr = {cfg.lr}: give a number > 0")
     if not 0 <= cfg.ema < 1:
@@ -156,6 +158,10 @@ def train_resumable(
         cfg = config_cls(**saved)
         model, ema = from_dict(ck["model"]), from_dict(ck["ema"])
         step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
+        if cfg.steps < step:
+            raise UserError(
+                f"{ck_path} is at step {step}, past steps = {cfg.steps}: give --steps {step} or more"
+            )
     else:
         cfg = config or config_cls()
         if ck_path.exists():
