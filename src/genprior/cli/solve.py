@@ -83,7 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="= --set chains=...: a posterior sampler's samples (sgilo); writes OUT-std.png and OUT-samples.png",
     )
     p.add_argument(
-        "--seed", type=int, default=None, help="seed of the measurements and the method (default 0)"
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the measurements and the method (default 0; --set seed=N: the method's alone)",
     )
     p.add_argument("--resize", action="store_true", help="resize the input to the generator's size")
     p.add_argument("--out", type=Path, help="reconstruction PNG")
