@@ -152,7 +152,7 @@ def train_resumable(
             raise UserError(f"cannot resume: {ck_path} does not exist; drop --resume to start a new run")
         ck = loaded if loaded is not None else safe_load(ck_path)
         if not isinstance(ck, dict) or ck.get("format") != train_format:
-            raise UserError(f"{ck_path} is not a {what} training checkpoint: give another --out")
+            raise UserError(f"{ck_path} is not a genprior {what} training checkpoint: give another --out")
         saved = dict(ck["config"])
         saved["steps"] = config.steps if config is not None else saved["steps"]
         cfg = config_cls(**saved)
@@ -221,7 +221,7 @@ def ema_file(checkpoint: str | os.PathLike, train_format: str, what: str, **info
     seconds and ``info``."""
     ck = safe_load(checkpoint)
     if not isinstance(ck, dict) or ck.get("format") != train_format:
-        raise UserError(f"{checkpoint} is not a {what} training checkpoint")
+        raise UserError(f"{checkpoint} is not a genprior {what} training checkpoint")
     d = dict(ck["ema"])
     run = {"steps": ck["step"], "train_config": ck["config"], "elapsed_s": ck["elapsed_s"]}
     d["info"] = {**d.get("info", {}), **run, **info}
