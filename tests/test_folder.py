@@ -121,6 +121,31 @@ def test_an_images_result_follows_its_name_not_its_batch(tmp_path, folder64, tin
     assert len({runs[1][n]["psnr"] for n in runs[1]}) == 3  # the seeds differ between names
 
 
+def test_a_posterior_samplers_std_maps_are_written_per_image(tmp_path, tiny_ddpm_path):
+    """With two samples or more a folder job writes each image's std map (``NAME-std.png``) and
+    its summary in ``NAME.json``, as ``solve --input`` does for one image."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    _write_pngs(tmp_path / "in", torch.rand(3, 3, 32, 32, generator=g), ["a.png", "b.png", "c.png"])
+    job = FolderJob(
+        "dps", "inpaint", str(tiny_ddpm_path), {"mask_ratio": 0.5}, {"steps": 3, "chains": 2}, 0, 3
+    )
+    solve_folder(job, tmp_path / "in", tmp_path / "out", progress=False)
+    recs = _records(tmp_path / "out")
+    assert sorted(recs) == ["a.json", "b.json", "c.json"]
+    for name, rec in recs.items():
+        post = rec["posterior"]
+        assert post["samples"] == 2 and 0 <= post["calibration"] <= 1 and post["holdout_scale"] >= 1
+        assert 0 < post["std_mean"] <= post["std_max"]
+        std = np.asarray(Image.open(tmp_path / "out" / name.replace(".json", "-std.png")), dtype=float)
+        assert std.shape[:2] == (32, 32) and std.max() == 255  # white = the image's largest std
+    job1 = FolderJob("dps", "inpaint", str(tiny_ddpm_path), {"mask_ratio": 0.5}, {"steps": 3}, 0, 3)
+    solve_folder(job1, tmp_path / "in", tmp_path / "one", progress=False)
+    assert not list((tmp_path / "one").glob("*-std.png"))
+    assert all("posterior" not in r for r in _records(tmp_path / "one").values())
+
+
 def test_bad_files_are_skipped_with_one_line_each_and_exit_2(tmp_path, folder64, tiny_stylegan2_path, capsys):
     d = tmp_path / "in"
     d.mkdir()

@@ -15,8 +15,9 @@
 * **Only the driving process writes.** A batch is solved in this process or (``engine="ray"``) in
   a Ray task that returns its results; the driver then writes, per image, ``NAME.png`` (the
   reconstruction), ``NAME-compare.png`` (truth, measurement and reconstruction, labelled, scaled
-  up without smoothing) and ``NAME.json`` (the record), each atomically and the JSON last, and
-  rewrites ``summary.csv``.
+  up without smoothing), for a posterior sampler with two samples or more ``NAME-std.png`` (its
+  std map, white = the image's largest std, summarised in the record's ``posterior``) and
+  ``NAME.json`` (the record), each atomically and the JSON last, and rewrites ``summary.csv``.
 * **Resuming**: an image whose ``NAME.json`` exists is finished and is neither redone nor
   rewritten; a killed run (even ``kill -9``) started again with the same job solves the rest. A
   folder of another job is refused (``job.json`` holds its identity).
@@ -184,6 +185,12 @@ def solve_batch(
         err = metrics.measurement_error(x_hat, y, physics)
         psnr, ssim = metrics.psnr(x_hat, x), metrics.ssim(x_hat, x)
         preview = measurement_preview(y, physics, shape)
+    rec = getattr(solver, "last_record", None)
+    post = getattr(rec, "posterior", None)
+    if post is not None and post.num_samples < 2:
+        post = None
+    if post is not None:  # a posterior sampler's std map and its coverage of the true pixels
+        cover = metrics.coverage(x, post.mean, post.std, metrics.unobserved(physics, tuple(x.shape)))
     out = []
     for i, n in enumerate(names):
         p = float(psnr[i])
@@ -198,6 +205,11 @@ def solve_batch(
                 "ssim": float(ssim[i]),
             }
         )
+        if post is not None:
+            out[-1]["std"] = post.std[i].detach().cpu().numpy()
+            out[-1]["posterior"] = {"samples": post.num_samples, "calibration": float(cover[i])}
+            if "holdout_scale" in rec.extra:
+                out[-1]["posterior"]["holdout_scale"] = rec.extra["holdout_scale"][i]
     return out, solve_s
 
 
@@ -264,6 +276,17 @@ def _write_image_results(
     save_comparison(
         out / f"{f.stem}-compare.png", [("truth", truth), ("measurement", preview), (label, x_hat)]
     )
+    extra: dict[str, Any] = {}
+    if "std" in r:  # a posterior sampler's: NAME-std.png (white = the image's largest std)
+        std = torch.tensor(r["std"])
+        peak = float(std.max())
+        save_image(out / f"{f.stem}-std.png", (std / max(peak, 1e-12)).clamp(0, 1))
+        extra["posterior"] = {
+            **r["posterior"],
+            "std_mean": float(std.mean()),
+            "std_max": peak,
+            "std_png_scale": f"white = the largest std, {peak:.4g}",
+        }
     rec = {
         "file": f.name,
         "status": "done",
@@ -276,6 +299,7 @@ def _write_image_results(
         "start_seed": derive_seed("start", job.seed, f.name),
         "written_by": os.getpid(),
         "job": job.identity(),
+        **extra,
     }
     write_json_atomic(out / f"{f.stem}.json", rec)  # last: its presence means the image is finished
     return rec

@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--restarts", help="= --set restarts=...: CSGM's random restarts")
     m.add_argument(
         "--samples",
-        help="= --set chains=...: a posterior sampler's samples (sgilo); writes OUT-std.png and OUT-samples.png",
+        help="= --set chains=...: a posterior sampler's samples (sgilo, the diffusion solvers); writes "
+        "OUT-std.png and OUT-samples.png (with --input-dir: NAME-std.png)",
     )
     p.add_argument(
         "--seed",
