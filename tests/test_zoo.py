@@ -42,6 +42,21 @@ def test_missing_checkpoint_path():
         zoo.load_generator("no/such/model.pt")
 
 
+def test_a_model_of_the_other_kind_is_named_as_such():
+    """A generator given where a diffusion model goes (or the reverse) is named for what it is,
+    not called unknown; a missing file is called missing."""
+    with pytest.raises(
+        UserError, match="^fmnist-stylegan2-32 is a generator, not a diffusion model: give one of "
+    ):
+        zoo.load_diffusion("fmnist-stylegan2-32")
+    with pytest.raises(
+        UserError, match="^fmnist-ddpm-32 is a diffusion model, not a generator: give one of "
+    ):
+        zoo.load_generator("fmnist-ddpm-32")
+    with pytest.raises(UserError, match="^diffusion model file no/such.pt does not exist"):
+        zoo.load_diffusion("no/such.pt")
+
+
 def test_missing_face_package_gives_the_pip_command(monkeypatch):
     monkeypatch.setattr(dcgan.importlib.util, "find_spec", lambda name, *a, **k: None)
     with pytest.raises(UserError) as exc:

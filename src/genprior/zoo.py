@@ -170,8 +170,15 @@ def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str =
     else:
         path = Path(key).expanduser()
         if not path.is_file():
+            names = ", ".join(DIFFUSION_MODELS)
+            if key in ZOO:
+                raise UserError(f"{key} is a generator, not a diffusion model: give one of {names}")
+            if path.suffix in (".pt", ".pth", ".pkl", ".ckpt") or os.sep in key or "/" in key:
+                raise UserError(
+                    f"diffusion model file {key} does not exist: give an existing file or one of {names}"
+                )
             raise UserError(
-                f"unknown diffusion model {key!r}: use one of {', '.join(DIFFUSION_MODELS)} or the path of an exported file"
+                f"unknown diffusion model {key!r}: use one of {names} or the path of an exported file"
             )
     d = safe_load(path)
     cls = LatentDiffusion if isinstance(d, dict) and d.get("format") == LDM_FORMAT else PixelDiffusion
@@ -232,6 +239,8 @@ def load_generator(name_or_path: str | os.PathLike, device: torch.device | str =
     if path.is_file():
         return load_checkpoint(path, device)
     names = ", ".join(ZOO)
+    if key in DIFFUSION_MODELS:
+        raise UserError(f"{key} is a diffusion model, not a generator: give one of {names}")
     if path.suffix in (".pt", ".pth", ".pkl", ".tar", ".ckpt") or os.sep in key or "/" in key:
         raise UserError(f"checkpoint {key} does not exist: give an existing file or a model name ({names})")
     raise UserError(f"unknown model {key!r}: use one of {names}, or the path of a checkpoint file")
