@@ -783,6 +783,22 @@ def test_a_method_can_run_on_its_own_model(workdir):
     (workdir / "lasso.toml").write_text(GRID + '\n[[methods]]\nname = "lasso-dct"\nmodel = "other.pt"\n')
     with pytest.raises(UserError, match="uses no model"):
         bench.load_config(workdir / "lasso.toml")
+    # a zoo model of the wrong kind for its row is refused when the config loads, not when it runs
+    for row, want in (
+        (
+            'name = "dps"\nmodel = "fmnist-ldm-32"',
+            "method 'dps' runs on a pixel diffusion model, and fmnist-ldm-32",
+        ),
+        (
+            'name = "psld"\nmodel = "fmnist-ddpm-32"',
+            "runs on a latent diffusion model, and fmnist-ddpm-32 is a pixel",
+        ),
+        ('name = "resample"\nmodel = "fmnist-stylegan2-32"', "and fmnist-stylegan2-32 is a generator"),
+        ('name = "csgm"\nmodel = "fmnist-ddpm-32"', "fmnist-ddpm-32 is a diffusion model, and method 'csgm'"),
+    ):
+        (workdir / "kind.toml").write_text(GRID + f'\n[[methods]]\nlabel = "x"\n{row}\n')
+        with pytest.raises(UserError, match=want.replace("(", r"\(")):
+            bench.load_config(workdir / "kind.toml")
 
 
 def test_code_fingerprint_follows_the_imports_and_skips_the_reports():

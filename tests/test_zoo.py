@@ -55,6 +55,11 @@ def test_a_model_of_the_other_kind_is_named_as_such():
         zoo.load_generator("fmnist-ddpm-32")
     with pytest.raises(UserError, match="^diffusion model file no/such.pt does not exist"):
         zoo.load_diffusion("no/such.pt")
+    # the names a bench config checks its rows against are those of the files
+    from genprior.diffusion.latent import LatentDiffusion
+
+    for name in zoo.DIFFUSION_MODELS:
+        assert isinstance(zoo.load_diffusion(name), LatentDiffusion) == (name in zoo.LATENT_DIFFUSION_MODELS)
 
 
 def test_missing_face_package_gives_the_pip_command(monkeypatch):

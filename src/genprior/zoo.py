@@ -134,6 +134,7 @@ ZOO: dict[str, ZooEntry] = {
 
 #: the diffusion models: name -> (description, bundled file); pixel models for ``dps`` and
 #: ``diffpir``, latent ones (autoencoder + UNet) for ``resample``, ``latent-dps`` and ``psld``
+#: (:data:`LATENT_DIFFUSION_MODELS`)
 DIFFUSION_MODELS: dict[str, tuple[str, str]] = {
     "fmnist-ddpm-32": (
         "pixel DDPM (UNet, 0.7M parameters), 32x32 Fashion-MNIST (train split)",
@@ -148,6 +149,10 @@ DIFFUSION_MODELS: dict[str, tuple[str, str]] = {
         "fmnist-ldm8-32",
     ),
 }
+
+
+#: the latent ones among :data:`DIFFUSION_MODELS` (what a bench config checks its rows against)
+LATENT_DIFFUSION_MODELS = frozenset({"fmnist-ldm-32", "fmnist-ldm8-32"})
 
 
 def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:

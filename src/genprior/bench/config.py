@@ -415,6 +415,8 @@ def parse_config(
             if not isinstance(model, str):
                 raise UserError(f"{where}: model = {model!r} must be a zoo name or a checkpoint path")
             model = _model_ref(model, base, f"{where}: model")
+        if METHODS[mname].needs_model:
+            _check_model_kind(mname, model or gen, where)
         seed_label = m.get("seed_label")
         if seed_label is not None and not isinstance(seed_label, str):
             raise UserError(f"{where}: seed_label = {seed_label!r} must be the label of a method row")
@@ -445,6 +447,26 @@ def parse_config(
         lpips_net=lpips_net, classifier=classifier, plot_metrics=list(plot_metrics), xscale=xscale, yscale=yscale,
         images=images, tasks=tasks, methods=methods, base_dir=str(base), plot_best_of=dict(best_of),
     )  # fmt: skip
+
+
+def _check_model_kind(method: str, ref: str, where: str) -> None:
+    """A row's zoo model is of the kind its method runs on (a file's kind shows when it loads)."""
+    from ..solvers.registry import DIFFUSION, METHODS
+    from ..zoo import DIFFUSION_MODELS, LATENT_DIFFUSION_MODELS, ZOO
+
+    if METHODS[method].needs != DIFFUSION:
+        if ref in DIFFUSION_MODELS:
+            raise UserError(f"{where}: {ref} is a diffusion model, and method {method!r} runs on a generator")
+        return
+    latent = bool(getattr(METHODS[method].solver_class(), "latent", False))
+    kind = "latent" if latent else "pixel"
+    fits = [n for n in DIFFUSION_MODELS if (n in LATENT_DIFFUSION_MODELS) == latent]
+    if ref in ZOO or (ref in DIFFUSION_MODELS and ref not in fits):
+        what = "a generator" if ref in ZOO else f"a {'pixel' if latent else 'latent'} diffusion model"
+        raise UserError(
+            f"{where}: method {method!r} runs on a {kind} diffusion model, and {ref} is {what}: "
+            f"give model = one of {', '.join(fits)}"
+        )
 
 
 def _model_ref(ref: str, base: Path, where: str) -> str:
