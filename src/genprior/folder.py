@@ -267,7 +267,7 @@ def _read(f: Path, shape: tuple[int, int, int] | None, resize: bool) -> torch.Te
 def _write_image_results(
     out: Path, job: FolderJob, r: dict[str, Any], f: Path, batch: int, solve_s: float, n_batch: int
 ) -> dict[str, Any]:
-    from .io import save_comparison, save_image, write_json_atomic
+    from .io import save_comparison, save_image, save_std_map, write_json_atomic
 
     x_hat, truth, preview = (torch.tensor(r[k]) for k in ("x_hat", "truth", "preview"))
     save_image(out / f"{f.stem}.png", x_hat)
@@ -278,14 +278,9 @@ def _write_image_results(
     )
     extra: dict[str, Any] = {}
     if "std" in r:  # a posterior sampler's: NAME-std.png (white = the image's largest std)
-        std = torch.tensor(r["std"])
-        peak = float(std.max())
-        save_image(out / f"{f.stem}-std.png", (std / max(peak, 1e-12)).clamp(0, 1))
         extra["posterior"] = {
             **r["posterior"],
-            "std_mean": float(std.mean()),
-            "std_max": peak,
-            "std_png_scale": f"white = the largest std, {peak:.4g}",
+            **save_std_map(out / f"{f.stem}-std.png", torch.tensor(r["std"])),
         }
     rec = {
         "file": f.name,

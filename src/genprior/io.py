@@ -135,6 +135,18 @@ def save_image(path: str | os.PathLike, img: torch.Tensor) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
+def save_std_map(path: str | os.PathLike, std: torch.Tensor) -> dict[str, float | str]:
+    """Save a per-pixel std map ``(C, H, W)`` as PNG (white = its largest std), atomically, and
+    return its summary for a record: ``std_mean``, ``std_max`` and the PNG's scale."""
+    peak = float(std.max())
+    save_image(path, (std / max(peak, 1e-12)).clamp(0, 1))
+    return {
+        "std_mean": float(std.mean()),
+        "std_max": peak,
+        "std_png_scale": f"white = the largest std, {peak:.4g}",
+    }
+
+
 def comparison_image(panels: list[tuple[str, torch.Tensor]], min_side: int = 256) -> np.ndarray:
     """Side-by-side panels ``[(label, (C, H, W) image in [0, 1]), ...]`` as an RGB uint8 array: each
     image scaled up by a whole factor (nearest neighbour, no smoothing) to at least ``min_side``

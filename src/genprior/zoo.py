@@ -132,27 +132,29 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-#: the diffusion models: name -> (description, bundled file); pixel models for ``dps`` and
-#: ``diffpir``, latent ones (autoencoder + UNet) for ``resample``, ``latent-dps`` and ``psld``
-#: (:data:`LATENT_DIFFUSION_MODELS`)
-DIFFUSION_MODELS: dict[str, tuple[str, str]] = {
+#: the diffusion models: name -> (description, bundled file, latent); pixel models for ``dps``
+#: and ``diffpir``, latent ones (autoencoder + UNet) for ``resample``, ``latent-dps`` and ``psld``
+DIFFUSION_MODELS: dict[str, tuple[str, str, bool]] = {
     "fmnist-ddpm-32": (
         "pixel DDPM (UNet, 0.7M parameters), 32x32 Fashion-MNIST (train split)",
         "fmnist-ddpm-32",
+        False,
     ),
     "fmnist-ldm-32": (
         "latent diffusion (KL autoencoder to 4x8x8, UNet), 32x32 Fashion-MNIST (train split)",
         "fmnist-ldm-32",
+        True,
     ),
     "fmnist-ldm8-32": (
         "latent diffusion (KL autoencoder to 8x8x8, UNet), 32x32 Fashion-MNIST (train split)",
         "fmnist-ldm8-32",
+        True,
     ),
 }
 
 
 #: the latent ones among :data:`DIFFUSION_MODELS` (what a bench config checks its rows against)
-LATENT_DIFFUSION_MODELS = frozenset({"fmnist-ldm-32", "fmnist-ldm8-32"})
+LATENT_DIFFUSION_MODELS = frozenset(name for name, (_, _, latent) in DIFFUSION_MODELS.items() if latent)
 
 
 def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> Any:
@@ -227,7 +229,7 @@ def list_models() -> list[dict[str, Any]]:
             "image_shape": (1, 32, 32),
             "install_hint": "`genprior train ddpm --out DIR --export FILE`, then give FILE",
         }
-        for name, (desc, stem) in DIFFUSION_MODELS.items()
+        for name, (desc, stem, _) in DIFFUSION_MODELS.items()
     ]
 
 

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import metrics
     from ..folder import result_label
-    from ..io import save_comparison, save_image, write_json_atomic
+    from ..io import save_comparison, save_image, save_std_map, write_json_atomic
     from ..physics import load_mask, make_physics, measurement_preview
     from ..solvers.registry import get_method
 
@@ -312,21 +312,13 @@ def run(args: argparse.Namespace) -> int:
     if post is not None and post.num_samples > 1:
         std_png = args.out.with_name(args.out.stem + "-std.png")
         grid_png = args.out.with_name(args.out.stem + "-samples.png")
-        std = post.std[0]
-        peak = float(std.max())
-        result["posterior"] = {
-            "samples": post.num_samples,
-            "std_mean": float(std.mean()),
-            "std_max": peak,
-            "std_png_scale": "white = the largest std, " + f"{peak:.4g}",
-        }
+        result["posterior"] = {"samples": post.num_samples, **save_std_map(std_png, post.std[0])}
         if "holdout_scale" in rec.extra:  # the std map calibrated on held-out measurements (`holdout`)
             result["posterior"]["holdout_scale"] = rec.extra["holdout_scale"][0]
         if truth is not None:
             where = metrics.unobserved(physics, tuple(truth.shape))
             result["posterior"]["calibration"] = float(metrics.coverage(truth, post.mean, post.std, where)[0])
             result["posterior"]["calibration_pixels"] = int(where.sum())
-        save_image(std_png, (std / max(peak, 1e-12)).clamp(0, 1))
         n_show = min(post.num_samples, 8)
         tiles = [t for s in post.samples[:n_show, 0] for t in (s, sep[0])][:-1]
         save_image(grid_png, torch.cat(tiles, dim=2))

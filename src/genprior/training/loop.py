@@ -156,12 +156,12 @@ def train_resumable(
         saved = dict(ck["config"])
         saved["steps"] = config.steps if config is not None else saved["steps"]
         cfg = config_cls(**saved)
-        model, ema = from_dict(ck["model"]), from_dict(ck["ema"])
         step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
         if cfg.steps < step:
             raise UserError(
                 f"{ck_path} is at step {step}, past steps = {cfg.steps}: give --steps {step} or more"
             )
+        model, ema = from_dict(ck["model"]), from_dict(ck["ema"])
     else:
         cfg = config or config_cls()
         if ck_path.exists():
