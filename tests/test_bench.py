@@ -784,6 +784,9 @@ def test_a_method_can_run_on_its_own_model(workdir):
     with pytest.raises(UserError, match="uses no model"):
         bench.load_config(workdir / "lasso.toml")
     # a zoo model of the wrong kind for its row is refused when the config loads, not when it runs
+    from genprior.diffusion.pixel import FORMAT
+
+    torch.save({"format": FORMAT}, workdir / "pix.pt")
     for row, want in (
         (
             'name = "dps"\nmodel = "fmnist-ldm-32"',
@@ -794,10 +797,23 @@ def test_a_method_can_run_on_its_own_model(workdir):
             "runs on a latent diffusion model, and fmnist-ddpm-32 is a pixel",
         ),
         ('name = "resample"\nmodel = "fmnist-stylegan2-32"', "and fmnist-stylegan2-32 is a generator"),
-        ('name = "csgm"\nmodel = "fmnist-ddpm-32"', "fmnist-ddpm-32 is a diffusion model, and method 'csgm'"),
+        (
+            'name = "csgm"\nmodel = "fmnist-ddpm-32"',
+            "fmnist-ddpm-32 is a pixel diffusion model, and method 'csgm'",
+        ),
+        # and so is a file of the wrong kind, read by its format alone
+        (
+            'name = "psld"\nmodel = "pix.pt"',
+            "runs on a latent diffusion model, and .*pix.pt is a pixel diffusion",
+        ),
+        (
+            'name = "dps"\nmodel = "other.pt"',
+            "runs on a pixel diffusion model, and .*other.pt is not a diffusion",
+        ),
+        ('name = "csgm"\nmodel = "pix.pt"', "pix.pt is a pixel diffusion model, and method 'csgm'"),
     ):
         (workdir / "kind.toml").write_text(GRID + f'\n[[methods]]\nlabel = "x"\n{row}\n')
-        with pytest.raises(UserError, match=want.replace("(", r"\(")):
+        with pytest.raises(UserError, match=want):
             bench.load_config(workdir / "kind.toml")
 
 

@@ -250,3 +250,17 @@ def test_posterior_samples_of_one_sample_have_nan_std():
         PosteriorSamples.from_samples(torch.zeros(0, 3, 1, 2, 2))
     with pytest.raises(ValueError):
         PosteriorSamples(samples, samples[0], samples[0, :2])
+
+
+def test_a_scaled_std_map_is_capped_at_half_the_pixel_range_and_keeps_the_raw_one():
+    """`holdout`'s factor can be large (12.9 with two samples at super-resolution): the map it
+    scales stays within the 0.5 no distribution on [0, 1] exceeds, scales the rest exactly, and
+    the spread as the samples drew it stays readable (the bench's `calibration_raw`)."""
+    samples = torch.stack([torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.2)])
+    samples[1, 0, 0, 0, 0] = 1.0  # one pixel with samples 0 and 1: std 0.71
+    post = PosteriorSamples.from_samples(samples)
+    scaled = post.std_scaled(torch.tensor([10.0, 2.0]))
+    assert float(scaled.std.max()) == 0.5  # image 0: 10 x 0.14 and 10 x 0.71, both capped
+    torch.testing.assert_close(scaled.std[1], post.std[1] * 2)  # 2 x 0.14: unchanged by the cap
+    torch.testing.assert_close(scaled.std_raw, post.std)
+    assert scaled.mean is post.mean and scaled.samples is post.samples

@@ -63,6 +63,7 @@ def test_training_resumes_bit_for_bit_and_exports(tmp_path):
     train_ddpm(tmp_path / "b", cfg, images=images, max_steps=3, progress=False)
     resumed = train_ddpm(tmp_path / "b", cfg, images=images, resume=True, progress=False)
     assert full["step"] == resumed["step"] == 6
+    assert full["history"] == resumed["history"] and [h["step"] for h in full["history"]] == [6]
     for key in ("model", "ema"):
         for name, t in full[key]["state_dict"].items():
             assert torch.equal(t, resumed[key]["state_dict"][name]), (key, name)
@@ -81,6 +82,13 @@ def test_bad_settings_are_one_line_errors():
         DDPMTrainConfig(lr=0)
     with pytest.raises(UserError, match="one entry per level"):
         DDPMTrainConfig(widths=(8, 16), attention=(False,))
+    from genprior.solvers.diffusion import DiffPIRConfig
+
+    DiffPIRConfig(steps=1000)
+    with pytest.raises(
+        UserError, match=r"^DiffPIRConfig: steps = 1001: give at most 1000, the model's timesteps"
+    ):
+        DiffPIRConfig(steps=1001)
 
 
 @pytest.mark.parametrize(

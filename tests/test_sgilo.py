@@ -425,7 +425,8 @@ def test_the_default_holds_out_a_tenth_and_solves_again_on_all():
     assert 0.05 < held.sum().item() / (physics.mask.sum().item() * len(y)) < 0.15
     scale = torch.tensor(d.last_record.extra["holdout_scale"])
     assert scale.mean() > 1.5  # the prior is three times too narrow: the map widens
-    assert torch.allclose(d.last_samples.std, plain.last_samples.std * scale.view(-1, 1, 1, 1))
+    want = (plain.last_samples.std * scale.view(-1, 1, 1, 1)).clamp(max=0.5)  # at most 0.5: Popoviciu
+    assert torch.allclose(d.last_samples.std, want)
     assert "holdout_scale" not in plain.last_record.extra
     one = SGILO(G, SGILOConfig(**{**kw, "chains": 1}), score_model=score)
     one(y, physics)

@@ -68,9 +68,11 @@ def ray_map(
             ready, _ = ray.wait(list(running), num_returns=1)
             i = running.pop(ready[0])
             yield i, ray.get(ready[0])
-    finally:
+    finally:  # a stop (Ctrl-C, an error) ends the tasks still running by ending their processes:
+        # an interrupted task can leave its worker half-way through an import (matplotlib's,
+        # through deepinv's SSIM, then failed in the next task with `KeyError: 'Rectangle:kwdoc'`)
         for ref in running:
-            ray.cancel(ref)
+            ray.cancel(ref, force=True)
 
 
 def model_blob(model: str | None) -> bytes | None:

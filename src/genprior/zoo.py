@@ -192,6 +192,21 @@ def load_diffusion(name_or_path: str | os.PathLike, device: torch.device | str =
     return frozen(cls.from_dict(d, source=str(path)).to(device))
 
 
+def diffusion_kind(path: str | os.PathLike) -> str | None:
+    """``"latent"`` or ``"pixel"`` for a file `genprior train ldm|ddpm --export` wrote, None for
+    any other (a generator's checkpoint, a file torch cannot read this way): the dict's
+    ``format`` only, its tensors memory-mapped rather than read, nothing executed."""
+    from .diffusion.latent import LDM_FORMAT
+    from .diffusion.pixel import FORMAT
+
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, or objects outside torch's allow-list: not ours
+        return None
+    fmt = d.get("format") if isinstance(d, dict) else None
+    return {LDM_FORMAT: "latent", FORMAT: "pixel"}.get(fmt) if isinstance(fmt, str) else None
+
+
 def load_model(name_or_path: str | os.PathLike, needs: str, device: torch.device | str = "cpu") -> Any:
     """The model a method of the table is built on: a diffusion model for ``needs ==
     "diffusion"``, else a generator (:func:`load_generator`)."""

@@ -224,7 +224,7 @@ def run_cell(cfg: BenchConfig, cell: Cell) -> list[dict[str, Any]]:
                 cols["calibration"] = metrics.coverage(x, post.mean.to(dev), post.std.to(dev), where).tolist()
                 scale = solver.last_record.extra.get("holdout_scale")
                 if scale is not None:  # the std map as the samples drew it, before `holdout` scaled it
-                    raw = post.std_scaled(1 / torch.tensor(scale)).std.to(dev)
+                    raw = post.std_raw.to(dev)
                     cols["calibration_raw"] = metrics.coverage(x, post.mean.to(dev), raw, where).tolist()
                 cols["std_mean"] = post.std.flatten(1).mean(1).tolist()
         clf = get_classifier(cfg, G)

@@ -450,22 +450,34 @@ def parse_config(
 
 
 def _check_model_kind(method: str, ref: str, where: str) -> None:
-    """A row's zoo model is of the kind its method runs on (a file's kind shows when it loads)."""
+    """A row's model, a zoo name or a file, is of the kind its method runs on."""
     from ..solvers.registry import DIFFUSION, METHODS
-    from ..zoo import DIFFUSION_MODELS, LATENT_DIFFUSION_MODELS, ZOO
+    from ..zoo import DIFFUSION_MODELS, LATENT_DIFFUSION_MODELS, ZOO, diffusion_kind
 
+    if ref in ZOO:
+        has = None
+    elif ref in DIFFUSION_MODELS:
+        has = "latent" if ref in LATENT_DIFFUSION_MODELS else "pixel"
+    else:
+        has = diffusion_kind(ref)
     if METHODS[method].needs != DIFFUSION:
-        if ref in DIFFUSION_MODELS:
-            raise UserError(f"{where}: {ref} is a diffusion model, and method {method!r} runs on a generator")
+        if has is not None:
+            raise UserError(
+                f"{where}: {ref} is a {has} diffusion model, and method {method!r} runs on a generator"
+            )
         return
     latent = bool(getattr(METHODS[method].solver_class(), "latent", False))
     kind = "latent" if latent else "pixel"
-    fits = [n for n in DIFFUSION_MODELS if (n in LATENT_DIFFUSION_MODELS) == latent]
-    if ref in ZOO or (ref in DIFFUSION_MODELS and ref not in fits):
-        what = "a generator" if ref in ZOO else f"a {'pixel' if latent else 'latent'} diffusion model"
+    if has != kind:
+        fits = [n for n in DIFFUSION_MODELS if (n in LATENT_DIFFUSION_MODELS) == latent]
+        what = (
+            f"a {has} diffusion model"
+            if has
+            else ("a generator" if ref in ZOO else "not a diffusion model file")
+        )
         raise UserError(
             f"{where}: method {method!r} runs on a {kind} diffusion model, and {ref} is {what}: "
-            f"give model = one of {', '.join(fits)}"
+            f"give model = one of {', '.join(fits)} or a file `genprior train {'ldm' if latent else 'ddpm'} --export` wrote"
         )
 
 

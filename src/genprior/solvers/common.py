@@ -457,6 +457,10 @@ def finish_run(
 
 
 # ==== results of posterior samplers ===============================================================
+#: the largest std a pixel in [0, 1] can have (Popoviciu: half the range)
+STD_MAX = 0.5
+
+
 @dataclass
 class PosteriorSamples:
     """Samples of a posterior sampler and their per-pixel summary.
@@ -499,9 +503,17 @@ class PosteriorSamples:
 
     def std_scaled(self, factor: Tensor) -> PosteriorSamples:
         """The same samples and mean with the std map of image ``i`` multiplied by ``factor[i]``
-        (``(B,)``): a std map calibrated on held-out measurements (``holdout``)."""
+        (``(B,)``): a std map calibrated on held-out measurements (``holdout``). Each std is then
+        at most ``STD_MAX`` (Popoviciu's bound for pixels in ``[0, 1]``): a large factor times a
+        wide spread cannot claim more uncertainty than any distribution on ``[0, 1]`` has, and
+        ``mean +- 2 STD_MAX`` already covers the whole range, so the cap changes no coverage."""
         f = factor.to(self.std).view(-1, *([1] * (self.std.dim() - 1)))
-        return PosteriorSamples(self.samples, self.mean, self.std * f)
+        return PosteriorSamples(self.samples, self.mean, (self.std * f).clamp(max=STD_MAX))
+
+    @property
+    def std_raw(self) -> Tensor:
+        """The std map as the samples drew it (before :meth:`std_scaled`)."""
+        return PosteriorSamples.from_samples(self.samples).std
 
     @property
     def num_samples(self) -> int:

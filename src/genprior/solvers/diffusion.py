@@ -19,7 +19,15 @@ from deepinv.models import Reconstructor
 from torch import Tensor
 
 from ..errors import UserError
-from .common import PosteriorSamples, RunRecord, check_holdout, check_int, check_number, holdout_share
+from .common import (
+    PosteriorSamples,
+    RunRecord,
+    check_holdout,
+    check_int,
+    check_number,
+    holdout_share,
+    setting_error,
+)
 
 
 @dataclass
@@ -56,6 +64,8 @@ class DiffPIRConfig:
 
     def __post_init__(self) -> None:
         check_int(self, "steps", 2)
+        if self.steps > 1000:  # deepinv's DiffPIR rounds its steps to the model's 1,000 timesteps
+            raise setting_error(self, "steps", "give at most 1000, the model's timesteps (more repeat them)")
         check_int(self, "chains", 1)
         check_int(self, "seed", 0)
         check_holdout(self)

@@ -34,6 +34,8 @@ def run_steps(
     stop_at: int,
     elapsed: float,
     history: list[dict[str, float]],
+    window: list[float],
+    end: int,
     opt: torch.optim.Optimizer,
     params: Iterable[Tensor],
     ema_params: Iterable[Tensor],
@@ -48,7 +50,10 @@ def run_steps(
     what: str,
 ) -> dict[str, Any]:
     """Run steps ``step .. stop_at - 1``; ``checkpoint(step, elapsed)`` writes and returns a
-    checkpoint (``history`` is appended to in place). Returns the last checkpoint."""
+    checkpoint. ``history`` gets the mean loss of every 50 steps and of the last ones before
+    ``end`` (the run's whole length); ``window`` ``[sum, count]`` holds the losses since the last
+    entry (both in place, and in the checkpoints: a run stopped and resumed logs what an
+    uninterrupted one does). Returns the last checkpoint."""
     from tqdm.auto import tqdm
 
     pairs = list(zip(list(ema_params), list(params)))
@@ -56,7 +61,6 @@ def run_steps(
         total=stop_at, initial=min(step, stop_at), disable=not progress, desc=f"train {what}", unit="step"
     )
     t0 = time.perf_counter()
-    run_sum, run_n = 0.0, 0
     try:
         while step < stop_at:
             if max_seconds is not None and elapsed + time.perf_counter() - t0 > max_seconds:
@@ -74,12 +78,12 @@ def run_steps(
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise UserError(f"the {what} loss became {lv} at step {step}: lower --lr or change --seed")
-            run_sum, run_n = run_sum + lv, run_n + 1
+            window[0], window[1] = window[0] + lv, window[1] + 1
             bar.update(1)
-            if step % 50 == 0 or step == stop_at:
-                history.append({"step": step, "loss": run_sum / run_n})
-                bar.set_postfix(loss=f"{run_sum / run_n:.4f}")
-                run_sum, run_n = 0.0, 0
+            if step % 50 == 0 or step == end:
+                history.append({"step": step, "loss": window[0] / window[1]})
+                bar.set_postfix(loss=f"{window[0] / window[1]:.4f}")
+                window[0], window[1] = 0.0, 0
             if step % ckpt_every == 0 and step < stop_at:
                 elapsed += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -137,7 +141,7 @@ def train_resumable(
 ) -> dict[str, Any]:
     """A resumable run of :func:`run_steps` with AdamW (no weight decay) and an EMA of the model,
     checkpointed to ``out/checkpoint.pt``: ``{"format": train_format, "config", "model", "ema",
-    "opt", "step", "history", "elapsed_s"}``.
+    "opt", "step", "history", "window", "elapsed_s"}``.
 
     A new run builds ``new_model(cfg)`` after seeding torch with ``cfg.seed``; ``resume`` reads
     the checkpoint back (the config saved in it, with ``config.steps`` as the new target when a
@@ -157,6 +161,7 @@ def train_resumable(
         saved["steps"] = config.steps if config is not None else saved["steps"]
         cfg = config_cls(**saved)
         step, history, elapsed = int(ck["step"]), list(ck["history"]), float(ck["elapsed_s"])
+        window = list(ck.get("window", [0.0, 0]))  # checkpoints before 2026-12-06 lack it
         if cfg.steps < step:
             raise UserError(
                 f"{ck_path} is at step {step}, past steps = {cfg.steps}: give --steps {step} or more"
@@ -169,7 +174,7 @@ def train_resumable(
         torch.manual_seed(cfg.seed)  # the network's initialisation only
         model = new_model(cfg)
         ema = copy.deepcopy(model)
-        step, history, elapsed, ck = 0, [], 0.0, None
+        step, history, window, elapsed, ck = 0, [], [0.0, 0], 0.0, None
     model, ema = model.to(device).train(), ema.to(device).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -187,6 +192,7 @@ def train_resumable(
             "opt": opt.state_dict(),
             "step": step,
             "history": history,
+            "window": window,
             "elapsed_s": elapsed,
             **(extra or {}),
         }
@@ -200,6 +206,8 @@ def train_resumable(
         stop_at=stop_at,
         elapsed=elapsed,
         history=history,
+        window=window,
+        end=cfg.steps,
         opt=opt,
         params=trainable(model),
         ema_params=trainable(ema),
