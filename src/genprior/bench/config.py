@@ -393,6 +393,7 @@ def parse_config(
     if not raw_methods:
         raise UserError(f"{source}: no [[methods]]: give at least one method")
     methods: list[MethodSpec] = []
+    kinds: dict[str, str | None] = {}  # a model file's kind, read once however many rows name it
     for i, m in enumerate(raw_methods):
         where = f"{source} [[methods]] #{i + 1}"
         if not isinstance(m, dict):
@@ -416,7 +417,7 @@ def parse_config(
                 raise UserError(f"{where}: model = {model!r} must be a zoo name or a checkpoint path")
             model = _model_ref(model, base, f"{where}: model")
         if METHODS[mname].needs_model:
-            _check_model_kind(mname, model or gen, where)
+            _check_model_kind(mname, model or gen, where, kinds)
         seed_label = m.get("seed_label")
         if seed_label is not None and not isinstance(seed_label, str):
             raise UserError(f"{where}: seed_label = {seed_label!r} must be the label of a method row")
@@ -449,8 +450,9 @@ def parse_config(
     )  # fmt: skip
 
 
-def _check_model_kind(method: str, ref: str, where: str) -> None:
-    """A row's model, a zoo name or a file, is of the kind its method runs on."""
+def _check_model_kind(method: str, ref: str, where: str, kinds: dict[str, str | None]) -> None:
+    """A row's model, a zoo name or a file, is of the kind its method runs on (``kinds``: the
+    files' kinds read so far, filled in)."""
     from ..solvers.registry import DIFFUSION, METHODS
     from ..zoo import DIFFUSION_MODELS, LATENT_DIFFUSION_MODELS, ZOO, diffusion_kind
 
@@ -459,7 +461,9 @@ def _check_model_kind(method: str, ref: str, where: str) -> None:
     elif ref in DIFFUSION_MODELS:
         has = "latent" if ref in LATENT_DIFFUSION_MODELS else "pixel"
     else:
-        has = diffusion_kind(ref)
+        if ref not in kinds:
+            kinds[ref] = diffusion_kind(ref)
+        has = kinds[ref]
     if METHODS[method].needs != DIFFUSION:
         if has is not None:
             raise UserError(
